@@ -1,0 +1,600 @@
+//! The backup engine (DESIGN §3): discover, resolve filters, list everything concurrently with
+//! pagination under the QPS budget, stream into the Velero-compatible archive and the archive
+//! into the store, then write the side files and the metadata file last.
+//!
+//! A backup exists only once its `velero-backup.json` is in the store; if anything fails before
+//! that, what was written is removed, so a crash or an error never leaves something that looks
+//! complete.
+
+mod collect;
+pub mod filter;
+mod pipeline;
+
+pub use collect::Progress;
+pub use filter::{BackupFilter, FilterError, Patterns, ResourcePlan};
+pub use pipeline::{ArchiveSummary, PipelineError};
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use crate::api::velero::{self, Backup, BackupProgress, TidemarkBackupMeta};
+use crate::cluster::selector::{self, SelectorError};
+use crate::cluster::{Budget, ClusterError, ServedResource, discover};
+use crate::report::{Results, RunLog, gzip_json};
+use crate::store::{Store, StoreError, layout};
+
+/// Errors that fail a backup as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The backup name is not a valid object name.
+    #[error("backup name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A backup of that name already exists in the location; nothing was written.
+    #[error("backup {name:?} already exists in location {location}; nothing was overwritten")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+        /// The location.
+        location: String,
+    },
+    /// A filter option is invalid.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    /// The label selector is invalid.
+    #[error("--selector: {0}")]
+    Selector(#[from] SelectorError),
+    /// The cluster could not be read.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing or uploading the archive failed.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+/// What to back up: the options of `velero backup create` / a BackupPolicy.
+#[derive(Clone, Debug)]
+pub struct BackupRequest {
+    /// Backup name (a Kubernetes object name).
+    pub name: String,
+    /// Namespace the record belongs to (`tidemark`, like Velero's `velero`).
+    pub record_namespace: String,
+    /// Name of the location (recorded in the `velero.io/storage-location` label).
+    pub location_name: String,
+    /// Namespace globs to include (empty or `*` = all).
+    pub include_namespaces: Vec<String>,
+    /// Namespace globs to exclude.
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to include (kubectl-style names).
+    pub include_resources: Vec<String>,
+    /// Resources to exclude.
+    pub exclude_resources: Vec<String>,
+    /// `true`/`false`/auto (`None`).
+    pub include_cluster_resources: Option<bool>,
+    /// Label selector string (`app=web`).
+    pub selector: Option<String>,
+    /// Time to live.
+    pub ttl: Duration,
+    /// Labels put on the Backup record.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations put on the Backup record.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How hard to drive the API server.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Objects per LIST page (`limit`).
+    pub page_size: u32,
+    /// Resources listed at once.
+    pub concurrency: usize,
+    /// Client-side request budget.
+    pub budget: Budget,
+}
+
+/// The result of a backup that reached the store.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The record written as `velero-backup.json`.
+    pub record: Backup,
+    /// tidemark's metadata (archive checksum and size).
+    pub meta: TidemarkBackupMeta,
+    /// Warnings and errors.
+    pub results: Results,
+    /// Wall-clock duration.
+    pub duration: Duration,
+}
+
+/// Default TTL of a backup: 30 days (Velero's default, `720h`).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(720 * 3600);
+
+/// Checks a backup or restore name: a DNS-1123 subdomain of at most 63 characters (it also
+/// becomes a label value).
+///
+/// # Errors
+/// A reason string.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    let ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let ends_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !ok || !ends_ok {
+        return Err(
+            "must consist of lower case alphanumeric characters, '-' or '.', and start and end \
+             with an alphanumeric character"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+impl BackupRequest {
+    /// A request for `name` with Velero's defaults (everything, TTL 720h).
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            record_namespace: "tidemark".into(),
+            location_name: "default".into(),
+            include_namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
+            include_resources: Vec::new(),
+            exclude_resources: Vec::new(),
+            include_cluster_resources: None,
+            selector: None,
+            ttl: DEFAULT_TTL,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// Resolves the options into a filter.
+    ///
+    /// # Errors
+    /// [`BackupError::Filter`] or [`BackupError::Selector`].
+    pub fn filter(&self) -> Result<BackupFilter, BackupError> {
+        let label_selector = match self.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(s) => {
+                let parsed = selector::parse(s)?;
+                Some(selector::LabelMatcher::new(&parsed)?.to_query())
+            }
+            None => None,
+        };
+        Ok(BackupFilter {
+            namespaces: Patterns::new(
+                "--include-namespaces/--exclude-namespaces",
+                &self.include_namespaces,
+                &self.exclude_namespaces,
+            )?,
+            include_resources: self.include_resources.clone(),
+            exclude_resources: self.exclude_resources.clone(),
+            include_cluster_resources: self.include_cluster_resources,
+            label_selector,
+        })
+    }
+
+    /// The Velero Backup record for this request, before it runs (phase `New`): what
+    /// `backup create -o yaml` prints.
+    ///
+    /// # Errors
+    /// [`BackupError::Selector`] for an invalid selector.
+    pub fn record(&self) -> Result<Backup, BackupError> {
+        let mut b = Backup::new(&self.name, &self.record_namespace);
+        let mut labels = self.labels.clone();
+        labels.insert(
+            velero::STORAGE_LOCATION_LABEL.into(),
+            self.location_name.clone(),
+        );
+        b.metadata.labels = Some(labels);
+        if !self.annotations.is_empty() {
+            b.metadata.annotations = Some(self.annotations.clone());
+        }
+        b.spec.included_namespaces = if self.include_namespaces.is_empty() {
+            vec!["*".into()]
+        } else {
+            self.include_namespaces.clone()
+        };
+        b.spec.excluded_namespaces = self.exclude_namespaces.clone();
+        b.spec.included_resources = self.include_resources.clone();
+        b.spec.excluded_resources = self.exclude_resources.clone();
+        b.spec.include_cluster_resources = self.include_cluster_resources;
+        b.spec.label_selector = match self.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(s) => Some(selector::parse(s)?),
+            None => None,
+        };
+        b.spec.ttl = Some(velero::go_duration(self.ttl));
+        b.spec.storage_location = Some(self.location_name.clone());
+        b.status.phase = Some("New".into());
+        Ok(b)
+    }
+}
+
+/// Runs a backup into `store`.
+///
+/// # Errors
+/// [`BackupError`]: invalid request, existing backup, unreachable cluster or store, or a failed
+/// upload (after which nothing of this backup remains in the store). Per-object and per-group
+/// failures do not fail the backup: they are in the outcome's results and make it
+/// `PartiallyFailed`.
+pub async fn run(
+    client: &Client,
+    store: &Store,
+    req: &BackupRequest,
+    settings: &Settings,
+    progress: &Progress,
+) -> Result<BackupOutcome, BackupError> {
+    let started = Instant::now();
+    let start_time = Utc::now();
+    validate_name(&req.name).map_err(|reason| BackupError::InvalidName {
+        name: req.name.clone(),
+        reason,
+    })?;
+    let filter = req.filter()?;
+    let mut record = req.record()?;
+    let log = RunLog::new("backup", &format!("{}/{}", req.record_namespace, req.name));
+
+    store.check().await?;
+    let layout = store.layout();
+    if store.folder_exists(&layout.backup_dir(&req.name)).await? {
+        return Err(BackupError::AlreadyExists {
+            name: req.name.clone(),
+            location: store.url().to_string(),
+        });
+    }
+    let upload = store.upload(&layout.backup_archive(&req.name)).await?;
+
+    log.info(&format!("Starting backup to {}", store.url()));
+    let discovered = match discover(client, &settings.budget).await {
+        Ok(d) => d,
+        Err(e) => {
+            upload.abort().await;
+            return Err(e.into());
+        }
+    };
+    let mut results = Results::default();
+    for g in &discovered.failed_groups {
+        log.error(&format!("API group {g}"));
+        results.errors.add_general(format!("API group {g}"));
+    }
+
+    // Namespaces taking part: matching the filter, active, not labelled for exclusion.
+    let namespaces = match included_namespaces(client, &settings.budget, &filter).await {
+        Ok(n) => n,
+        Err(e) => {
+            upload.abort().await;
+            return Err(e.into());
+        }
+    };
+
+    let mut listed: Vec<&ServedResource> = Vec::new();
+    let mut related: BTreeMap<String, &ServedResource> = BTreeMap::new();
+    for r in &discovered.resources {
+        match filter.plan(r) {
+            ResourcePlan::ListAll => listed.push(r),
+            ResourcePlan::RelatedOnly => {
+                related.insert(r.group_resource(), r);
+            }
+            ResourcePlan::Skip => {}
+        }
+    }
+    let crd_group_resources: BTreeSet<String> =
+        if related.contains_key("customresourcedefinitions.apiextensions.k8s.io") {
+            crd_names(client, &settings.budget)
+                .await
+                .unwrap_or_default()
+        } else {
+            BTreeSet::new()
+        };
+
+    progress
+        .resources_total
+        .store(listed.len() as u64, Ordering::Relaxed);
+    let pipeline = pipeline::Pipeline::start(upload, start_time.timestamp().max(0) as u64);
+    let collected = Mutex::new(collect::Collected::default());
+    let lister = collect::Lister {
+        client,
+        budget: &settings.budget,
+        page_size: settings.page_size,
+        label_selector: filter.label_selector.clone(),
+        namespaces: &namespaces,
+        per_namespace: filter.namespaces.literal_includes().is_some(),
+        out: pipeline.sender(),
+        progress,
+        collected: &collected,
+        crd_group_resources: &crd_group_resources,
+    };
+    let listing: Result<Vec<()>, collect::PipelineClosed> =
+        futures::stream::iter(listed.iter().map(|r| lister.list_resource(r)))
+            .buffer_unordered(settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect();
+
+    // Related cluster-scoped objects (auto mode): namespaces of items, PVs of PVCs, CRDs of CRs.
+    let mut related_ok = listing.map(|_| ());
+    if related_ok.is_ok() {
+        let (pvs, crds, nss) = {
+            let c = collected.lock().expect("collected lock");
+            let taken_ns: BTreeSet<String> = c
+                .resource_list
+                .get("v1/Namespace")
+                .map(|v| v.iter().cloned().collect())
+                .unwrap_or_default();
+            let nss: Vec<String> = c
+                .namespaces_with_items
+                .iter()
+                .filter(|n| !taken_ns.contains(*n))
+                .cloned()
+                .collect();
+            (
+                c.referenced_pvs.iter().cloned().collect::<Vec<_>>(),
+                c.custom_group_resources.iter().cloned().collect::<Vec<_>>(),
+                nss,
+            )
+        };
+        let ns_res = discovered.by_group_resource("namespaces");
+        let pv_res = related.get("persistentvolumes").copied();
+        let crd_res = related
+            .get("customresourcedefinitions.apiextensions.k8s.io")
+            .copied();
+        let mut jobs: Vec<(&ServedResource, String)> = Vec::new();
+        if let Some(r) = ns_res
+            && filter.plan(r) != ResourcePlan::Skip
+        {
+            jobs.extend(nss.into_iter().map(|n| (r, n)));
+        }
+        if let Some(r) = pv_res {
+            jobs.extend(pvs.into_iter().map(|n| (r, n)));
+        }
+        if let Some(r) = crd_res {
+            jobs.extend(crds.into_iter().map(|n| (r, n)));
+        }
+        related_ok = futures::stream::iter(jobs.iter().map(|(r, n)| lister.fetch_one(r, n)))
+            .buffer_unordered(settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ());
+    }
+    drop(lister);
+
+    let summary = match (related_ok, pipeline.finish().await) {
+        (Ok(()), Ok(s)) => s,
+        (_, Err(e)) => {
+            cleanup(store, &req.name).await;
+            return Err(e.into());
+        }
+        (Err(_), Ok(_)) => {
+            cleanup(store, &req.name).await;
+            return Err(PipelineError::Stopped("listing stopped early".into()).into());
+        }
+    };
+
+    let collected = collected.into_inner().expect("collected lock");
+    results.merge(collected.results);
+    let errors = results.errors.len() as u64;
+    let warnings = results.warnings.len() as u64;
+    let phase = if errors > 0 {
+        "PartiallyFailed"
+    } else {
+        "Completed"
+    };
+    log.info(&format!(
+        "Backed up {} items, {} bytes compressed, phase {phase}",
+        summary.items, summary.bytes
+    ));
+    let completion = Utc::now();
+    record.status = velero::BackupStatus {
+        version: Some(1),
+        format_version: Some(crate::archive::FORMAT_VERSION.into()),
+        expiration: chrono::Duration::from_std(req.ttl)
+            .ok()
+            .map(|ttl| start_time + ttl),
+        phase: Some(phase.into()),
+        start_timestamp: Some(start_time),
+        completion_timestamp: Some(completion),
+        warnings: Some(warnings),
+        errors: Some(errors),
+        failure_reason: None,
+        progress: Some(BackupProgress {
+            total_items: summary.items,
+            items_backed_up: summary.items,
+        }),
+        extra: BTreeMap::new(),
+    };
+    let meta = TidemarkBackupMeta {
+        archive_sha256: summary.sha256.clone(),
+        archive_bytes: summary.bytes,
+        items: summary.items,
+        tidemark_version: env!("CARGO_PKG_VERSION").into(),
+        revision: None,
+    };
+    let written = write_side_files(
+        store,
+        &req.name,
+        &record,
+        &meta,
+        &results,
+        &collected.resource_list,
+        &log,
+    )
+    .await;
+    if let Err(e) = written {
+        cleanup(store, &req.name).await;
+        return Err(e.into());
+    }
+    Ok(BackupOutcome {
+        record,
+        meta,
+        results,
+        duration: started.elapsed(),
+    })
+}
+
+async fn write_side_files(
+    store: &Store,
+    name: &str,
+    record: &Backup,
+    meta: &TidemarkBackupMeta,
+    results: &Results,
+    resource_list: &BTreeMap<String, Vec<String>>,
+    log: &RunLog,
+) -> Result<(), StoreError> {
+    let layout = store.layout();
+    store
+        .put(
+            &layout.backup_resource_list(name),
+            gzip_json(resource_list),
+            false,
+        )
+        .await?;
+    store
+        .put(&layout.backup_results(name), gzip_json(results), false)
+        .await?;
+    let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
+    store
+        .put(
+            &layout.backup_file(name, layout::TIDEMARK_BACKUP_FILE),
+            Bytes::from(meta_json),
+            false,
+        )
+        .await?;
+    let mut logs = log.finish();
+    if logs.is_empty() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = gz.write_all(b"");
+        logs = gz.finish().unwrap_or_default();
+    }
+    store
+        .put(&layout.backup_logs(name), Bytes::from(logs), false)
+        .await?;
+    // Last: the record. Its presence is what makes the backup exist.
+    let record_json = serde_json::to_vec_pretty(record).unwrap_or_default();
+    store
+        .put(
+            &layout.backup_file(name, layout::BACKUP_METADATA_FILE),
+            Bytes::from(record_json),
+            true,
+        )
+        .await
+}
+
+async fn cleanup(store: &Store, name: &str) {
+    if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
+        tracing::warn!(backup = name, "could not remove the partial backup: {e}");
+    }
+}
+
+async fn included_namespaces(
+    client: &Client,
+    budget: &Budget,
+    filter: &BackupFilter,
+) -> Result<BTreeSet<String>, ClusterError> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let mut out = BTreeSet::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(500);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        budget.acquire().await;
+        let page = api.list(&lp).await.map_err(|e| ClusterError::Request {
+            what: "listing namespaces".into(),
+            source: e,
+        })?;
+        for ns in page.items {
+            let name = ns.name_any();
+            let active = ns
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_none_or(|p| p != "Terminating");
+            if active && filter.namespaces.matches(&name) && !filter::object_excluded(&ns.metadata)
+            {
+                out.insert(name);
+            }
+        }
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+async fn crd_names(client: &Client, budget: &Budget) -> Result<BTreeSet<String>, ClusterError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    budget.acquire().await;
+    let list = api
+        .list_metadata(&ListParams::default())
+        .await
+        .map_err(|e| ClusterError::Request {
+            what: "listing CustomResourceDefinitions".into(),
+            source: e,
+        })?;
+    Ok(list.items.into_iter().map(|c| c.name_any()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_name("nightly-2026.11.21").is_ok());
+        for bad in ["", "Upper", "-x", "x-", "a_b", &"a".repeat(64)] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn record_reflects_request() {
+        let mut r = BackupRequest::new("b1");
+        r.include_namespaces = vec!["web".into()];
+        r.selector = Some("app=web".into());
+        r.ttl = Duration::from_secs(3600);
+        let b = r.record().unwrap();
+        assert_eq!(b.spec.included_namespaces, vec!["web"]);
+        assert_eq!(b.spec.ttl.as_deref(), Some("1h0m0s"));
+        assert_eq!(
+            b.spec.label_selector.unwrap().match_labels.unwrap()["app"],
+            "web"
+        );
+        assert_eq!(
+            b.metadata.labels.unwrap()[velero::STORAGE_LOCATION_LABEL],
+            "default"
+        );
+        let all = BackupRequest::new("b2").record().unwrap();
+        assert_eq!(all.spec.included_namespaces, vec!["*"]);
+    }
+}

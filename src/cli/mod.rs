@@ -1,0 +1,573 @@
+//! The command line: `tidemark backup|restore create|get` in direct mode (the CLI process runs
+//! the engines against the current kubeconfig; nothing needs to be installed in the cluster).
+//!
+//! Verbs and flags follow `velero`'s. Exit codes: 0 success; 1 error (nothing or not everything
+//! was done); 2 the run finished `PartiallyFailed`.
+
+mod output;
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::backup::{self, BackupRequest};
+use crate::cluster::{self, Budget, Target};
+use crate::restore::{self, ExistingPolicy, RestoreRequest};
+use crate::store::{LocationUrl, Store};
+
+/// Backup, restore and migration for Kubernetes, with Velero-compatible buckets.
+#[derive(Parser, Debug)]
+#[command(name = "tidemark", version, about, long_about = None)]
+pub struct Cli {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, global = true)]
+    context: Option<String>,
+    /// Log level filter (`error`, `warn`, `info`, `debug`, or a tracing filter).
+    #[arg(long, global = true, env = "TIDEMARK_LOG", default_value = "warn")]
+    log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Work with backups.
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Work with restores.
+    #[command(subcommand)]
+    Restore(RestoreCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Back up the cluster's resources into a location.
+    Create(Box<BackupCreate>),
+    /// List the backups a location holds.
+    Get(GetArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum RestoreCommand {
+    /// Restore a backup into the cluster.
+    Create(Box<RestoreCreate>),
+    /// List the restores recorded in a location.
+    Get(GetArgs),
+}
+
+/// Where backups live.
+#[derive(Args, Debug, Clone)]
+struct LocationArgs {
+    /// Location URL: `file:///dir` or `s3://bucket/prefix` (S3 endpoint, region and credentials
+    /// from the standard AWS_* variables; add `?accessMode=ReadOnly` for a read-only location).
+    /// Default: a directory under the user's data dir.
+    #[arg(long, env = "TIDEMARK_LOCATION", value_name = "URL")]
+    location: Option<String>,
+    /// Provider config overriding the URL's query, Velero's `--config` keys
+    /// (`region`, `s3Url`, `s3ForcePathStyle`, `insecureSkipTLSVerify`), repeatable.
+    #[arg(long = "location-config", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    location_config: Vec<(String, String)>,
+}
+
+/// The client-side request budget.
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// Client-side requests per second to the API server.
+    #[arg(long, default_value_t = 100.0)]
+    client_qps: f32,
+    /// Client-side burst above the QPS.
+    #[arg(long, default_value_t = 200)]
+    client_burst: u32,
+    /// Resources listed (backup) or objects created (restore) at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    /// Only these names.
+    names: Vec<String>,
+    #[command(flatten)]
+    location: LocationArgs,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
+    output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+struct BackupCreate {
+    /// Backup name.
+    name: String,
+    /// Namespaces to include (globs; default all).
+    #[arg(long, value_delimiter = ',')]
+    include_namespaces: Vec<String>,
+    /// Namespaces to exclude (globs).
+    #[arg(long, value_delimiter = ',')]
+    exclude_namespaces: Vec<String>,
+    /// Resources to include (`deployments`, `deploy`, `deployments.apps`; default all).
+    #[arg(long, value_delimiter = ',')]
+    include_resources: Vec<String>,
+    /// Resources to exclude.
+    #[arg(long, value_delimiter = ',')]
+    exclude_resources: Vec<String>,
+    /// Include cluster-scoped resources: true, false, or unset for auto (all when every
+    /// namespace is included, else only those related to included objects).
+    #[arg(long)]
+    include_cluster_resources: Option<bool>,
+    /// Only back up objects matching this label selector (`app=web,tier!=db`).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// How long before the backup can be garbage-collected (`720h`, `30d`, `90m`).
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    ttl: Duration,
+    /// Labels for the backup record (`k=v,k2=v2`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
+    labels: Vec<(String, String)>,
+    /// Annotations for the backup record (`k=v,k2=v2`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
+    annotations: Vec<(String, String)>,
+    /// Objects per LIST page (server-side pagination).
+    #[arg(long, default_value_t = 500)]
+    page_size: u32,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    location: LocationArgs,
+    /// Print the Backup record that would be created (json or yaml) and exit without running.
+    #[arg(short, long, value_enum)]
+    output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreCreate {
+    /// Restore name (default `<backup>-<timestamp>`).
+    name: Option<String>,
+    /// The backup to restore.
+    #[arg(long, value_name = "BACKUP")]
+    from_backup: String,
+    /// Namespaces to restore (globs, source names; default all).
+    #[arg(long, value_delimiter = ',')]
+    include_namespaces: Vec<String>,
+    /// Namespaces not to restore.
+    #[arg(long, value_delimiter = ',')]
+    exclude_namespaces: Vec<String>,
+    /// Resources to restore (default all).
+    #[arg(long, value_delimiter = ',')]
+    include_resources: Vec<String>,
+    /// Resources not to restore.
+    #[arg(long, value_delimiter = ',')]
+    exclude_resources: Vec<String>,
+    /// Restore cluster-scoped resources: true, false, or unset for auto.
+    #[arg(long)]
+    include_cluster_resources: Option<bool>,
+    /// Restore into other namespaces: `src1:dst1,src2:dst2`.
+    #[arg(long, default_value = "")]
+    namespace_mappings: String,
+    /// Only restore objects matching this label selector.
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// What to do with objects that already exist: `none` (warn when they differ) or `update`.
+    #[arg(long, value_enum, default_value_t = ExistingArg::None)]
+    existing_resource_policy: ExistingArg,
+    /// Keep Services' nodePorts.
+    #[arg(long)]
+    preserve_nodeports: bool,
+    /// How long to wait for CRDs to become Established and namespaces to finish terminating.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    wait_timeout: Duration,
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(flatten)]
+    location: LocationArgs,
+    /// Print the Restore record (json or yaml) instead of a summary after running.
+    #[arg(short, long, value_enum)]
+    output: Option<OutputFormat>,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ExistingArg {
+    None,
+    Update,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.trim().is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 720h, 30m, 1h30m)"))
+}
+
+/// The embedded default location: `<data dir>/tidemark/location` (e.g.
+/// `~/.local/share/tidemark/location`), or `$TIDEMARK_HOME/location`.
+pub fn default_location_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("TIDEMARK_HOME") {
+        return PathBuf::from(home).join("location");
+    }
+    directories::ProjectDirs::from("dev", "tidemark", "tidemark")
+        .map(|d| d.data_dir().join("location"))
+        .unwrap_or_else(|| PathBuf::from(".tidemark/location"))
+}
+
+async fn open_store(args: &LocationArgs) -> Result<Store> {
+    let config: BTreeMap<String, String> = args.location_config.iter().cloned().collect();
+    let (url, default) = match &args.location {
+        Some(u) => (u.parse::<LocationUrl>()?, false),
+        None => (LocationUrl::filesystem(&default_location_dir()), true),
+    };
+    let url = url.with_config(&config);
+    Ok(Store::open(&url, default)?)
+}
+
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Entry point of the binary: parses arguments, runs, maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level, cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let target = Target {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+    };
+    match cli.command {
+        Command::Version => {
+            println!("tidemark {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup(BackupCommand::Create(args)) => backup_create(&target, *args).await,
+        Command::Backup(BackupCommand::Get(args)) => backup_get(args).await,
+        Command::Restore(RestoreCommand::Create(args)) => restore_create(&target, *args).await,
+        Command::Restore(RestoreCommand::Get(args)) => restore_get(args).await,
+    }
+}
+
+fn phase_code(phase: &str) -> ExitCode {
+    match phase {
+        "Completed" => ExitCode::SUCCESS,
+        "PartiallyFailed" => ExitCode::from(2),
+        _ => ExitCode::from(1),
+    }
+}
+
+/// A progress display: a spinner on a terminal, nothing otherwise (a summary follows).
+fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    pb.enable_steady_tick(Duration::from_millis(120));
+    Some(pb)
+}
+
+async fn backup_create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
+    let mut req = BackupRequest::new(&args.name);
+    req.include_namespaces = args.include_namespaces;
+    req.exclude_namespaces = args.exclude_namespaces;
+    req.include_resources = args.include_resources;
+    req.exclude_resources = args.exclude_resources;
+    req.include_cluster_resources = args.include_cluster_resources;
+    req.selector = args.selector;
+    req.ttl = args.ttl;
+    req.labels = args.labels.into_iter().collect();
+    req.annotations = args.annotations.into_iter().collect();
+    if let Some(fmt) = args.output {
+        let record = req.record()?;
+        output::print_value(&record, fmt == OutputFormat::Yaml)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = open_store(&args.location).await?;
+    let client = cluster::connect(target).await?;
+    let settings = backup::Settings {
+        page_size: args.page_size.max(1),
+        concurrency: args.client.concurrency.max(1),
+        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
+    };
+    let progress = Arc::new(backup::Progress::default());
+    let pb = spinner(true);
+    let ticker = pb.clone().map(|pb| {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            loop {
+                pb.set_message(format!(
+                    "backing up: {} items, {}/{} resources",
+                    progress.items.load(Ordering::Relaxed),
+                    progress.resources_done.load(Ordering::Relaxed),
+                    progress.resources_total.load(Ordering::Relaxed)
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let outcome = backup::run(&client, &store, &req, &settings, &progress).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let outcome = outcome.with_context(|| format!("backup {:?} failed", args.name))?;
+    let phase = outcome.record.phase().to_string();
+    println!(
+        "Backup {:?} {phase} in {}: {} items, {} warnings, {} errors, {} compressed, location {}",
+        args.name,
+        output::duration(outcome.duration),
+        outcome.meta.items,
+        outcome.results.warnings.len(),
+        outcome.results.errors.len(),
+        output::bytes(outcome.meta.archive_bytes),
+        store.url()
+    );
+    if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
+        print!("{}", outcome.results.render());
+    }
+    Ok(phase_code(&phase))
+}
+
+async fn backup_get(args: GetArgs) -> Result<ExitCode> {
+    let store = open_store(&args.location).await?;
+    store.check().await?;
+    let names = if args.names.is_empty() {
+        store.list_backups().await?
+    } else {
+        args.names.clone()
+    };
+    let mut records = Vec::new();
+    for n in &names {
+        match restore::read_backup(&store, n).await {
+            Ok(b) => records.push(b),
+            Err(e) if !args.names.is_empty() => bail!(e),
+            Err(e) => tracing::warn!("skipping {n}: {e}"),
+        }
+    }
+    match args.output {
+        OutputFormat::Table => print!("{}", output::backup_table(&records, chrono::Utc::now())),
+        f => output::print_list(&records, f == OutputFormat::Yaml)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restore_create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
+    let name = args.name.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            args.from_backup,
+            chrono::Utc::now().format("%Y%m%d%H%M%S")
+        )
+    });
+    let req = RestoreRequest {
+        name: name.clone(),
+        record_namespace: "tidemark".into(),
+        backup: args.from_backup.clone(),
+        include_namespaces: args.include_namespaces,
+        exclude_namespaces: args.exclude_namespaces,
+        include_resources: args.include_resources,
+        exclude_resources: args.exclude_resources,
+        include_cluster_resources: args.include_cluster_resources,
+        namespace_mappings: restore::parse_mappings(&args.namespace_mappings)?,
+        selector: args.selector,
+        existing_policy: match args.existing_resource_policy {
+            ExistingArg::None => ExistingPolicy::None,
+            ExistingArg::Update => ExistingPolicy::Update,
+        },
+        preserve_node_ports: args.preserve_nodeports,
+        restore_status: false,
+    };
+    let store = open_store(&args.location).await?;
+    let client = cluster::connect(target).await?;
+    let settings = restore::Settings {
+        concurrency: args.client.concurrency.max(1),
+        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
+        wait_timeout: args.wait_timeout,
+    };
+    let counters = Arc::new(restore::Counters::default());
+    let pb = spinner(args.output.is_none());
+    let ticker = pb.clone().map(|pb| {
+        let c = counters.clone();
+        tokio::spawn(async move {
+            loop {
+                pb.set_message(format!(
+                    "restoring: {} created, {} skipped, {} failed of {}",
+                    c.created.load(Ordering::Relaxed),
+                    c.skipped.load(Ordering::Relaxed),
+                    c.failed.load(Ordering::Relaxed),
+                    c.total.load(Ordering::Relaxed)
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let outcome = restore::run(&client, &store, &req, &settings, &counters).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let outcome = outcome.with_context(|| format!("restore {name:?} failed"))?;
+    let phase = outcome
+        .record
+        .status
+        .phase
+        .clone()
+        .unwrap_or_else(|| "Failed".into());
+    if let Some(fmt) = args.output {
+        output::print_value(&outcome.record, fmt == OutputFormat::Yaml)?;
+    } else {
+        println!(
+            "Restore {name:?} {phase} in {}: {} created, {} updated, {} skipped, {} failed, {} warnings, {} errors",
+            output::duration(outcome.duration),
+            outcome.created,
+            outcome.updated,
+            outcome.skipped,
+            outcome.failed,
+            outcome.results.warnings.len(),
+            outcome.results.errors.len(),
+        );
+        if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
+            print!("{}", outcome.results.render());
+        }
+    }
+    Ok(phase_code(&phase))
+}
+
+async fn restore_get(args: GetArgs) -> Result<ExitCode> {
+    let store = open_store(&args.location).await?;
+    store.check().await?;
+    let names = if args.names.is_empty() {
+        store.list_restores().await?
+    } else {
+        args.names.clone()
+    };
+    let mut records = Vec::new();
+    for n in &names {
+        let path = store
+            .layout()
+            .restore_file(n, crate::store::layout::RESTORE_RECORD_FILE);
+        let bytes = store.get(&path).await?;
+        let r: crate::api::velero::Restore =
+            serde_json::from_slice(&bytes).with_context(|| format!("restore {n}: bad record"))?;
+        records.push(r);
+    }
+    match args.output {
+        OutputFormat::Table => print!("{}", output::restore_table(&records)),
+        f => output::print_list(&records, f == OutputFormat::Yaml)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn velero_style_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tidemark",
+            "backup",
+            "create",
+            "b1",
+            "--include-namespaces",
+            "a,b",
+            "--exclude-namespaces",
+            "c",
+            "--selector",
+            "app=web",
+            "--ttl",
+            "72h",
+            "--location",
+            "file:///tmp/x",
+        ])
+        .unwrap();
+        let Command::Backup(BackupCommand::Create(b)) = cli.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(b.include_namespaces, vec!["a", "b"]);
+        assert_eq!(b.ttl, Duration::from_secs(72 * 3600));
+        assert!(
+            Cli::try_parse_from(["tidemark", "backup", "create", "b", "--ttl", "soon"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["tidemark", "restore", "create"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "tidemark",
+                "restore",
+                "create",
+                "--from-backup",
+                "b",
+                "--namespace-mappings",
+                "a:b"
+            ])
+            .is_ok()
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! Rendering for the CLI: Velero-style tables, JSON/YAML, human sizes and durations.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::api::velero::{Backup, Restore, STORAGE_LOCATION_LABEL};
+
+/// Prints one value as pretty JSON or YAML.
+///
+/// # Errors
+/// Serialization errors.
+pub fn print_value<T: Serialize>(v: &T, yaml: bool) -> anyhow::Result<()> {
+    if yaml {
+        print!("{}", serde_yaml::to_string(v)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    }
+    Ok(())
+}
+
+/// Prints records as a `v1` List (JSON) or a YAML document stream.
+///
+/// # Errors
+/// Serialization errors.
+pub fn print_list<T: Serialize>(items: &[T], yaml: bool) -> anyhow::Result<()> {
+    if yaml {
+        for i in items {
+            println!("---");
+            print!("{}", serde_yaml::to_string(i)?);
+        }
+    } else {
+        let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    }
+    Ok(())
+}
+
+/// `1.2s`, `3m04s`.
+pub fn duration(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 60.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+    }
+}
+
+/// `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn ts(t: Option<DateTime<Utc>>) -> String {
+    t.map(|t| t.format("%Y-%m-%d %H:%M:%S %z").to_string())
+        .unwrap_or_else(|| "<nil>".into())
+}
+
+/// Time left until `exp`, Velero style (`29d`, `5h`, `expired`).
+pub fn expires(exp: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    let Some(exp) = exp else { return "n/a".into() };
+    let left = exp - now;
+    if left.num_seconds() <= 0 {
+        "expired".into()
+    } else if left.num_days() >= 1 {
+        format!("{}d", left.num_days())
+    } else if left.num_hours() >= 1 {
+        format!("{}h", left.num_hours())
+    } else {
+        format!("{}m", left.num_minutes().max(1))
+    }
+}
+
+fn selector(sel: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>) -> String {
+    let Some(s) = sel else { return "<none>".into() };
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        parts.push(format!(
+            "{} {} ({})",
+            e.key,
+            e.operator,
+            e.values.clone().unwrap_or_default().join(",")
+        ));
+    }
+    if parts.is_empty() {
+        "<none>".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The `backup get` table (Velero's columns).
+pub fn backup_table(backups: &[Backup], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.name().to_string(),
+                b.phase().to_string(),
+                b.status.errors.unwrap_or(0).to_string(),
+                b.status.warnings.unwrap_or(0).to_string(),
+                ts(b.status.start_timestamp),
+                expires(b.status.expiration, now),
+                b.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(STORAGE_LOCATION_LABEL).cloned())
+                    .or_else(|| b.spec.storage_location.clone())
+                    .unwrap_or_default(),
+                selector(&b.spec.label_selector),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "STATUS",
+            "ERRORS",
+            "WARNINGS",
+            "CREATED",
+            "EXPIRES",
+            "STORAGE LOCATION",
+            "SELECTOR",
+        ],
+        &rows,
+    )
+}
+
+/// The `restore get` table (Velero's columns).
+pub fn restore_table(restores: &[Restore]) -> String {
+    let rows: Vec<Vec<String>> = restores
+        .iter()
+        .map(|r| {
+            vec![
+                r.metadata.name.clone().unwrap_or_default(),
+                r.spec.backup_name.clone(),
+                r.status.phase.clone().unwrap_or_default(),
+                ts(r.status.start_timestamp),
+                ts(r.status.completion_timestamp),
+                r.status.errors.to_string(),
+                r.status.warnings.to_string(),
+                selector(&r.spec.label_selector),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "BACKUP",
+            "STATUS",
+            "STARTED",
+            "COMPLETED",
+            "ERRORS",
+            "WARNINGS",
+            "SELECTOR",
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_durations_expiry() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(duration(Duration::from_millis(1234)), "1.2s");
+        assert_eq!(duration(Duration::from_secs(184)), "3m04s");
+        let now = Utc::now();
+        assert_eq!(
+            expires(
+                Some(now + chrono::Duration::days(29) + chrono::Duration::hours(1)),
+                now
+            ),
+            "29d"
+        );
+        assert_eq!(
+            expires(Some(now - chrono::Duration::hours(1)), now),
+            "expired"
+        );
+    }
+
+    #[test]
+    fn backup_table_has_velero_columns() {
+        let mut b = Backup::new("nightly", "tidemark");
+        b.status.phase = Some("Completed".into());
+        b.spec.storage_location = Some("default".into());
+        let t = backup_table(&[b], Utc::now());
+        let mut lines = t.lines();
+        let header = lines.next().unwrap();
+        assert!(header.starts_with("NAME"));
+        assert!(header.contains("STORAGE LOCATION"));
+        let row = lines.next().unwrap();
+        assert!(row.starts_with("nightly"));
+        assert!(row.contains("Completed"));
+    }
+}

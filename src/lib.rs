@@ -1,0 +1,21 @@
+//! tidemark: backup, restore and migration for Kubernetes, with Velero-compatible buckets.
+//!
+//! The library holds the engines; `src/main.rs` only calls [`cli::main`]. Modules:
+//!
+//! - [`api`]: the `velero.io/v1` record shapes written to and read from buckets.
+//! - [`cluster`]: connecting, the QPS budget, discovery, label selectors.
+//! - [`backup`]: the backup engine (filters, listing, streaming archive pipeline).
+//! - [`archive`]: the Velero-compatible tar.gz format, written and validated.
+//! - [`restore`]: the restore engine (plan, ordering, transforms, apply).
+//! - [`store`]: locations, the bucket layout, streaming uploads, the read-only guard.
+//! - [`report`]: results and run logs.
+//! - [`cli`]: the command line.
+
+pub mod api;
+pub mod archive;
+pub mod backup;
+pub mod cli;
+pub mod cluster;
+pub mod report;
+pub mod restore;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The `tidemark` command; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    tidemark::cli::main()
+}

@@ -1,0 +1,1032 @@
+//! The restore engine (DESIGN §5): fetch and validate the archive (checksum, paths, sizes)
+//! before anything is created, then create the objects tier by tier in priority order,
+//! concurrently within a tier under the QPS budget, and report per-namespace results.
+//!
+//! Plan-then-apply: [`plan`] turns the extracted archive and the request into an ordered list of
+//! prepared objects (pure, no cluster access); [`run`] applies it.
+
+pub mod order;
+pub mod transform;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::Utc;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::Value;
+
+use crate::api::velero::{self, Backup, Restore, RestoreProgress, TidemarkBackupMeta};
+use crate::archive::{ArchiveError, ArchiveIndex, ExtractLimits};
+use crate::backup::{Patterns, validate_name};
+use crate::cluster::selector::{self, LabelMatcher, SelectorError};
+use crate::cluster::{Budget, describe, is_already_exists, is_not_found};
+use crate::report::{Results, RunLog, gzip_json};
+use crate::store::{Store, StoreError, layout};
+use transform::{Disposition, TransformContext};
+
+/// Field manager used for updates made by restores.
+pub const FIELD_MANAGER: &str = "tidemark";
+
+/// Errors that fail a restore before or outside the per-object work.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The restore name is invalid.
+    #[error("restore name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The backup is not in the location.
+    #[error("backup {name:?} not found in location {location}")]
+    BackupNotFound {
+        /// The backup name.
+        name: String,
+        /// The location.
+        location: String,
+    },
+    /// The backup's record is unreadable or the backup did not complete.
+    #[error("backup {name:?}: {reason}")]
+    BackupUnusable {
+        /// The backup name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// The archive is corrupt, hostile or does not match its checksum; nothing was restored.
+    #[error("backup {name:?}: archive rejected, nothing was restored: {source}")]
+    Archive {
+        /// The backup name.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: ArchiveError,
+    },
+    /// A filter option is invalid.
+    #[error(transparent)]
+    Filter(#[from] crate::backup::FilterError),
+    /// The selector is invalid.
+    #[error("--selector: {0}")]
+    Selector(#[from] SelectorError),
+    /// An invalid `--namespace-mappings` entry.
+    #[error("--namespace-mappings: {0}")]
+    Mapping(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What to do with objects that already exist (Velero's `existingResourcePolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingPolicy {
+    /// Leave them; warn when they differ from the backup.
+    #[default]
+    None,
+    /// Patch them to match the backup.
+    Update,
+}
+
+/// What to restore: the options of `velero restore create`.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreRequest {
+    /// Restore name.
+    pub name: String,
+    /// Namespace the record belongs to.
+    pub record_namespace: String,
+    /// The backup to restore.
+    pub backup: String,
+    /// Source namespace globs to include.
+    pub include_namespaces: Vec<String>,
+    /// Source namespace globs to exclude.
+    pub exclude_namespaces: Vec<String>,
+    /// Resources to include (`deployments`, `deployments.apps`).
+    pub include_resources: Vec<String>,
+    /// Resources to exclude.
+    pub exclude_resources: Vec<String>,
+    /// `true`/`false`/auto.
+    pub include_cluster_resources: Option<bool>,
+    /// Source namespace → target namespace.
+    pub namespace_mappings: BTreeMap<String, String>,
+    /// Label selector string.
+    pub selector: Option<String>,
+    /// Policy for existing objects.
+    pub existing_policy: ExistingPolicy,
+    /// Keep Service nodePorts.
+    pub preserve_node_ports: bool,
+    /// Keep `status`.
+    pub restore_status: bool,
+}
+
+/// Parses `src:dst,src2:dst2`.
+///
+/// # Errors
+/// [`RestoreError::Mapping`] naming the bad entry.
+pub fn parse_mappings(s: &str) -> Result<BTreeMap<String, String>, RestoreError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (a, b) = part
+            .split_once(':')
+            .ok_or_else(|| RestoreError::Mapping(format!("{part:?} is not src:dst")))?;
+        let (a, b) = (a.trim(), b.trim());
+        for n in [a, b] {
+            validate_name(n).map_err(|r| RestoreError::Mapping(format!("{n:?}: {r}")))?;
+        }
+        if out.insert(a.to_string(), b.to_string()).is_some() {
+            return Err(RestoreError::Mapping(format!("{a:?} is mapped twice")));
+        }
+    }
+    Ok(out)
+}
+
+/// One prepared object.
+#[derive(Clone, Debug)]
+pub struct PlannedItem {
+    /// Its group-resource.
+    pub group_resource: String,
+    /// The resource to create it with.
+    pub api_resource: ApiResource,
+    /// Target namespace (`None` = cluster-scoped).
+    pub namespace: Option<String>,
+    /// Target name.
+    pub name: String,
+    /// The transformed object.
+    pub object: Value,
+}
+
+/// A restore plan: tiers of prepared objects plus what was left out.
+#[derive(Debug, Default)]
+pub struct RestorePlan {
+    /// Ordered tiers.
+    pub tiers: Vec<Vec<PlannedItem>>,
+    /// Items skipped by rule (finished pods...), with results entries.
+    pub skipped: u64,
+    /// Warnings and errors found while planning (unreadable items).
+    pub results: Results,
+    /// Target namespaces that namespaced items need.
+    pub namespaces: BTreeSet<String>,
+}
+
+fn api_resource_for(group_resource: &str, obj: &Value) -> Option<ApiResource> {
+    let api_version = obj.get("apiVersion")?.as_str()?.to_string();
+    let kind = obj.get("kind")?.as_str()?.to_string();
+    let (plural, group) = match group_resource.split_once('.') {
+        Some((p, g)) => (p.to_string(), g.to_string()),
+        None => (group_resource.to_string(), String::new()),
+    };
+    let version = api_version
+        .rsplit_once('/')
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_else(|| api_version.clone());
+    Some(ApiResource {
+        group,
+        version,
+        api_version,
+        kind,
+        plural,
+    })
+}
+
+fn resource_matches(names: &[String], group_resource: &str, kind: &str) -> bool {
+    let plural = group_resource
+        .split_once('.')
+        .map_or(group_resource, |(p, _)| p);
+    names.iter().any(|n| {
+        let n = n.to_ascii_lowercase();
+        n == "*" || n == group_resource || n == plural || n == kind.to_ascii_lowercase()
+    })
+}
+
+/// Builds the plan from an extracted archive (pure apart from reading the extracted files).
+///
+/// # Errors
+/// [`RestoreError::Filter`] or [`RestoreError::Selector`] for invalid options.
+pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, RestoreError> {
+    let namespaces = Patterns::new(
+        "--include-namespaces/--exclude-namespaces",
+        &req.include_namespaces,
+        &req.exclude_namespaces,
+    )?;
+    let matcher = match req.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => Some(LabelMatcher::new(&selector::parse(s)?)?),
+        None => None,
+    };
+    let all_cluster = req.include_cluster_resources.unwrap_or(namespaces.is_all());
+    let mut out = RestorePlan::default();
+    let mut read: Vec<(String, Value, Option<String>)> = Vec::new();
+    for (gr, items) in &index.items {
+        if !order::restorable(gr) {
+            continue;
+        }
+        for it in items {
+            let obj: Value = match std::fs::read(&it.file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    out.results.errors.add(
+                        it.namespace.as_deref(),
+                        format!("{gr} {}: unreadable item: {e}", it.name),
+                    );
+                    continue;
+                }
+            };
+            let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+            if (!req.include_resources.is_empty()
+                && !resource_matches(&req.include_resources, gr, kind))
+                || resource_matches(&req.exclude_resources, gr, kind)
+            {
+                continue;
+            }
+            match &it.namespace {
+                Some(ns) if !namespaces.matches(ns) => continue,
+                None if gr == "namespaces" && !namespaces.matches(&it.name) => continue,
+                None if gr != "namespaces"
+                    && !all_cluster
+                    && req.include_cluster_resources != Some(true) =>
+                {
+                    // Auto mode with a namespace filter: cluster-scoped items only when related
+                    // (PVs claimed from included namespaces; CRDs are always allowed).
+                    let claim_ns = obj
+                        .pointer("/spec/claimRef/namespace")
+                        .and_then(Value::as_str);
+                    let related = gr == "customresourcedefinitions.apiextensions.k8s.io"
+                        || (gr == "persistentvolumes"
+                            && claim_ns.is_some_and(|n| namespaces.matches(n)));
+                    if !related || req.include_cluster_resources == Some(false) {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if let Some(m) = &matcher {
+                let labels: BTreeMap<String, String> = obj
+                    .pointer("/metadata/labels")
+                    .and_then(|l| serde_json::from_value(l.clone()).ok())
+                    .unwrap_or_default();
+                if gr != "namespaces" && !m.matches(&labels) {
+                    continue;
+                }
+            }
+            read.push((gr.clone(), obj, it.namespace.clone()));
+        }
+    }
+    let restored_pvs: BTreeSet<String> = read
+        .iter()
+        .filter(|(gr, _, _)| gr == "persistentvolumes")
+        .filter_map(|(_, o, _)| o.pointer("/metadata/name")?.as_str().map(str::to_string))
+        .collect();
+    let ctx = TransformContext {
+        backup: req.backup.clone(),
+        restore: req.name.clone(),
+        namespace_mappings: req.namespace_mappings.clone(),
+        preserve_node_ports: req.preserve_node_ports,
+        restore_status: req.restore_status,
+        restored_pvs,
+    };
+    let mut by_gr: BTreeMap<String, Vec<PlannedItem>> = BTreeMap::new();
+    for (gr, mut obj, source_ns) in read {
+        if let Disposition::Skip(reason) = transform::disposition(&gr, &obj) {
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            out.skipped += 1;
+            out.results.warnings.add(
+                source_ns.as_deref().map(|n| ctx.map_namespace(n)),
+                format!("{gr} {name}: skipped: {reason}"),
+            );
+            continue;
+        }
+        let Some(api_resource) = api_resource_for(&gr, &obj) else {
+            out.results.errors.add(
+                source_ns.as_deref(),
+                format!("{gr}: item without apiVersion/kind"),
+            );
+            continue;
+        };
+        transform::prepare(&gr, &mut obj, &ctx);
+        let namespace = source_ns
+            .as_deref()
+            .map(|n| ctx.map_namespace(n).to_string());
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if let Some(ns) = &namespace {
+            out.namespaces.insert(ns.clone());
+        }
+        by_gr.entry(gr.clone()).or_default().push(PlannedItem {
+            group_resource: gr,
+            api_resource,
+            namespace,
+            name,
+            object: obj,
+        });
+    }
+    for tier in order::tiers(by_gr.keys().map(String::as_str).collect::<Vec<_>>()) {
+        let mut items = Vec::new();
+        for gr in tier {
+            let mut of_gr = by_gr.remove(&gr).unwrap_or_default();
+            of_gr.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            items.extend(of_gr);
+        }
+        out.tiers.push(items);
+    }
+    Ok(out)
+}
+
+/// Counters of a running restore.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Items in the plan.
+    pub total: AtomicU64,
+    /// Created.
+    pub created: AtomicU64,
+    /// Patched (`update` policy).
+    pub updated: AtomicU64,
+    /// Existing and left alone (equal, or differing under `none`), or skipped by rule.
+    pub skipped: AtomicU64,
+    /// Failed.
+    pub failed: AtomicU64,
+}
+
+/// The outcome of a restore.
+#[derive(Debug)]
+pub struct RestoreOutcome {
+    /// The record (phase, counters).
+    pub record: Restore,
+    /// Objects created.
+    pub created: u64,
+    /// Objects patched.
+    pub updated: u64,
+    /// Objects skipped.
+    pub skipped: u64,
+    /// Objects that failed.
+    pub failed: u64,
+    /// Warnings and errors by namespace.
+    pub results: Results,
+    /// Wall-clock duration.
+    pub duration: Duration,
+}
+
+/// Settings of a restore run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Objects created at once within a tier.
+    pub concurrency: usize,
+    /// Client-side request budget.
+    pub budget: Budget,
+    /// How long to wait for CRDs to become Established and terminating namespaces to go.
+    pub wait_timeout: Duration,
+}
+
+/// Reads a backup's record from the store.
+///
+/// # Errors
+/// [`RestoreError::BackupNotFound`], [`RestoreError::BackupUnusable`] or
+/// [`RestoreError::Store`].
+pub async fn read_backup(store: &Store, name: &str) -> Result<Backup, RestoreError> {
+    let path = store
+        .layout()
+        .backup_file(name, layout::BACKUP_METADATA_FILE);
+    let bytes = match store.get(&path).await {
+        Ok(b) => b,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(RestoreError::BackupNotFound {
+                name: name.into(),
+                location: store.url().to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    serde_json::from_slice(&bytes).map_err(|e| RestoreError::BackupUnusable {
+        name: name.into(),
+        reason: format!("{}: {e}", layout::BACKUP_METADATA_FILE),
+    })
+}
+
+/// Downloads and validates a backup's archive into a temporary directory.
+///
+/// # Errors
+/// [`RestoreError::Archive`] (corrupt, hostile, checksum mismatch) or [`RestoreError::Store`].
+pub async fn fetch_archive(store: &Store, name: &str) -> Result<ArchiveIndex, RestoreError> {
+    let meta_path = store
+        .layout()
+        .backup_file(name, layout::TIDEMARK_BACKUP_FILE);
+    let expected = match store.get(&meta_path).await {
+        Ok(b) => serde_json::from_slice::<TidemarkBackupMeta>(&b)
+            .ok()
+            .map(|m| m.archive_sha256),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let stream = store
+        .get_stream(&store.layout().backup_archive(name))
+        .await?;
+    let reader = tokio_util::io::StreamReader::new(stream);
+    let name_owned = name.to_string();
+    tokio::task::spawn_blocking(move || {
+        let sync = tokio_util::io::SyncIoBridge::new(reader);
+        crate::archive::extract(sync, ExtractLimits::default(), expected.as_deref())
+    })
+    .await
+    .map_err(|e| RestoreError::Archive {
+        name: name_owned.clone(),
+        source: ArchiveError::Io(std::io::Error::other(e.to_string())),
+    })?
+    .map_err(|source| RestoreError::Archive {
+        name: name_owned,
+        source,
+    })
+}
+
+/// Runs a restore from `store` into the cluster.
+///
+/// # Errors
+/// [`RestoreError`] when the restore cannot start (missing backup, bad archive, invalid
+/// options); per-object failures are in the outcome (phase `PartiallyFailed`).
+pub async fn run(
+    client: &Client,
+    store: &Store,
+    req: &RestoreRequest,
+    settings: &Settings,
+    counters: &Counters,
+) -> Result<RestoreOutcome, RestoreError> {
+    let started = Instant::now();
+    let start_time = Utc::now();
+    validate_name(&req.name).map_err(|reason| RestoreError::InvalidName {
+        name: req.name.clone(),
+        reason,
+    })?;
+    store.check().await?;
+    let backup = read_backup(store, &req.backup).await?;
+    if !matches!(backup.phase(), "Completed" | "PartiallyFailed") {
+        return Err(RestoreError::BackupUnusable {
+            name: req.backup.clone(),
+            reason: format!(
+                "phase is {:?}; only Completed or PartiallyFailed backups can be restored",
+                backup.phase()
+            ),
+        });
+    }
+    let log = RunLog::new("restore", &format!("{}/{}", req.record_namespace, req.name));
+    log.info(&format!(
+        "Restoring backup {} from {}",
+        req.backup,
+        store.url()
+    ));
+    let index = fetch_archive(store, &req.backup).await?;
+    log.info(&format!(
+        "Archive verified: {} items, sha256 {}",
+        index.len(),
+        index.sha256
+    ));
+    let planned = plan(&index, req)?;
+    let total: u64 = planned.tiers.iter().map(|t| t.len() as u64).sum::<u64>() + planned.skipped;
+    counters.total.store(total, Ordering::Relaxed);
+    counters
+        .skipped
+        .fetch_add(planned.skipped, Ordering::Relaxed);
+    let results = Mutex::new(planned.results);
+    let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+    let applier = Applier {
+        client,
+        budget: &settings.budget,
+        policy: req.existing_policy,
+        counters,
+        results: &results,
+        resource_list: &resource_list,
+        log: &log,
+    };
+    let mut namespaces_ready = false;
+    for tier in &planned.tiers {
+        let first = tier
+            .first()
+            .map(|i| i.group_resource.clone())
+            .unwrap_or_default();
+        let needs_namespaces = tier.iter().any(|i| i.namespace.is_some());
+        if needs_namespaces && !namespaces_ready {
+            applier
+                .ensure_namespaces(
+                    &planned.namespaces,
+                    settings.wait_timeout,
+                    &req.backup,
+                    &req.name,
+                )
+                .await;
+            namespaces_ready = true;
+        }
+        futures::stream::iter(tier.iter().map(|item| applier.apply(item)))
+            .buffer_unordered(settings.concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        if first == "customresourcedefinitions.apiextensions.k8s.io" {
+            applier
+                .wait_crds_established(tier, settings.wait_timeout)
+                .await;
+        }
+    }
+    let results = results.into_inner().expect("results lock");
+    let resource_list = resource_list.into_inner().expect("resource list lock");
+    let failed = counters.failed.load(Ordering::Relaxed);
+    let created = counters.created.load(Ordering::Relaxed);
+    let updated = counters.updated.load(Ordering::Relaxed);
+    let skipped = counters.skipped.load(Ordering::Relaxed);
+    let phase = if results.errors.is_empty() && failed == 0 {
+        "Completed"
+    } else {
+        "PartiallyFailed"
+    };
+    log.info(&format!(
+        "Restore {phase}: {created} created, {updated} updated, {skipped} skipped, {failed} failed"
+    ));
+    let mut record = Restore::new(&req.name, &req.record_namespace, &req.backup);
+    record.spec.included_namespaces = req.include_namespaces.clone();
+    record.spec.excluded_namespaces = req.exclude_namespaces.clone();
+    record.spec.included_resources = req.include_resources.clone();
+    record.spec.excluded_resources = req.exclude_resources.clone();
+    record.spec.namespace_mapping = req.namespace_mappings.clone();
+    record.spec.label_selector = match req.selector.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => Some(selector::parse(s)?),
+        None => None,
+    };
+    record.spec.existing_resource_policy = match req.existing_policy {
+        ExistingPolicy::None => None,
+        ExistingPolicy::Update => Some("update".into()),
+    };
+    record.status = velero::RestoreStatus {
+        phase: Some(phase.into()),
+        start_timestamp: Some(start_time),
+        completion_timestamp: Some(Utc::now()),
+        warnings: results.warnings.len() as u64,
+        errors: results.errors.len() as u64,
+        failure_reason: None,
+        progress: Some(RestoreProgress {
+            total_items: total,
+            items_restored: created + updated,
+        }),
+        extra: BTreeMap::new(),
+    };
+    if !store.is_read_only() {
+        let l = store.layout();
+        let files: Vec<(object_store::path::Path, Bytes, bool)> = vec![
+            (l.restore_results(&req.name), gzip_json(&results), false),
+            (
+                l.restore_resource_list(&req.name),
+                gzip_json(&resource_list),
+                false,
+            ),
+            (l.restore_logs(&req.name), Bytes::from(log.finish()), false),
+            (
+                l.restore_file(&req.name, layout::RESTORE_RECORD_FILE),
+                Bytes::from(serde_json::to_vec_pretty(&record).unwrap_or_default()),
+                true,
+            ),
+        ];
+        for (path, data, create_only) in files {
+            store.put(&path, data, create_only).await?;
+        }
+    }
+    Ok(RestoreOutcome {
+        record,
+        created,
+        updated,
+        skipped,
+        failed,
+        results,
+        duration: started.elapsed(),
+    })
+}
+
+struct Applier<'a> {
+    client: &'a Client,
+    budget: &'a Budget,
+    policy: ExistingPolicy,
+    counters: &'a Counters,
+    results: &'a Mutex<Results>,
+    resource_list: &'a Mutex<BTreeMap<String, Vec<String>>>,
+    log: &'a RunLog,
+}
+
+impl Applier<'_> {
+    fn api(&self, item: &PlannedItem) -> Api<DynamicObject> {
+        match &item.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &item.api_resource),
+            None => Api::all_with(self.client.clone(), &item.api_resource),
+        }
+    }
+
+    fn warn(&self, ns: Option<&str>, msg: String) {
+        self.log.warn(&msg);
+        self.results
+            .lock()
+            .expect("results lock")
+            .warnings
+            .add(ns, msg);
+    }
+
+    fn error(&self, ns: Option<&str>, msg: String) {
+        self.log.error(&msg);
+        self.results
+            .lock()
+            .expect("results lock")
+            .errors
+            .add(ns, msg);
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record(&self, item: &PlannedItem) {
+        let key = format!(
+            "{}/{}",
+            item.api_resource.api_version, item.api_resource.kind
+        );
+        let entry = match &item.namespace {
+            Some(ns) => format!("{ns}/{}", item.name),
+            None => item.name.clone(),
+        };
+        self.resource_list
+            .lock()
+            .expect("resource list lock")
+            .entry(key)
+            .or_default()
+            .push(entry);
+    }
+
+    async fn apply(&self, item: &PlannedItem) {
+        let ns = item.namespace.as_deref();
+        let what = format!("{} {}", item.group_resource, item.name);
+        let obj: DynamicObject = match serde_json::from_value(item.object.clone()) {
+            Ok(o) => o,
+            Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),
+        };
+        let api = self.api(item);
+        self.budget.acquire().await;
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {
+                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.record(item);
+            }
+            Err(e) if is_already_exists(&e) => self.reconcile_existing(item, &api, &what).await,
+            Err(e) => self.error(ns, format!("{what}: {}", describe(&e))),
+        }
+    }
+
+    async fn reconcile_existing(&self, item: &PlannedItem, api: &Api<DynamicObject>, what: &str) {
+        let ns = item.namespace.as_deref();
+        self.budget.acquire().await;
+        let existing = match api.get(&item.name).await {
+            Ok(o) => o,
+            Err(e) => {
+                return self.error(
+                    ns,
+                    format!("{what}: exists but cannot be read: {}", describe(&e)),
+                );
+            }
+        };
+        let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
+        if transform::is_subset(&item.object, &existing) {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.policy {
+            ExistingPolicy::None => {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                self.warn(
+                    ns,
+                    format!("{what}: already exists and differs from the backup; left unchanged"),
+                );
+            }
+            ExistingPolicy::Update => {
+                self.budget.acquire().await;
+                let pp = PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                };
+                match api
+                    .patch(&item.name, &pp, &Patch::Merge(&item.object))
+                    .await
+                {
+                    Ok(_) => {
+                        self.counters.updated.fetch_add(1, Ordering::Relaxed);
+                        self.record(item);
+                    }
+                    Err(e) => self.error(ns, format!("{what}: update failed: {}", describe(&e))),
+                }
+            }
+        }
+    }
+
+    /// Makes sure every target namespace exists: waits for terminating ones to go, creates
+    /// missing ones (labelled like restored objects).
+    async fn ensure_namespaces(
+        &self,
+        namespaces: &BTreeSet<String>,
+        timeout: Duration,
+        backup: &str,
+        restore: &str,
+    ) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let jobs = namespaces.iter().map(|ns| {
+            let api = api.clone();
+            async move {
+                let deadline = Instant::now() + timeout;
+                loop {
+                    self.budget.acquire().await;
+                    match api.get_opt(ns).await {
+                        Ok(Some(n)) => {
+                            let terminating = n.metadata.deletion_timestamp.is_some()
+                                || n.status.as_ref().and_then(|s| s.phase.as_deref())
+                                    == Some("Terminating");
+                            if !terminating {
+                                return;
+                            }
+                            if Instant::now() > deadline {
+                                return self.error(
+                                    Some(ns),
+                                    format!(
+                                        "namespace {ns} is still terminating after {timeout:?}"
+                                    ),
+                                );
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                        Ok(None) => {
+                            let mut n = Namespace::default();
+                            n.metadata.name = Some(ns.clone());
+                            n.metadata.labels = Some(
+                                [
+                                    (velero::BACKUP_NAME_LABEL.to_string(), backup.to_string()),
+                                    (velero::RESTORE_NAME_LABEL.to_string(), restore.to_string()),
+                                ]
+                                .into(),
+                            );
+                            self.budget.acquire().await;
+                            match api.create(&PostParams::default(), &n).await {
+                                Ok(_) => return,
+                                Err(e) if is_already_exists(&e) => continue,
+                                Err(e) => {
+                                    return self.error(
+                                        Some(ns),
+                                        format!("creating namespace {ns}: {}", describe(&e)),
+                                    );
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            return self.error(
+                                Some(ns),
+                                format!("reading namespace {ns}: {}", describe(&e)),
+                            );
+                        }
+                    }
+                }
+            }
+        });
+        futures::stream::iter(jobs)
+            .buffer_unordered(16)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    /// Waits until every CRD of the tier reports `Established=True`.
+    async fn wait_crds_established(&self, tier: &[PlannedItem], timeout: Duration) {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let deadline = Instant::now() + timeout;
+        for item in tier {
+            loop {
+                self.budget.acquire().await;
+                let established = match api.get(&item.name).await {
+                    Ok(crd) => crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True"),
+                    Err(e) if is_not_found(&e) => break, // failed to create: already reported
+                    Err(_) => false,
+                };
+                if established {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    self.warn(
+                        None,
+                        format!(
+                            "CustomResourceDefinition {} not Established after {timeout:?}",
+                            item.name
+                        ),
+                    );
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::{ArchiveWriter, ItemKey};
+    use serde_json::json;
+
+    fn index(items: &[(&str, Option<&str>, &str, Value)]) -> ArchiveIndex {
+        let mut w = ArchiveWriter::new(Vec::new(), 0).unwrap();
+        for (gr, ns, name, obj) in items {
+            w.add_item(
+                &ItemKey {
+                    group_resource: gr.to_string(),
+                    version: "v1".into(),
+                    namespace: ns.map(str::to_string),
+                    name: name.to_string(),
+                },
+                &serde_json::to_vec(obj).unwrap(),
+            )
+            .unwrap();
+        }
+        let bytes = w.finish().unwrap();
+        crate::archive::extract(&bytes[..], ExtractLimits::default(), None).unwrap()
+    }
+
+    fn sample() -> ArchiveIndex {
+        index(&[
+            (
+                "namespaces",
+                None,
+                "web",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}),
+            ),
+            (
+                "namespaces",
+                None,
+                "ops",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ops"}}),
+            ),
+            (
+                "configmaps",
+                Some("web"),
+                "a",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "namespace": "web", "labels": {"app": "x"}}}),
+            ),
+            (
+                "configmaps",
+                Some("ops"),
+                "b",
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b", "namespace": "ops"}}),
+            ),
+            (
+                "pods",
+                Some("web"),
+                "done",
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done", "namespace": "web"}, "status": {"phase": "Succeeded"}}),
+            ),
+            (
+                "deployments.apps",
+                Some("web"),
+                "d",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "web"}}),
+            ),
+            (
+                "customresourcedefinitions.apiextensions.k8s.io",
+                None,
+                "w.example.com",
+                json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition", "metadata": {"name": "w.example.com"}}),
+            ),
+            (
+                "storageclasses.storage.k8s.io",
+                None,
+                "fast",
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"}}),
+            ),
+            (
+                "nodes",
+                None,
+                "n1",
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}),
+            ),
+        ])
+    }
+
+    fn names(p: &RestorePlan) -> Vec<Vec<String>> {
+        p.tiers
+            .iter()
+            .map(|t| {
+                t.iter()
+                    .map(|i| format!("{}/{}", i.group_resource, i.name))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn full_plan_is_ordered_and_skips_by_rule() {
+        let req = RestoreRequest {
+            name: "r".into(),
+            backup: "b".into(),
+            ..Default::default()
+        };
+        let p = plan(&sample(), &req).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                vec!["customresourcedefinitions.apiextensions.k8s.io/w.example.com"],
+                vec!["namespaces/ops", "namespaces/web"],
+                vec!["storageclasses.storage.k8s.io/fast"],
+                vec!["configmaps/b", "configmaps/a"],
+                vec!["deployments.apps/d"],
+            ]
+        );
+        assert_eq!(p.skipped, 1);
+        assert_eq!(p.namespaces, ["ops".to_string(), "web".to_string()].into());
+        let d = &p.tiers[4][0];
+        assert_eq!(d.api_resource.group, "apps");
+        assert_eq!(d.api_resource.plural, "deployments");
+        assert_eq!(
+            d.object["metadata"]["labels"]["velero.io/restore-name"],
+            "r"
+        );
+    }
+
+    #[test]
+    fn namespace_filter_and_mapping() {
+        let req = RestoreRequest {
+            name: "r".into(),
+            backup: "b".into(),
+            include_namespaces: vec!["web".into()],
+            namespace_mappings: [("web".to_string(), "web-copy".to_string())].into(),
+            ..Default::default()
+        };
+        let p = plan(&sample(), &req).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                vec!["customresourcedefinitions.apiextensions.k8s.io/w.example.com"],
+                vec!["namespaces/web-copy"],
+                vec!["configmaps/a"],
+                vec!["deployments.apps/d"],
+            ]
+        );
+        assert_eq!(p.tiers[2][0].namespace.as_deref(), Some("web-copy"));
+        assert_eq!(p.namespaces, ["web-copy".to_string()].into());
+    }
+
+    #[test]
+    fn selector_and_resource_filters() {
+        let req = RestoreRequest {
+            name: "r".into(),
+            backup: "b".into(),
+            selector: Some("app=x".into()),
+            include_resources: vec!["configmaps".into(), "namespaces".into()],
+            ..Default::default()
+        };
+        let p = plan(&sample(), &req).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                vec!["namespaces/ops", "namespaces/web"],
+                vec!["configmaps/a"]
+            ]
+        );
+        let excl = RestoreRequest {
+            name: "r".into(),
+            backup: "b".into(),
+            exclude_resources: vec![
+                "deployments.apps".into(),
+                "crd".into(),
+                "customresourcedefinitions".into(),
+            ],
+            include_cluster_resources: Some(false),
+            ..Default::default()
+        };
+        let p = plan(&sample(), &excl).unwrap();
+        let flat: Vec<String> = names(&p).concat();
+        assert!(!flat.iter().any(|n| n.starts_with("deployments")));
+        assert!(!flat.iter().any(|n| n.starts_with("storageclasses")));
+        assert!(
+            !flat
+                .iter()
+                .any(|n| n.starts_with("customresourcedefinitions"))
+        );
+    }
+
+    #[test]
+    fn mappings_parse() {
+        let m = parse_mappings("a:b, c:d").unwrap();
+        assert_eq!(m["a"], "b");
+        assert_eq!(m["c"], "d");
+        for bad in ["a", "a:B", "a:b,a:c", ":b"] {
+            assert!(parse_mappings(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! Object storage: opening a location from its URL, the Velero-compatible bucket layout
+//! (`<prefix>/backups/<name>/…`, `<prefix>/restores/<name>/…`, DESIGN §4), streaming multipart
+//! uploads, listings, and the read-only guard.
+//!
+//! The store is the source of truth for backups: a backup exists exactly when its
+//! `velero-backup.json` is present. Every write goes through [`Store`], which refuses writes on a
+//! read-only location before any request is sent.
+
+pub mod layout;
+mod location;
+
+pub use layout::Layout;
+pub use location::{AccessMode, LocationUrl, Provider};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
+
+/// Errors of the object-store layer. Messages name the location (never its credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The location URL could not be understood.
+    #[error("location {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given (credentials are never part of it).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A filesystem location whose directory does not exist.
+    #[error("location {url}: directory {dir} does not exist")]
+    MissingDirectory {
+        /// The location URL.
+        url: String,
+        /// The directory that is missing.
+        dir: String,
+    },
+    /// The location refused or failed a request (unreachable, bad credentials, no bucket...).
+    #[error("location {location}: {operation} {path}: {message}")]
+    Request {
+        /// The location URL.
+        location: String,
+        /// What was attempted (`list`, `get`, `put`, `delete`).
+        operation: &'static str,
+        /// The object path involved.
+        path: String,
+        /// The store's error, with credentials stripped.
+        message: String,
+    },
+    /// The object does not exist.
+    #[error("location {location}: {path} not found")]
+    NotFound {
+        /// The location URL.
+        location: String,
+        /// The missing object path.
+        path: String,
+    },
+    /// A create-only write found the object already present; nothing was overwritten.
+    #[error("location {location}: {path} already exists; refusing to overwrite it")]
+    AlreadyExists {
+        /// The location URL.
+        location: String,
+        /// The existing object path.
+        path: String,
+    },
+    /// A write was attempted on a `ReadOnly` location; nothing was sent.
+    #[error("location {location} is read-only: refusing to {operation} {path}")]
+    ReadOnly {
+        /// The location URL.
+        location: String,
+        /// The refused operation.
+        operation: &'static str,
+        /// The object path.
+        path: String,
+    },
+}
+
+/// An opened location: an object store plus the prefix under which the Velero layout lives.
+///
+/// Cloning is cheap (the inner store is shared).
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: LocationUrl,
+    layout: Layout,
+}
+
+/// Size of one multipart part, in bytes (S3 requires at least 5 MiB for all parts but the last).
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// Number of parts uploaded concurrently by [`Upload`].
+pub const PART_CONCURRENCY: usize = 4;
+
+impl Store {
+    /// Opens a location. Filesystem locations must exist unless `create_dir` is set (used for
+    /// the embedded default). S3 settings come from the URL's query (`region`, `s3Url`,
+    /// `s3ForcePathStyle`, `insecureSkipTLSVerify`) over the standard `AWS_*` environment.
+    ///
+    /// No request is sent: use [`Store::check`] to validate reachability.
+    ///
+    /// # Errors
+    /// [`StoreError::MissingDirectory`], or [`StoreError::InvalidUrl`] when the store cannot be
+    /// configured.
+    pub fn open(url: &LocationUrl, create_dir: bool) -> Result<Self, StoreError> {
+        let inner = url.build(create_dir)?;
+        Ok(Self::from_parts(inner, url.clone()))
+    }
+
+    /// Wraps an existing object store (used by tests and by other providers).
+    pub fn from_parts(inner: Arc<dyn ObjectStore>, url: LocationUrl) -> Self {
+        let layout = Layout::new(url.prefix());
+        Self { inner, url, layout }
+    }
+
+    /// The location URL (without credentials), for messages.
+    pub fn url(&self) -> &LocationUrl {
+        &self.url
+    }
+
+    /// The bucket layout of this location.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Whether the location is read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.url.access_mode() == AccessMode::ReadOnly
+    }
+
+    fn err(&self, operation: &'static str, path: &Path, e: object_store::Error) -> StoreError {
+        match e {
+            object_store::Error::NotFound { .. } => StoreError::NotFound {
+                location: self.url.to_string(),
+                path: path.to_string(),
+            },
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => StoreError::AlreadyExists {
+                location: self.url.to_string(),
+                path: path.to_string(),
+            },
+            other => StoreError::Request {
+                location: self.url.to_string(),
+                operation,
+                path: path.to_string(),
+                message: sanitize(&other.to_string()),
+            },
+        }
+    }
+
+    fn guard(&self, operation: &'static str, path: &Path) -> Result<(), StoreError> {
+        if self.is_read_only() {
+            return Err(StoreError::ReadOnly {
+                location: self.url.to_string(),
+                operation,
+                path: path.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Validates that the location answers: lists the prefix once.
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] when the store is unreachable, the bucket is missing or the
+    /// credentials are refused.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        let prefix = self.layout.root();
+        self.inner
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("list", prefix.as_ref().unwrap_or(&Path::default()), e))
+    }
+
+    /// Names of the backups the location holds (folders with a `velero-backup.json`), sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] on a failed listing.
+    pub async fn list_backups(&self) -> Result<Vec<String>, StoreError> {
+        self.list_folders_with(&self.layout.backups_dir(), layout::BACKUP_METADATA_FILE)
+            .await
+    }
+
+    /// Names of the restores recorded in the location (folders with tidemark's restore record).
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] on a failed listing.
+    pub async fn list_restores(&self) -> Result<Vec<String>, StoreError> {
+        self.list_folders_with(&self.layout.restores_dir(), layout::RESTORE_RECORD_FILE)
+            .await
+    }
+
+    async fn list_folders_with(&self, dir: &Path, marker: &str) -> Result<Vec<String>, StoreError> {
+        let listing = self
+            .inner
+            .list_with_delimiter(Some(dir))
+            .await
+            .map_err(|e| self.err("list", dir, e));
+        let listing = match listing {
+            Ok(l) => l,
+            Err(StoreError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        let checks = futures::stream::iter(names.into_iter().map(|name| async move {
+            let file = dir.clone().join(name.as_str()).join(marker);
+            match self.inner.head(&file).await {
+                Ok(_) => Ok(Some(name)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.err("get", &file, e)),
+            }
+        }))
+        .buffer_unordered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+        let mut out: Vec<String> = checks.into_iter().flatten().collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Whether anything at all exists under a folder (e.g. a backup's folder).
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] on a failed listing.
+    pub async fn folder_exists(&self, dir: &Path) -> Result<bool, StoreError> {
+        let mut s = self.inner.list(Some(dir));
+        match s.next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(object_store::Error::NotFound { .. })) => Ok(false),
+            Some(Err(e)) => Err(self.err("list", dir, e)),
+        }
+    }
+
+    /// Reads a whole (small) object.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Request`].
+    pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
+        let r = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| self.err("get", path, e))?;
+        r.bytes().await.map_err(|e| self.err("get", path, e))
+    }
+
+    /// Opens an object as a stream of byte chunks (for archives: never read whole).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Request`]; chunk errors arrive in the stream.
+    pub async fn get_stream(
+        &self,
+        path: &Path,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>, StoreError>
+    {
+        let r = self
+            .inner
+            .get(path)
+            .await
+            .map_err(|e| self.err("get", path, e))?;
+        let loc = self.url.to_string();
+        Ok(r.into_stream()
+            .map_err(move |e| {
+                std::io::Error::other(format!("location {loc}: {}", sanitize(&e.to_string())))
+            })
+            .boxed())
+    }
+
+    /// Writes a small object. With `create_only`, an existing object is never overwritten
+    /// ([`StoreError::AlreadyExists`]).
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`], [`StoreError::AlreadyExists`] or [`StoreError::Request`].
+    pub async fn put(&self, path: &Path, data: Bytes, create_only: bool) -> Result<(), StoreError> {
+        self.guard("write", path)?;
+        let mode = if create_only {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        self.inner
+            .put_opts(path, PutPayload::from_bytes(data), opts)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err("put", path, e))
+    }
+
+    /// Starts a streaming multipart upload of `path` ([`PART_SIZE`] parts,
+    /// [`PART_CONCURRENCY`] in flight: memory stays bounded whatever the object's size).
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] or [`StoreError::Request`].
+    pub async fn upload(&self, path: &Path) -> Result<Upload, StoreError> {
+        self.guard("write", path)?;
+        let mp = self
+            .inner
+            .put_multipart(path)
+            .await
+            .map_err(|e| self.err("put", path, e))?;
+        Ok(Upload {
+            store: self.clone(),
+            path: path.clone(),
+            writer: WriteMultipart::new_with_chunk_size(mp, PART_SIZE),
+        })
+    }
+
+    /// Deletes every object under a folder. Returns how many objects were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] or [`StoreError::Request`].
+    pub async fn delete_folder(&self, dir: &Path) -> Result<usize, StoreError> {
+        self.guard("delete", dir)?;
+        let paths: Vec<Path> = self
+            .inner
+            .list(Some(dir))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(self.err("list", dir, e)),
+            })?;
+        let n = paths.len();
+        for p in paths {
+            match self.inner.delete(&p).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("delete", &p, e)),
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A streaming multipart upload in progress. Call [`Upload::finish`] to complete it or
+/// [`Upload::abort`] to discard it; a dropped upload leaves no object behind.
+pub struct Upload {
+    store: Store,
+    path: Path,
+    writer: WriteMultipart,
+}
+
+impl Upload {
+    /// Queues a chunk, waiting while [`PART_CONCURRENCY`] parts are already in flight.
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] when a part upload failed.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.writer
+            .wait_for_capacity(PART_CONCURRENCY)
+            .await
+            .map_err(|e| self.store.err("put", &self.path, e))?;
+        self.writer.put(chunk);
+        Ok(())
+    }
+
+    /// Completes the upload: the object becomes visible only now.
+    ///
+    /// # Errors
+    /// [`StoreError::Request`].
+    pub async fn finish(self) -> Result<(), StoreError> {
+        let Upload {
+            store,
+            path,
+            writer,
+        } = self;
+        writer
+            .finish()
+            .await
+            .map(|_| ())
+            .map_err(|e| store.err("put", &path, e))
+    }
+
+    /// Discards the upload and its parts.
+    pub async fn abort(self) {
+        let _ = self.writer.abort().await;
+    }
+}
+
+/// Strips anything that looks like a credential from a store error message (signatures,
+/// access keys in query strings) so messages can be logged and written to status.
+pub fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for word in message.split_inclusive(|c: char| c.is_whitespace() || c == '&' || c == '?') {
+        let lower = word.to_ascii_lowercase();
+        if lower.contains("signature=")
+            || lower.contains("credential=")
+            || lower.contains("x-amz-security-token")
+            || lower.contains("secret")
+        {
+            out.push_str("[redacted]");
+            if word.ends_with(char::is_whitespace) {
+                out.push(' ');
+            }
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_removes_signatures() {
+        let m = "request failed: https://h/b?X-Amz-Credential=AKIA/x&X-Amz-Signature=abc def";
+        let s = sanitize(m);
+        assert!(!s.contains("AKIA"), "{s}");
+        assert!(!s.contains("abc"), "{s}");
+        assert!(s.contains("request failed"));
+    }
+
+    #[tokio::test]
+    async fn read_only_location_refuses_writes_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: LocationUrl = format!("file://{}?accessMode=ReadOnly", dir.path().display())
+            .parse()
+            .unwrap();
+        let store = Store::open(&url, false).unwrap();
+        let p = store
+            .layout()
+            .backup_file("b", layout::BACKUP_METADATA_FILE);
+        let err = store
+            .put(&p, Bytes::from_static(b"{}"), true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::ReadOnly { .. }), "{err}");
+        assert!(store.upload(&p).await.is_err());
+        assert!(
+            store
+                .delete_folder(&store.layout().backup_dir("b"))
+                .await
+                .is_err()
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn create_only_put_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: LocationUrl = format!("file://{}", dir.path().display()).parse().unwrap();
+        let store = Store::open(&url, false).unwrap();
+        let p = store
+            .layout()
+            .backup_file("b", layout::BACKUP_METADATA_FILE);
+        store
+            .put(&p, Bytes::from_static(b"one"), true)
+            .await
+            .unwrap();
+        let err = store
+            .put(&p, Bytes::from_static(b"two"), true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
+        assert_eq!(&store.get(&p).await.unwrap()[..], b"one");
+        assert_eq!(store.list_backups().await.unwrap(), vec!["b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn multipart_upload_is_invisible_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: LocationUrl = format!("file://{}", dir.path().display()).parse().unwrap();
+        let store = Store::open(&url, false).unwrap();
+        let p = store.layout().backup_file("b", "b.tar.gz");
+        let mut up = store.upload(&p).await.unwrap();
+        up.write(Bytes::from(vec![7u8; 100])).await.unwrap();
+        assert!(matches!(
+            store.get(&p).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        up.finish().await.unwrap();
+        assert_eq!(store.get(&p).await.unwrap().len(), 100);
+    }
+}

@@ -1,0 +1,489 @@
+//! Test support: real clusters and MinIO started with `scripts/testenv`, the `tidemark` binary,
+//! and the shared corpus (`../shared/corpus`, or `$TIDEMARK_CORPUS`).
+//!
+//! Every [`Cluster`] and [`Minio`] stops and removes its state when dropped.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::discovery::{Discovery, Scope};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn testenv(args: &[&str]) -> String {
+    let out = Command::new(repo().join("scripts/testenv"))
+        .args(args)
+        .output()
+        .expect("run scripts/testenv");
+    assert!(
+        out.status.success(),
+        "scripts/testenv {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 exports")
+}
+
+/// Parses `export K=V` lines (values optionally single- or double-quoted).
+pub fn parse_exports(s: &str) -> BTreeMap<String, String> {
+    s.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(v);
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// A unique instance name for this test process.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", std::process::id())
+}
+
+/// A running kube-apiserver + etcd (+ controller-manager), stopped on drop.
+pub struct Cluster {
+    /// Instance name.
+    pub name: String,
+    /// Its kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// A client for it.
+    pub client: Client,
+}
+
+impl Cluster {
+    /// Starts cluster `name`.
+    pub async fn up(name: &str) -> Cluster {
+        let exports = testenv(&["up", name]);
+        // Stop the cluster again if anything below fails.
+        let guard = DownGuard(vec!["down".into(), name.into()]);
+        let env = parse_exports(&exports);
+        let kubeconfig = PathBuf::from(env.get("KUBECONFIG").expect("KUBECONFIG export"));
+        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
+        let client = Client::try_from(cfg).expect("client");
+        std::mem::forget(guard);
+        Cluster {
+            name: name.to_string(),
+            kubeconfig,
+            client,
+        }
+    }
+}
+
+/// Runs `scripts/testenv <args>` when dropped.
+struct DownGuard(Vec<String>);
+
+impl Drop for DownGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(&self.0)
+            .output();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["down", &self.name])
+            .output();
+    }
+}
+
+/// A running MinIO with one bucket, stopped on drop.
+pub struct Minio {
+    /// Instance name.
+    pub name: String,
+    /// Its `AWS_*` and `TIDEMARK_TEST_BUCKET` variables.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Minio {
+    /// Starts MinIO instance `name`.
+    pub fn up(name: &str) -> Minio {
+        let env = parse_exports(&testenv(&["minio", "up", name]));
+        assert!(env.contains_key("TIDEMARK_TEST_BUCKET"), "{env:?}");
+        Minio {
+            name: name.to_string(),
+            env,
+        }
+    }
+
+    /// The bucket created for the tests.
+    pub fn bucket(&self) -> &str {
+        &self.env["TIDEMARK_TEST_BUCKET"]
+    }
+
+    /// An `s3://bucket/prefix` location URL.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket())
+    }
+}
+
+impl Drop for Minio {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["minio", "down", &self.name])
+            .output();
+    }
+}
+
+/// Runs the `tidemark` binary with `args` and extra environment.
+pub fn tidemark(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run tidemark")
+}
+
+/// Stdout and stderr of a run, for assertion messages.
+pub fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The shared corpus directory.
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("TIDEMARK_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/corpus"))
+}
+
+/// Reads every YAML document of a file as JSON values (empty documents dropped).
+pub fn yaml_docs(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("read manifest");
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| {
+            let v: Value = serde::Deserialize::deserialize(d).ok()?;
+            (v.is_object() && v.get("kind").is_some()).then_some(v)
+        })
+        .collect()
+}
+
+/// One object the source cluster accepted.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// Its resource.
+    pub resource: ApiResource,
+    /// Namespace, `None` when cluster-scoped.
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+}
+
+fn api(client: &Client, ar: &ApiResource, ns: Option<&str>) -> Api<DynamicObject> {
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, ar),
+        None => Api::all_with(client.clone(), ar),
+    }
+}
+
+async fn apply_doc(
+    client: &Client,
+    discovery: &Discovery,
+    doc: &Value,
+    default_ns: Option<&str>,
+) -> Result<Accepted, String> {
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).map_err(|e| e.to_string())?;
+    let tm = obj.types.clone().ok_or("no type")?;
+    let (ar, caps) = discovery
+        .resolve_typemeta(&tm)
+        .ok_or_else(|| format!("{}/{} not served", tm.api_version, tm.kind))?;
+    let name = obj.name_any();
+    let namespace = match caps.scope {
+        Scope::Namespaced => Some(
+            obj.metadata
+                .namespace
+                .clone()
+                .or(default_ns.map(str::to_string))
+                .ok_or("namespaced object without namespace")?,
+        ),
+        Scope::Cluster => None,
+    };
+    let mut body = doc.clone();
+    if let Some(ns) = &namespace {
+        body["metadata"]["namespace"] = Value::String(ns.clone());
+    }
+    let pp = PatchParams::apply("corpus-loader").force();
+    api(client, &ar, namespace.as_deref())
+        .patch(&name, &pp, &Patch::Apply(&body))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Accepted {
+        resource: ar,
+        namespace,
+        name,
+    })
+}
+
+async fn ensure_namespace(client: &Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let body =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    api.patch(
+        ns,
+        &PatchParams::apply("corpus-loader").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .expect("create namespace");
+}
+
+/// Applies the whole corpus (CRDs first, waiting until Established; then each `apps/<dir>`,
+/// namespaced objects without a namespace going into `<dir>`) with server-side apply, and
+/// returns what the cluster accepted plus the rejections (`file: kind/name: reason`).
+pub async fn load_corpus(client: &Client) -> (Vec<Accepted>, Vec<String>) {
+    let dir = corpus_dir();
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    let mut discovery = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("discovery");
+    let mut crd_files: Vec<PathBuf> = std::fs::read_dir(dir.join("crds"))
+        .expect("corpus crds")
+        .map(|e| e.unwrap().path())
+        .collect();
+    crd_files.sort();
+    let mut crd_names = Vec::new();
+    for f in &crd_files {
+        for doc in yaml_docs(f) {
+            match apply_doc(client, &discovery, &doc, None).await {
+                Ok(a) => {
+                    crd_names.push(a.name.clone());
+                    accepted.push(a);
+                }
+                Err(e) => rejected.push(format!("{}: {e}", f.display())),
+            }
+        }
+    }
+    wait_established(client, &crd_names).await;
+    discovery = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("discovery");
+    let mut apps: Vec<PathBuf> = std::fs::read_dir(dir.join("apps"))
+        .expect("corpus apps")
+        .map(|e| e.unwrap().path())
+        .collect();
+    apps.sort();
+    for app in apps {
+        let ns = app.file_name().unwrap().to_string_lossy().to_string();
+        let docs = yaml_docs(&app.join("manifests.yaml"));
+        ensure_namespace(client, &ns).await;
+        // Namespaces first, then any namespace a document names, then the rest.
+        let (nss, rest): (Vec<&Value>, Vec<&Value>) =
+            docs.iter().partition(|d| d["kind"] == "Namespace");
+        for d in nss {
+            match apply_doc(client, &discovery, d, None).await {
+                Ok(a) => accepted.push(a),
+                Err(e) => rejected.push(format!("{ns}: Namespace: {e}")),
+            }
+        }
+        for d in &rest {
+            if let Some(n) = d.pointer("/metadata/namespace").and_then(Value::as_str) {
+                ensure_namespace(client, n).await;
+            }
+        }
+        accepted.push(Accepted {
+            resource: ApiResource::erase::<k8s_openapi::api::core::v1::Namespace>(&()),
+            namespace: None,
+            name: ns.clone(),
+        });
+        for d in rest {
+            match apply_doc(client, &discovery, d, Some(&ns)).await {
+                Ok(a) => accepted.push(a),
+                Err(e) => rejected.push(format!(
+                    "{ns}: {}/{}: {e}",
+                    d["kind"].as_str().unwrap_or("?"),
+                    d.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                )),
+            }
+        }
+    }
+    accepted.sort_by_key(|a| {
+        (
+            a.resource.plural.clone(),
+            a.namespace.clone(),
+            a.name.clone(),
+        )
+    });
+    accepted.dedup_by(|a, b| {
+        a.resource.plural == b.resource.plural
+            && a.resource.group == b.resource.group
+            && a.namespace == b.namespace
+            && a.name == b.name
+    });
+    (accepted, rejected)
+}
+
+/// Waits until the named CRDs are Established.
+pub async fn wait_established(client: &Client, names: &[String]) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for n in names {
+        for _ in 0..300 {
+            let crd = api.get(n).await.expect("get crd");
+            let ok = crd
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            if ok {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Annotations set by controllers, not by users: ignored when comparing clusters.
+const CONTROLLER_ANNOTATIONS: &[&str] = &[
+    "deployment.kubernetes.io/revision",
+    "pv.kubernetes.io/bind-completed",
+    "pv.kubernetes.io/bound-by-controller",
+    "pv.kubernetes.io/provisioned-by",
+    "volume.kubernetes.io/selected-node",
+    "volume.kubernetes.io/storage-provisioner",
+    "volume.beta.kubernetes.io/storage-provisioner",
+];
+
+/// The user-owned content of an object: every top-level field but `metadata` and `status`,
+/// plus labels (without the restore labels) and annotations (without controller-set ones);
+/// server-assigned fields (Service clusterIP(s) and nodePorts, PVC volumeName) are dropped.
+pub fn user_content(obj: &Value) -> Value {
+    let mut out = obj.clone();
+    let m = out.as_object_mut().expect("object");
+    m.remove("status");
+    let meta = m.remove("metadata").unwrap_or(Value::Null);
+    let mut labels = meta
+        .get("labels")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    if let Some(l) = labels.as_object_mut() {
+        l.remove("velero.io/backup-name");
+        l.remove("velero.io/restore-name");
+    }
+    let mut annotations = meta
+        .get("annotations")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    if let Some(a) = annotations.as_object_mut() {
+        for k in CONTROLLER_ANNOTATIONS {
+            a.remove(*k);
+        }
+    }
+    m.insert("labels".into(), labels);
+    m.insert("annotations".into(), annotations);
+    if obj["kind"] == "Service" {
+        if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+            if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+                spec.remove("clusterIP");
+                spec.remove("clusterIPs");
+            }
+            spec.remove("healthCheckNodePort");
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports {
+                    if let Some(p) = p.as_object_mut() {
+                        p.remove("nodePort");
+                    }
+                }
+            }
+        }
+    }
+    if obj["kind"] == "PersistentVolumeClaim" {
+        if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.remove("volumeName");
+        }
+    }
+    if obj["kind"] == "PersistentVolume" {
+        if let Some(cr) = m
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("claimRef"))
+            .and_then(Value::as_object_mut)
+        {
+            cr.remove("uid");
+            cr.remove("resourceVersion");
+        }
+    }
+    out
+}
+
+/// Reads an object from a cluster as JSON (`None` when absent).
+pub async fn get_json(client: &Client, a: &Accepted, namespace: Option<&str>) -> Option<Value> {
+    let obj = api(client, &a.resource, namespace)
+        .get_opt(&a.name)
+        .await
+        .expect("get object")?;
+    let mut v = serde_json::to_value(&obj).expect("json");
+    v["apiVersion"] = Value::String(a.resource.api_version.clone());
+    v["kind"] = Value::String(a.resource.kind.clone());
+    Some(v)
+}
+
+/// Compares every accepted object of cluster `a` with cluster `b` (namespaces mapped through
+/// `mapping`); returns one line per missing or different object.
+pub async fn compare_clusters(
+    a: &Client,
+    b: &Client,
+    objects: &[Accepted],
+    mapping: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for o in objects {
+        let target_ns = o
+            .namespace
+            .as_deref()
+            .map(|n| mapping.get(n).map(String::as_str).unwrap_or(n));
+        let Some(src) = get_json(a, o, o.namespace.as_deref()).await else {
+            continue; // deleted in the source since (e.g. by a controller): not comparable
+        };
+        let what = format!(
+            "{}/{} {}/{}",
+            o.resource.api_version,
+            o.resource.kind,
+            target_ns.unwrap_or("-"),
+            o.name
+        );
+        match get_json(b, o, target_ns).await {
+            None => problems.push(format!("{what}: missing in target")),
+            Some(dst) => {
+                let (mut s, d) = (user_content(&src), user_content(&dst));
+                if o.resource.kind == "Namespace" {
+                    // The mapped namespace carries its own name label.
+                    s["labels"]["kubernetes.io/metadata.name"] =
+                        d["labels"]["kubernetes.io/metadata.name"].clone();
+                }
+                if s != d {
+                    problems.push(format!("{what}: differs\n  source: {}\n  target: {}", s, d));
+                }
+            }
+        }
+    }
+    problems
+}
