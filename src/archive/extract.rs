@@ -317,7 +317,8 @@ pub fn extract<R: Read>(
         });
     }
     let version = version.ok_or_else(|| ArchiveError::Format("missing metadata/version".into()))?;
-    if !version.starts_with("1.") {
+    // Velero 1.0 to 1.3 wrote the bare major version ("1\n"); 1.4 and later write "1.1.0\n".
+    if version != "1" && !version.starts_with("1.") {
         return Err(ArchiveError::Format(format!(
             "unsupported format version {version:?} (this build reads 1.x, writes {FORMAT_VERSION})"
         )));
@@ -494,6 +495,27 @@ mod tests {
         )]);
         let err = extract(&a[..], ExtractLimits::default(), None).unwrap_err();
         assert!(matches!(err, ArchiveError::Format(_)), "{err}");
+    }
+
+    #[test]
+    fn velero_format_1_archives_are_read() {
+        // Velero 1.0 to 1.3 wrote `metadata/version` as "1\n" and no preferred-version tree.
+        let a = raw_archive(&[
+            ("metadata/version", tar::EntryType::Regular, b"1\n"),
+            (
+                "resources/configmaps/namespaces/x/c.json",
+                tar::EntryType::Regular,
+                b"{}",
+            ),
+        ]);
+        let idx = extract(&a[..], ExtractLimits::default(), None).unwrap();
+        assert_eq!(idx.version, "1");
+        assert_eq!(idx.items["configmaps"].len(), 1);
+        for bad in [&b"2.0.0\n"[..], b"10.0.0", b"1x"] {
+            let a = raw_archive(&[("metadata/version", tar::EntryType::Regular, bad)]);
+            let err = extract(&a[..], ExtractLimits::default(), None).unwrap_err();
+            assert!(matches!(err, ArchiveError::Format(_)), "{err}");
+        }
     }
 
     #[test]

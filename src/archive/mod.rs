@@ -125,7 +125,9 @@ impl<W: Write> ArchiveWriter<W> {
             mtime: mtime_unix,
             items: 0,
         };
-        me.append("metadata/version", FORMAT_VERSION.as_bytes())?;
+        // Velero writes the version followed by a newline (`pkg/backup/backup.go`,
+        // writeBackupVersion).
+        me.append("metadata/version", format!("{FORMAT_VERSION}\n").as_bytes())?;
         Ok(me)
     }
 

@@ -32,8 +32,14 @@ pub struct Cli {
     /// Kubeconfig context to use.
     #[arg(long, global = true)]
     context: Option<String>,
-    /// Log level filter (`error`, `warn`, `info`, `debug`, or a tracing filter).
-    #[arg(long, global = true, env = "TIDEMARK_LOG", default_value = "warn")]
+    /// Log level filter (`error`, `warn`, `info`, `debug`, or a tracing filter). Per-object
+    /// warnings of a run are printed in its summary; `info` also streams the run log.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEMARK_LOG",
+        default_value = "warn,tidemark::report=error"
+    )]
     log_level: String,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]

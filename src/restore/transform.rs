@@ -231,15 +231,16 @@ pub fn is_subset(desired: &Value, existing: &Value) -> bool {
                 if in_labels && (k == BACKUP_NAME_LABEL || k == RESTORE_NAME_LABEL) {
                     return true;
                 }
-                match em.get(k) {
-                    Some(ev) => {
-                        path.push(k.clone());
-                        let ok = sub(dv, ev, path);
-                        path.pop();
-                        ok
-                    }
-                    None => dv.is_null(),
-                }
+                // A field missing in `existing` equals an empty one (`{}`, `[]`, null).
+                let empty = match dv {
+                    Value::Object(_) => Value::Object(Map::new()),
+                    Value::Array(_) => Value::Array(Vec::new()),
+                    _ => Value::Null,
+                };
+                path.push(k.clone());
+                let ok = sub(dv, em.get(k).unwrap_or(&empty), path);
+                path.pop();
+                ok
             }),
             (Value::Array(da), Value::Array(ea)) => {
                 da.len() == ea.len()
@@ -432,6 +433,13 @@ mod tests {
         let existing = json!({"metadata": {"name": "s", "uid": "u", "labels": {"app": "x", "velero.io/restore-name": "r1"}},
             "spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80, "protocol": "TCP"}]}, "status": {}});
         assert!(is_subset(&desired, &existing));
+        let only_restore_labels =
+            json!({"metadata": {"name": "default", "labels": {"velero.io/restore-name": "r"}}});
+        assert!(is_subset(
+            &only_restore_labels,
+            &json!({"metadata": {"name": "default"}})
+        ));
+        assert!(!is_subset(&json!({"data": {"k": "v"}}), &json!({})));
         let changed = json!({"metadata": {"name": "s", "labels": {"app": "y"}}, "spec": {"ports": [{"port": 80}]}});
         assert!(!is_subset(&desired, &changed));
         let more_ports = json!({"metadata": {"name": "s", "labels": {"app": "x"}}, "spec": {"ports": [{"port": 80}, {"port": 81}]}});

@@ -20,7 +20,24 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Builds the test environment's binaries once per test process (quiet and instant when warm).
+fn ensure_built() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = Command::new(repo().join("scripts/testenv"))
+            .arg("build")
+            .output()
+            .expect("run scripts/testenv build");
+        assert!(
+            out.status.success(),
+            "scripts/testenv build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 fn testenv(args: &[&str]) -> String {
+    ensure_built();
     let out = Command::new(repo().join("scripts/testenv"))
         .args(args)
         .output()
@@ -400,8 +417,10 @@ pub fn user_content(obj: &Value) -> Value {
     }
     m.insert("labels".into(), labels);
     m.insert("annotations".into(), annotations);
-    if obj["kind"] == "Service" {
-        if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
+    if obj["kind"] == "Service"
+        && let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        {
             if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
                 spec.remove("clusterIP");
                 spec.remove("clusterIPs");
@@ -416,20 +435,19 @@ pub fn user_content(obj: &Value) -> Value {
             }
         }
     }
-    if obj["kind"] == "PersistentVolumeClaim" {
-        if let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.remove("volumeName");
-        }
+    if obj["kind"] == "PersistentVolumeClaim"
+        && let Some(spec) = m.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.remove("volumeName");
     }
-    if obj["kind"] == "PersistentVolume" {
-        if let Some(cr) = m
+    if obj["kind"] == "PersistentVolume"
+        && let Some(cr) = m
             .get_mut("spec")
             .and_then(|s| s.get_mut("claimRef"))
             .and_then(Value::as_object_mut)
-        {
-            cr.remove("uid");
-            cr.remove("resourceVersion");
-        }
+    {
+        cr.remove("uid");
+        cr.remove("resourceVersion");
     }
     out
 }
