@@ -24,6 +24,16 @@ pub const SCHEDULE_NAME_LABEL: &str = "velero.io/schedule-name";
 /// Objects and namespaces carrying this label set to `true` are never backed up.
 pub const EXCLUDE_LABEL: &str = "velero.io/exclude-from-backup";
 
+/// Reads `null` as the empty value: Velero 1.0 to 1.3 wrote unset lists and maps as `null`
+/// (`"excludedNamespaces": null`) because their fields had no `omitempty`.
+fn null_as_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// A Velero Backup record (`kind: Backup`, `apiVersion: velero.io/v1`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -47,25 +57,73 @@ pub struct Backup {
 #[serde(rename_all = "camelCase")]
 pub struct BackupSpec {
     /// Namespace globs to include (`*` = all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub included_namespaces: Vec<String>,
     /// Namespace globs to exclude.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub excluded_namespaces: Vec<String>,
     /// Resources to include (`*` = all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub included_resources: Vec<String>,
     /// Resources to exclude.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub excluded_resources: Vec<String>,
     /// `true`, `false`, or absent (auto).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_cluster_resources: Option<bool>,
+    /// Scoped filter: cluster-scoped resources to include (`*` = all).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub included_cluster_scoped_resources: Vec<String>,
+    /// Scoped filter: cluster-scoped resources to exclude.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub excluded_cluster_scoped_resources: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to include (`*` = all).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub included_namespace_scoped_resources: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to exclude.
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub excluded_namespace_scoped_resources: Vec<String>,
     /// Objects must match this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
     /// Objects must match one of these selectors.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub or_label_selectors: Vec<LabelSelector>,
     /// Time to live, as a Go duration (`720h0m0s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +135,11 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_volumes: Option<bool>,
     /// Map of `resource` to `ns/name` lists backed up first, in that order.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub ordered_resources: BTreeMap<String, String>,
     /// Fields tidemark does not interpret, kept as read.
     #[serde(flatten)]
@@ -203,19 +265,39 @@ pub struct RestoreSpec {
     /// The backup restored from.
     pub backup_name: String,
     /// Namespace globs to include.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub included_namespaces: Vec<String>,
     /// Namespace globs to exclude.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub excluded_namespaces: Vec<String>,
     /// Resources to include.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub included_resources: Vec<String>,
     /// Resources to exclude.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub excluded_resources: Vec<String>,
     /// Source namespace → target namespace.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub namespace_mapping: BTreeMap<String, String>,
     /// Objects must match this selector.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,6 +395,27 @@ mod tests {
         );
         assert_eq!(go_duration(std::time::Duration::from_secs(90)), "1m30s");
         assert_eq!(go_duration(std::time::Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn velero_1_0_backup_with_null_fields_parses() {
+        // Velero 1.0 to 1.3 had no `omitempty` on these fields and wrote them as null.
+        let json = r#"{"kind":"Backup","apiVersion":"velero.io/v1","metadata":{"name":"old",
+          "namespace":"velero","creationTimestamp":"2020-01-01T00:00:00Z"},
+          "spec":{"includedNamespaces":["*"],"excludedNamespaces":null,"includedResources":null,
+          "excludedResources":null,"labelSelector":null,"ttl":"720h0m0s",
+          "includeClusterResources":null,"hooks":{"resources":null},"storageLocation":"default",
+          "volumeSnapshotLocations":null},
+          "status":{"version":1,"expiration":"2020-01-31T00:00:00Z","phase":"Completed",
+          "validationErrors":null,"startTimestamp":"2020-01-01T00:00:00Z",
+          "completionTimestamp":"2020-01-01T00:00:09Z","volumeSnapshotsAttempted":0,
+          "volumeSnapshotsCompleted":0,"warnings":0,"errors":0}}"#;
+        let b: Backup = serde_json::from_str(json).unwrap();
+        assert_eq!(b.phase(), "Completed");
+        assert_eq!(b.spec.included_namespaces, vec!["*"]);
+        assert!(b.spec.excluded_namespaces.is_empty());
+        assert!(b.spec.label_selector.is_none());
+        assert_eq!(b.status.format_version, None);
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub struct Lister<'a> {
     pub page_size: u32,
     /// Server-side label selector.
     pub label_selector: Option<String>,
+    /// The filter (for client-side `--or-selector` matching).
+    pub filter: &'a super::BackupFilter,
+    /// `--ordered-resources`: resource → `ns/name,...` written first, in that order.
+    pub ordered: &'a BTreeMap<String, String>,
     /// Namespaces whose objects are taken (active, matching, not excluded).
     pub namespaces: &'a BTreeSet<String>,
     /// List namespaced resources namespace by namespace (few, literally named namespaces)
@@ -82,6 +86,12 @@ impl Lister<'_> {
     /// [`PipelineClosed`] when the archive pipeline has stopped (then the backup fails).
     pub async fn list_resource(&self, r: &ServedResource) -> Result<(), PipelineClosed> {
         let ar = r.api_resource();
+        let order = self
+            .ordered
+            .iter()
+            .find(|(res, _)| r.matches_name(res))
+            .map(|(_, list)| list.as_str());
+        let mut held: Vec<DynamicObject> = Vec::new();
         let scopes: Vec<Option<String>> = if r.namespaced && self.per_namespace {
             self.namespaces.iter().cloned().map(Some).collect()
         } else {
@@ -112,12 +122,25 @@ impl Lister<'_> {
                     }
                 };
                 for obj in page.items {
-                    self.take(r, obj).await?;
+                    if order.is_some() {
+                        held.push(obj);
+                    } else {
+                        self.take(r, obj, false).await?;
+                    }
                 }
                 token = page.metadata.continue_.filter(|t| !t.is_empty());
                 if token.is_none() {
                     break;
                 }
+            }
+        }
+        if let Some(list) = order {
+            // Named objects first, in the given order; the rest after, as listed.
+            held.sort_by_key(|o| {
+                super::filter::order_position(list, o.metadata.namespace.as_deref(), &o.name_any())
+            });
+            for obj in held {
+                self.take(r, obj, false).await?;
             }
         }
         self.progress.resources_done.fetch_add(1, Ordering::Relaxed);
@@ -132,7 +155,7 @@ impl Lister<'_> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.api_resource());
         self.budget.acquire().await;
         match api.get_opt(name).await {
-            Ok(Some(obj)) => self.take(r, obj).await,
+            Ok(Some(obj)) => self.take(r, obj, true).await,
             Ok(None) => Ok(()),
             Err(e) => {
                 let msg = format!("getting {} {name}: {}", r.group_resource(), describe(&e));
@@ -147,9 +170,22 @@ impl Lister<'_> {
         }
     }
 
-    async fn take(&self, r: &ServedResource, mut obj: DynamicObject) -> Result<(), PipelineClosed> {
+    /// Filters one object and sends it to the archive. `related` objects (pulled in by an
+    /// included object) bypass the label selectors.
+    async fn take(
+        &self,
+        r: &ServedResource,
+        mut obj: DynamicObject,
+        related: bool,
+    ) -> Result<(), PipelineClosed> {
         if object_excluded(&obj.metadata) {
             return Ok(());
+        }
+        if !related && !self.filter.or_selectors.is_empty() {
+            let labels = obj.metadata.labels.clone().unwrap_or_default();
+            if !self.filter.labels_match(&labels) {
+                return Ok(());
+            }
         }
         let namespace = obj.metadata.namespace.clone().filter(|n| !n.is_empty());
         if let Some(ns) = &namespace

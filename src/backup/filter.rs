@@ -12,6 +12,12 @@ use crate::cluster::ServedResource;
 /// Errors building a filter from user input.
 #[derive(Debug, thiserror::Error)]
 pub enum FilterError {
+    /// Two options that cannot be used together.
+    #[error("{0} cannot be used together with {1}")]
+    Conflict(&'static str, &'static str),
+    /// An `--ordered-resources` value that is not `resource=ns/name,...;resource2=...`.
+    #[error("--ordered-resources: {0}")]
+    BadOrder(String),
     /// A namespace pattern is not a valid glob.
     #[error("{field}: invalid pattern {pattern:?}: {reason}")]
     BadPattern {
@@ -106,30 +112,68 @@ impl Patterns {
     }
 }
 
+/// The resource filters: Velero's old style (`--include-resources`, `--exclude-resources`,
+/// `--include-cluster-resources`) or the scoped style (`--include/exclude-cluster-scoped-resources`,
+/// `--include/exclude-namespace-scoped-resources`); the two cannot be mixed.
+#[derive(Clone, Debug)]
+pub enum ResourceFilter {
+    /// The old style.
+    Classic {
+        /// Resources to include (kubectl-style names; empty or `*` = all).
+        include: Vec<String>,
+        /// Resources to exclude.
+        exclude: Vec<String>,
+        /// `Some(true)`: all cluster-scoped resources; `Some(false)`: none; `None` (auto): all
+        /// when every namespace is included, else only those related to included objects.
+        include_cluster_resources: Option<bool>,
+    },
+    /// The scoped style.
+    Scoped {
+        /// Cluster-scoped resources to include (`*` = all; empty = auto).
+        include_cluster: Vec<String>,
+        /// Cluster-scoped resources to exclude (`*` = all).
+        exclude_cluster: Vec<String>,
+        /// Namespace-scoped resources to include (empty or `*` = all).
+        include_namespaced: Vec<String>,
+        /// Namespace-scoped resources to exclude (`*` = all).
+        exclude_namespaced: Vec<String>,
+    },
+}
+
+impl Default for ResourceFilter {
+    fn default() -> Self {
+        Self::Classic {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            include_cluster_resources: None,
+        }
+    }
+}
+
+fn any_matches(names: &[String], r: &ServedResource) -> bool {
+    names.iter().any(|n| n == "*" || r.matches_name(n))
+}
+
 /// Everything that decides what a backup takes.
 #[derive(Clone, Debug)]
 pub struct BackupFilter {
     /// Namespaces.
     pub namespaces: Patterns,
-    /// Resources to include (kubectl-style names; empty or `*` = all).
-    pub include_resources: Vec<String>,
-    /// Resources to exclude.
-    pub exclude_resources: Vec<String>,
-    /// `Some(true)`: all cluster-scoped resources; `Some(false)`: none; `None` (auto): all when
-    /// every namespace is included, else only those related to included objects.
-    pub include_cluster_resources: Option<bool>,
+    /// Resources.
+    pub resources: ResourceFilter,
     /// A label selector in Kubernetes' string form (`app=web,tier!=db`), applied server-side.
     pub label_selector: Option<String>,
+    /// `--or-selector`: objects matching any of these are taken (applied client-side).
+    pub or_selectors: Vec<crate::cluster::selector::LabelMatcher>,
 }
 
 impl Default for BackupFilter {
     fn default() -> Self {
         Self {
             namespaces: Patterns::all(),
-            include_resources: Vec::new(),
-            exclude_resources: Vec::new(),
-            include_cluster_resources: None,
+            resources: ResourceFilter::default(),
             label_selector: None,
+            or_selectors: Vec::new(),
         }
     }
 }
@@ -146,22 +190,19 @@ pub enum ResourcePlan {
 }
 
 impl BackupFilter {
-    fn resource_selected(&self, r: &ServedResource) -> bool {
-        let included = self.include_resources.is_empty()
-            || self
-                .include_resources
-                .iter()
-                .any(|n| n == "*" || r.matches_name(n));
-        let excluded = self.exclude_resources.iter().any(|n| r.matches_name(n));
-        included && !excluded
+    fn selects_labels(&self) -> bool {
+        self.label_selector.is_some() || !self.or_selectors.is_empty()
     }
 
-    /// Whether cluster-scoped resources are taken whole (true, or auto with all namespaces).
-    pub fn all_cluster_resources(&self) -> bool {
-        match self.include_cluster_resources {
-            Some(b) => b,
-            None => self.namespaces.is_all() && self.label_selector.is_none(),
-        }
+    /// Whether the backup is of the whole cluster (every namespace, no label selection), which
+    /// makes `auto` take every cluster-scoped resource.
+    pub fn whole_cluster(&self) -> bool {
+        self.namespaces.is_all() && !self.selects_labels()
+    }
+
+    /// Whether `labels` pass the `--or-selector` filter (always true without one).
+    pub fn labels_match(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.or_selectors.is_empty() || self.or_selectors.iter().any(|m| m.matches(labels))
     }
 
     /// Decides how `r` takes part in the backup.
@@ -171,24 +212,75 @@ impl BackupFilter {
             || RECORD_GROUPS.contains(&r.group.as_str())
             || !r.supports("list")
             || !r.supports("create")
-            || !self.resource_selected(r)
         {
             return ResourcePlan::Skip;
         }
-        if r.namespaced || gr == "namespaces" {
-            // Namespace objects follow the namespace filter, not the cluster-resource switch.
-            return if gr == "namespaces" && self.include_cluster_resources == Some(false) {
-                ResourcePlan::RelatedOnly
-            } else {
-                ResourcePlan::ListAll
-            };
-        }
-        if self.all_cluster_resources() {
-            ResourcePlan::ListAll
-        } else if self.include_cluster_resources.is_none() {
-            ResourcePlan::RelatedOnly
-        } else {
-            ResourcePlan::Skip
+        let is_namespace_kind = gr == "namespaces";
+        match &self.resources {
+            ResourceFilter::Classic {
+                include,
+                exclude,
+                include_cluster_resources,
+            } => {
+                let selected = (include.is_empty() || any_matches(include, r))
+                    && !exclude.iter().any(|n| r.matches_name(n));
+                if !selected {
+                    return ResourcePlan::Skip;
+                }
+                if r.namespaced {
+                    return ResourcePlan::ListAll;
+                }
+                if is_namespace_kind {
+                    // Namespace objects follow the namespace filter, not the cluster switch.
+                    return if *include_cluster_resources == Some(false) {
+                        ResourcePlan::RelatedOnly
+                    } else {
+                        ResourcePlan::ListAll
+                    };
+                }
+                match include_cluster_resources {
+                    Some(true) => ResourcePlan::ListAll,
+                    Some(false) => ResourcePlan::Skip,
+                    None if self.whole_cluster() => ResourcePlan::ListAll,
+                    None => ResourcePlan::RelatedOnly,
+                }
+            }
+            ResourceFilter::Scoped {
+                include_cluster,
+                exclude_cluster,
+                include_namespaced,
+                exclude_namespaced,
+            } => {
+                if r.namespaced {
+                    let excluded = any_matches(exclude_namespaced, r);
+                    let included =
+                        include_namespaced.is_empty() || any_matches(include_namespaced, r);
+                    return if included && !excluded {
+                        ResourcePlan::ListAll
+                    } else {
+                        ResourcePlan::Skip
+                    };
+                }
+                if is_namespace_kind {
+                    return ResourcePlan::ListAll;
+                }
+                if any_matches(exclude_cluster, r) {
+                    return ResourcePlan::Skip;
+                }
+                let all_namespaced =
+                    include_namespaced.is_empty() || include_namespaced.iter().any(|n| n == "*");
+                if any_matches(include_cluster, r)
+                    || (include_cluster.is_empty()
+                        && exclude_cluster.is_empty()
+                        && all_namespaced
+                        && exclude_namespaced.is_empty()
+                        && self.whole_cluster())
+                {
+                    ResourcePlan::ListAll
+                } else {
+                    ResourcePlan::RelatedOnly
+                }
+            }
         }
     }
 }
@@ -223,6 +315,79 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn classic(inc: &[&str], exc: &[&str], cluster: Option<bool>) -> ResourceFilter {
+        ResourceFilter::Classic {
+            include: s(inc),
+            exclude: s(exc),
+            include_cluster_resources: cluster,
+        }
+    }
+
+    fn scoped(ic: &[&str], ec: &[&str], inn: &[&str], en: &[&str]) -> ResourceFilter {
+        ResourceFilter::Scoped {
+            include_cluster: s(ic),
+            exclude_cluster: s(ec),
+            include_namespaced: s(inn),
+            exclude_namespaced: s(en),
+        }
+    }
+
+    #[test]
+    fn scoped_filters() {
+        let pv = res("", "persistentvolumes", "PersistentVolume", false);
+        let sc = res("storage.k8s.io", "storageclasses", "StorageClass", false);
+        let cm = res("", "configmaps", "ConfigMap", true);
+        let dep = res("apps", "deployments", "Deployment", true);
+        let ns = res("", "namespaces", "Namespace", false);
+        let only_sc = BackupFilter {
+            resources: scoped(&["storageclasses"], &[], &[], &[]),
+            ..Default::default()
+        };
+        assert_eq!(only_sc.plan(&sc), ResourcePlan::ListAll);
+        assert_eq!(only_sc.plan(&pv), ResourcePlan::RelatedOnly);
+        assert_eq!(only_sc.plan(&cm), ResourcePlan::ListAll);
+        assert_eq!(only_sc.plan(&ns), ResourcePlan::ListAll);
+        let no_cluster = BackupFilter {
+            resources: scoped(&[], &["*"], &["deployments.apps"], &[]),
+            ..Default::default()
+        };
+        assert_eq!(no_cluster.plan(&pv), ResourcePlan::Skip);
+        assert_eq!(no_cluster.plan(&sc), ResourcePlan::Skip);
+        assert_eq!(no_cluster.plan(&dep), ResourcePlan::ListAll);
+        assert_eq!(no_cluster.plan(&cm), ResourcePlan::Skip);
+        let everything = BackupFilter {
+            resources: scoped(&[], &[], &[], &["configmaps"]),
+            ..Default::default()
+        };
+        assert_eq!(everything.plan(&cm), ResourcePlan::Skip);
+        assert_eq!(everything.plan(&dep), ResourcePlan::ListAll);
+        // Excluding a namespaced kind makes the backup partial: cluster-scoped go auto.
+        assert_eq!(everything.plan(&pv), ResourcePlan::RelatedOnly);
+        let full = BackupFilter {
+            resources: scoped(&[], &[], &["*"], &[]),
+            ..Default::default()
+        };
+        assert_eq!(full.plan(&pv), ResourcePlan::ListAll);
+    }
+
+    #[test]
+    fn or_selectors_match_any() {
+        use crate::cluster::selector::{LabelMatcher, parse};
+        let f = BackupFilter {
+            or_selectors: vec![
+                LabelMatcher::new(&parse("app=a").unwrap()).unwrap(),
+                LabelMatcher::new(&parse("tier in (db)").unwrap()).unwrap(),
+            ],
+            ..Default::default()
+        };
+        let l = |k: &str, v: &str| [(k.to_string(), v.to_string())].into();
+        assert!(f.labels_match(&l("app", "a")));
+        assert!(f.labels_match(&l("tier", "db")));
+        assert!(!f.labels_match(&l("app", "b")));
+        assert!(!f.whole_cluster());
+        assert!(BackupFilter::default().labels_match(&l("x", "y")));
     }
 
     #[test]
@@ -282,15 +447,20 @@ mod tests {
             namespaces: Patterns::new("n", &s(&["web"]), &[]).unwrap(),
             ..Default::default()
         };
+        let selected = BackupFilter {
+            label_selector: Some("app=web".into()),
+            ..Default::default()
+        };
+        assert_eq!(selected.plan(&pv), ResourcePlan::RelatedOnly);
         assert_eq!(filtered.plan(&pv), ResourcePlan::RelatedOnly);
         assert_eq!(filtered.plan(&ns), ResourcePlan::ListAll);
         let off = BackupFilter {
-            include_cluster_resources: Some(false),
+            resources: classic(&[], &[], Some(false)),
             ..Default::default()
         };
         assert_eq!(off.plan(&pv), ResourcePlan::Skip);
         let on = BackupFilter {
-            include_cluster_resources: Some(true),
+            resources: classic(&[], &[], Some(true)),
             namespaces: Patterns::new("n", &s(&["web"]), &[]).unwrap(),
             ..Default::default()
         };
@@ -300,7 +470,7 @@ mod tests {
     #[test]
     fn resource_include_exclude() {
         let f = BackupFilter {
-            include_resources: s(&["deployments.apps", "cm"]),
+            resources: classic(&["deployments.apps", "cm"], &[], None),
             ..Default::default()
         };
         let mut cm = res("", "configmaps", "ConfigMap", true);
@@ -315,7 +485,7 @@ mod tests {
             ResourcePlan::Skip
         );
         let g = BackupFilter {
-            exclude_resources: s(&["secrets"]),
+            resources: classic(&[], &["secrets"], None),
             ..Default::default()
         };
         assert_eq!(
@@ -336,5 +506,60 @@ mod tests {
             ..Default::default()
         };
         assert!(object_excluded(&d));
+    }
+}
+
+/// Parses Velero's `--ordered-resources` value: `pods=ns1/pod1,ns1/pod2;persistentvolumes=pv4,pv8`
+/// into resource → `ns/name,...` (the shape of `spec.orderedResources`).
+///
+/// # Errors
+/// [`FilterError::BadOrder`].
+pub fn parse_ordered_resources(
+    s: &str,
+) -> Result<std::collections::BTreeMap<String, String>, FilterError> {
+    let mut out = std::collections::BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (res, names) = part.split_once('=').ok_or_else(|| {
+            FilterError::BadOrder(format!("{part:?} is not resource=name1,name2"))
+        })?;
+        let names: Vec<&str> = names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if res.trim().is_empty() || names.is_empty() {
+            return Err(FilterError::BadOrder(format!(
+                "{part:?} names no resource or no objects"
+            )));
+        }
+        out.insert(res.trim().to_string(), names.join(","));
+    }
+    Ok(out)
+}
+
+/// The position of `ns/name` (or `name`) in an ordered list (`ns/name,...`), `usize::MAX` if absent.
+pub fn order_position(list: &str, namespace: Option<&str>, name: &str) -> usize {
+    let key = match namespace {
+        Some(ns) => format!("{ns}/{name}"),
+        None => name.to_string(),
+    };
+    list.split(',').position(|e| e == key).unwrap_or(usize::MAX)
+}
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    #[test]
+    fn ordered_resources_parse_and_position() {
+        let m = parse_ordered_resources("pods=ns1/p1,ns1/p2; persistentvolumes=pv4,pv8").unwrap();
+        assert_eq!(m["pods"], "ns1/p1,ns1/p2");
+        assert_eq!(m["persistentvolumes"], "pv4,pv8");
+        assert_eq!(order_position(&m["pods"], Some("ns1"), "p2"), 1);
+        assert_eq!(order_position(&m["persistentvolumes"], None, "pv4"), 0);
+        assert_eq!(order_position(&m["pods"], Some("ns2"), "p1"), usize::MAX);
+        for bad in ["pods", "=a", "pods="] {
+            assert!(parse_ordered_resources(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,7 +11,7 @@ pub mod filter;
 mod pipeline;
 
 pub use collect::Progress;
-pub use filter::{BackupFilter, FilterError, Patterns, ResourcePlan};
+pub use filter::{BackupFilter, FilterError, Patterns, ResourceFilter, ResourcePlan};
 pub use pipeline::{ArchiveSummary, PipelineError};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,8 +88,20 @@ pub struct BackupRequest {
     pub exclude_resources: Vec<String>,
     /// `true`/`false`/auto (`None`).
     pub include_cluster_resources: Option<bool>,
+    /// Scoped filter: cluster-scoped resources to include.
+    pub include_cluster_scoped: Vec<String>,
+    /// Scoped filter: cluster-scoped resources to exclude.
+    pub exclude_cluster_scoped: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to include.
+    pub include_namespace_scoped: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to exclude.
+    pub exclude_namespace_scoped: Vec<String>,
     /// Label selector string (`app=web`).
     pub selector: Option<String>,
+    /// `--or-selector`: objects matching any of these selectors.
+    pub or_selectors: Vec<String>,
+    /// Resource → `ns/name,...` backed up first, in that order (`spec.orderedResources`).
+    pub ordered_resources: BTreeMap<String, String>,
     /// Time to live.
     pub ttl: Duration,
     /// Labels put on the Backup record.
@@ -167,7 +179,13 @@ impl BackupRequest {
             include_resources: Vec::new(),
             exclude_resources: Vec::new(),
             include_cluster_resources: None,
+            include_cluster_scoped: Vec::new(),
+            exclude_cluster_scoped: Vec::new(),
+            include_namespace_scoped: Vec::new(),
+            exclude_namespace_scoped: Vec::new(),
             selector: None,
+            or_selectors: Vec::new(),
+            ordered_resources: BTreeMap::new(),
             ttl: DEFAULT_TTL,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
@@ -179,12 +197,47 @@ impl BackupRequest {
     /// # Errors
     /// [`BackupError::Filter`] or [`BackupError::Selector`].
     pub fn filter(&self) -> Result<BackupFilter, BackupError> {
-        let label_selector = match self.selector.as_deref().filter(|s| !s.trim().is_empty()) {
-            Some(s) => {
-                let parsed = selector::parse(s)?;
-                Some(selector::LabelMatcher::new(&parsed)?.to_query())
-            }
+        let selector = self.selector.as_deref().filter(|s| !s.trim().is_empty());
+        if selector.is_some() && !self.or_selectors.is_empty() {
+            return Err(FilterError::Conflict("--selector", "--or-selector").into());
+        }
+        let label_selector = match selector {
+            Some(s) => Some(selector::LabelMatcher::new(&selector::parse(s)?)?.to_query()),
             None => None,
+        };
+        let or_selectors = self
+            .or_selectors
+            .iter()
+            .map(|s| selector::LabelMatcher::new(&selector::parse(s)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let scoped = !(self.include_cluster_scoped.is_empty()
+            && self.exclude_cluster_scoped.is_empty()
+            && self.include_namespace_scoped.is_empty()
+            && self.exclude_namespace_scoped.is_empty());
+        let classic = !(self.include_resources.is_empty()
+            && self.exclude_resources.is_empty()
+            && self.include_cluster_resources.is_none());
+        if scoped && classic {
+            return Err(FilterError::Conflict(
+                "--include-resources/--exclude-resources/--include-cluster-resources",
+                "the scoped filters (--include/exclude-cluster-scoped-resources, \
+                 --include/exclude-namespace-scoped-resources)",
+            )
+            .into());
+        }
+        let resources = if scoped {
+            ResourceFilter::Scoped {
+                include_cluster: self.include_cluster_scoped.clone(),
+                exclude_cluster: self.exclude_cluster_scoped.clone(),
+                include_namespaced: self.include_namespace_scoped.clone(),
+                exclude_namespaced: self.exclude_namespace_scoped.clone(),
+            }
+        } else {
+            ResourceFilter::Classic {
+                include: self.include_resources.clone(),
+                exclude: self.exclude_resources.clone(),
+                include_cluster_resources: self.include_cluster_resources,
+            }
         };
         Ok(BackupFilter {
             namespaces: Patterns::new(
@@ -192,10 +245,9 @@ impl BackupRequest {
                 &self.include_namespaces,
                 &self.exclude_namespaces,
             )?,
-            include_resources: self.include_resources.clone(),
-            exclude_resources: self.exclude_resources.clone(),
-            include_cluster_resources: self.include_cluster_resources,
+            resources,
             label_selector,
+            or_selectors,
         })
     }
 
@@ -224,6 +276,16 @@ impl BackupRequest {
         b.spec.included_resources = self.include_resources.clone();
         b.spec.excluded_resources = self.exclude_resources.clone();
         b.spec.include_cluster_resources = self.include_cluster_resources;
+        b.spec.included_cluster_scoped_resources = self.include_cluster_scoped.clone();
+        b.spec.excluded_cluster_scoped_resources = self.exclude_cluster_scoped.clone();
+        b.spec.included_namespace_scoped_resources = self.include_namespace_scoped.clone();
+        b.spec.excluded_namespace_scoped_resources = self.exclude_namespace_scoped.clone();
+        b.spec.or_label_selectors = self
+            .or_selectors
+            .iter()
+            .map(|s| selector::parse(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        b.spec.ordered_resources = self.ordered_resources.clone();
         b.spec.label_selector = match self.selector.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(s) => Some(selector::parse(s)?),
             None => None,
@@ -322,6 +384,8 @@ pub async fn run(
         budget: &settings.budget,
         page_size: settings.page_size,
         label_selector: filter.label_selector.clone(),
+        filter: &filter,
+        ordered: &req.ordered_resources,
         namespaces: &namespaces,
         per_namespace: filter.namespaces.literal_includes().is_some(),
         out: pipeline.sender(),
@@ -575,6 +639,26 @@ mod tests {
         for bad in ["", "Upper", "-x", "x-", "a_b", &"a".repeat(64)] {
             assert!(validate_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn conflicting_options_are_refused() {
+        let mut r = BackupRequest::new("b");
+        r.include_resources = vec!["pods".into()];
+        r.include_cluster_scoped = vec!["storageclasses".into()];
+        assert!(matches!(
+            r.filter(),
+            Err(BackupError::Filter(FilterError::Conflict(..)))
+        ));
+        let mut r = BackupRequest::new("b");
+        r.selector = Some("a=b".into());
+        r.or_selectors = vec!["c=d".into()];
+        let e = r.filter().unwrap_err().to_string();
+        assert!(e.contains("--or-selector"), "{e}");
+        let mut r = BackupRequest::new("b");
+        r.or_selectors = vec!["c=d".into(), "e in (f)".into()];
+        assert_eq!(r.filter().unwrap().or_selectors.len(), 2);
+        assert_eq!(r.record().unwrap().spec.or_label_selectors.len(), 2);
     }
 
     #[test]

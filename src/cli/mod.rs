@@ -4,7 +4,10 @@
 //! Verbs and flags follow `velero`'s. Exit codes: 0 success; 1 error (nothing or not everything
 //! was done); 2 the run finished `PartiallyFailed`.
 
+mod backup;
 mod output;
+
+use backup::BackupCommand;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -14,10 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::backup::{self, BackupRequest};
 use crate::cluster::{self, Budget, Target};
 use crate::restore::{self, ExistingPolicy, RestoreRequest};
 use crate::store::{LocationUrl, Store};
@@ -67,14 +69,6 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-enum BackupCommand {
-    /// Back up the cluster's resources into a location.
-    Create(Box<BackupCreate>),
-    /// List the backups a location holds.
-    Get(GetArgs),
-}
-
-#[derive(Subcommand, Debug)]
 enum RestoreCommand {
     /// Restore a backup into the cluster.
     Create(Box<RestoreCreate>),
@@ -84,7 +78,7 @@ enum RestoreCommand {
 
 /// Where backups live.
 #[derive(Args, Debug, Clone)]
-struct LocationArgs {
+pub(crate) struct LocationArgs {
     /// Location URL: `file:///dir` or `s3://bucket/prefix` (S3 endpoint, region and credentials
     /// from the standard AWS_* variables; add `?accessMode=ReadOnly` for a read-only location).
     /// Default: a directory under the user's data dir.
@@ -98,7 +92,7 @@ struct LocationArgs {
 
 /// The client-side request budget.
 #[derive(Args, Debug, Clone)]
-struct ClientArgs {
+pub(crate) struct ClientArgs {
     /// Client-side requests per second to the API server.
     #[arg(long, default_value_t = 100.0)]
     client_qps: f32,
@@ -111,14 +105,14 @@ struct ClientArgs {
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-enum OutputFormat {
+pub(crate) enum OutputFormat {
     Table,
     Json,
     Yaml,
 }
 
 #[derive(Args, Debug)]
-struct GetArgs {
+pub(crate) struct GetArgs {
     /// Only these names.
     names: Vec<String>,
     #[command(flatten)]
@@ -126,50 +120,6 @@ struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-}
-
-#[derive(Args, Debug)]
-struct BackupCreate {
-    /// Backup name.
-    name: String,
-    /// Namespaces to include (globs; default all).
-    #[arg(long, value_delimiter = ',')]
-    include_namespaces: Vec<String>,
-    /// Namespaces to exclude (globs).
-    #[arg(long, value_delimiter = ',')]
-    exclude_namespaces: Vec<String>,
-    /// Resources to include (`deployments`, `deploy`, `deployments.apps`; default all).
-    #[arg(long, value_delimiter = ',')]
-    include_resources: Vec<String>,
-    /// Resources to exclude.
-    #[arg(long, value_delimiter = ',')]
-    exclude_resources: Vec<String>,
-    /// Include cluster-scoped resources: true, false, or unset for auto (all when every
-    /// namespace is included, else only those related to included objects).
-    #[arg(long)]
-    include_cluster_resources: Option<bool>,
-    /// Only back up objects matching this label selector (`app=web,tier!=db`).
-    #[arg(short = 'l', long)]
-    selector: Option<String>,
-    /// How long before the backup can be garbage-collected (`720h`, `30d`, `90m`).
-    #[arg(long, default_value = "720h", value_parser = parse_duration)]
-    ttl: Duration,
-    /// Labels for the backup record (`k=v,k2=v2`).
-    #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
-    labels: Vec<(String, String)>,
-    /// Annotations for the backup record (`k=v,k2=v2`).
-    #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
-    annotations: Vec<(String, String)>,
-    /// Objects per LIST page (server-side pagination).
-    #[arg(long, default_value_t = 500)]
-    page_size: u32,
-    #[command(flatten)]
-    client: ClientArgs,
-    #[command(flatten)]
-    location: LocationArgs,
-    /// Print the Backup record that would be created (json or yaml) and exit without running.
-    #[arg(short, long, value_enum)]
-    output: Option<OutputFormat>,
 }
 
 #[derive(Args, Debug)]
@@ -304,8 +254,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("tidemark {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Backup(BackupCommand::Create(args)) => backup_create(&target, *args).await,
-        Command::Backup(BackupCommand::Get(args)) => backup_get(args).await,
+        Command::Backup(cmd) => backup::run(&target, cmd).await,
         Command::Restore(RestoreCommand::Create(args)) => restore_create(&target, *args).await,
         Command::Restore(RestoreCommand::Get(args)) => restore_get(args).await,
     }
@@ -327,93 +276,6 @@ fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
     let pb = indicatif::ProgressBar::new_spinner();
     pb.enable_steady_tick(Duration::from_millis(120));
     Some(pb)
-}
-
-async fn backup_create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
-    let mut req = BackupRequest::new(&args.name);
-    req.include_namespaces = args.include_namespaces;
-    req.exclude_namespaces = args.exclude_namespaces;
-    req.include_resources = args.include_resources;
-    req.exclude_resources = args.exclude_resources;
-    req.include_cluster_resources = args.include_cluster_resources;
-    req.selector = args.selector;
-    req.ttl = args.ttl;
-    req.labels = args.labels.into_iter().collect();
-    req.annotations = args.annotations.into_iter().collect();
-    if let Some(fmt) = args.output {
-        let record = req.record()?;
-        output::print_value(&record, fmt == OutputFormat::Yaml)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store = open_store(&args.location).await?;
-    let client = cluster::connect(target).await?;
-    let settings = backup::Settings {
-        page_size: args.page_size.max(1),
-        concurrency: args.client.concurrency.max(1),
-        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
-    };
-    let progress = Arc::new(backup::Progress::default());
-    let pb = spinner(true);
-    let ticker = pb.clone().map(|pb| {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                pb.set_message(format!(
-                    "backing up: {} items, {}/{} resources",
-                    progress.items.load(Ordering::Relaxed),
-                    progress.resources_done.load(Ordering::Relaxed),
-                    progress.resources_total.load(Ordering::Relaxed)
-                ));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
-    let outcome = backup::run(&client, &store, &req, &settings, &progress).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
-    let outcome = outcome.with_context(|| format!("backup {:?} failed", args.name))?;
-    let phase = outcome.record.phase().to_string();
-    println!(
-        "Backup {:?} {phase} in {}: {} items, {} warnings, {} errors, {} compressed, location {}",
-        args.name,
-        output::duration(outcome.duration),
-        outcome.meta.items,
-        outcome.results.warnings.len(),
-        outcome.results.errors.len(),
-        output::bytes(outcome.meta.archive_bytes),
-        store.url()
-    );
-    if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
-        print!("{}", outcome.results.render());
-    }
-    Ok(phase_code(&phase))
-}
-
-async fn backup_get(args: GetArgs) -> Result<ExitCode> {
-    let store = open_store(&args.location).await?;
-    store.check().await?;
-    let names = if args.names.is_empty() {
-        store.list_backups().await?
-    } else {
-        args.names.clone()
-    };
-    let mut records = Vec::new();
-    for n in &names {
-        match restore::read_backup(&store, n).await {
-            Ok(b) => records.push(b),
-            Err(e) if !args.names.is_empty() => bail!(e),
-            Err(e) => tracing::warn!("skipping {n}: {e}"),
-        }
-    }
-    match args.output {
-        OutputFormat::Table => print!("{}", output::backup_table(&records, chrono::Utc::now())),
-        f => output::print_list(&records, f == OutputFormat::Yaml)?,
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 async fn restore_create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {

@@ -168,6 +168,142 @@ pub fn backup_table(backups: &[Backup], now: DateTime<Utc>) -> String {
     )
 }
 
+fn list_or(v: &[String], empty: &str) -> String {
+    if v.is_empty() {
+        empty.to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn map_or_none(m: Option<&std::collections::BTreeMap<String, String>>) -> String {
+    match m {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => "<none>".into(),
+    }
+}
+
+/// `backup describe`, laid out like `velero backup describe`.
+pub fn describe_backup(
+    b: &Backup,
+    meta: Option<&crate::api::velero::TidemarkBackupMeta>,
+    results: &crate::report::Results,
+    resource_list: Option<&std::collections::BTreeMap<String, Vec<String>>>,
+) -> String {
+    let s = &b.spec;
+    let st = &b.status;
+    let mut o = String::new();
+    o += &format!("Name:         {}\n", b.name());
+    o += &format!(
+        "Namespace:    {}\n",
+        b.metadata.namespace.clone().unwrap_or_default()
+    );
+    o += &format!(
+        "Labels:       {}\n",
+        map_or_none(b.metadata.labels.as_ref())
+    );
+    o += &format!(
+        "Annotations:  {}\n\n",
+        map_or_none(b.metadata.annotations.as_ref())
+    );
+    o += &format!("Phase:  {}\n\n", b.phase());
+    o += &format!(
+        "Namespaces:\n  Included:  {}\n  Excluded:  {}\n\n",
+        list_or(&s.included_namespaces, "*"),
+        list_or(&s.excluded_namespaces, "<none>")
+    );
+    let scoped = !(s.included_cluster_scoped_resources.is_empty()
+        && s.excluded_cluster_scoped_resources.is_empty()
+        && s.included_namespace_scoped_resources.is_empty()
+        && s.excluded_namespace_scoped_resources.is_empty());
+    if scoped {
+        o += &format!(
+            "Resources:\n  Included cluster-scoped:    {}\n  Excluded cluster-scoped:    {}\n  \
+             Included namespace-scoped:  {}\n  Excluded namespace-scoped:  {}\n\n",
+            list_or(&s.included_cluster_scoped_resources, "<none>"),
+            list_or(&s.excluded_cluster_scoped_resources, "<none>"),
+            list_or(&s.included_namespace_scoped_resources, "*"),
+            list_or(&s.excluded_namespace_scoped_resources, "<none>")
+        );
+    } else {
+        o += &format!(
+            "Resources:\n  Included:        {}\n  Excluded:        {}\n  Cluster-scoped:  {}\n\n",
+            list_or(&s.included_resources, "*"),
+            list_or(&s.excluded_resources, "<none>"),
+            match s.include_cluster_resources {
+                Some(true) => "included",
+                Some(false) => "excluded",
+                None => "auto",
+            }
+        );
+    }
+    o += &format!("Label selector:  {}\n", selector(&s.label_selector));
+    let ors: Vec<String> = s
+        .or_label_selectors
+        .iter()
+        .map(|l| selector(&Some(l.clone())))
+        .collect();
+    o += &format!(
+        "Or label selector:  {}\n\n",
+        if ors.is_empty() {
+            "<none>".into()
+        } else {
+            ors.join(" or ")
+        }
+    );
+    o += &format!(
+        "Storage Location:  {}\n\n",
+        s.storage_location.clone().unwrap_or_default()
+    );
+    o += &format!("TTL:  {}\n\n", s.ttl.clone().unwrap_or_default());
+    if !s.ordered_resources.is_empty() {
+        o += "Ordered resources:\n";
+        for (k, v) in &s.ordered_resources {
+            o += &format!("  {k}: {v}\n");
+        }
+        o += "\n";
+    }
+    o += &format!(
+        "Backup Format Version:  {}\n\n",
+        st.format_version
+            .clone()
+            .unwrap_or_else(|| "<unknown>".into())
+    );
+    o += &format!("Started:    {}\n", ts(st.start_timestamp));
+    o += &format!("Completed:  {}\n\n", ts(st.completion_timestamp));
+    o += &format!("Expiration:  {}\n\n", ts(st.expiration));
+    if let Some(p) = &st.progress {
+        o += &format!("Total items to be backed up:  {}\n", p.total_items);
+        o += &format!("Items backed up:              {}\n\n", p.items_backed_up);
+    }
+    if let Some(m) = meta {
+        o += &format!(
+            "Archive:  {} ({} bytes), sha256 {}\n\n",
+            bytes(m.archive_bytes),
+            m.archive_bytes,
+            m.archive_sha256
+        );
+    }
+    if let Some(list) = resource_list {
+        o += "Resource List:\n";
+        for (k, items) in list {
+            o += &format!("  {k}:\n");
+            for i in items {
+                o += &format!("    - {i}\n");
+            }
+        }
+        o += "\n";
+    } else {
+        o += "Resource List:  <use --details to list>\n\n";
+    }
+    o += &results.render();
+    o
+}
+
 /// The `restore get` table (Velero's columns).
 pub fn restore_table(restores: &[Restore]) -> String {
     let rows: Vec<Vec<String>> = restores
@@ -222,6 +358,24 @@ mod tests {
             expires(Some(now - chrono::Duration::hours(1)), now),
             "expired"
         );
+    }
+
+    #[test]
+    fn describe_shows_spec_status_and_details() {
+        let mut b = Backup::new("nightly", "tidemark");
+        b.status.phase = Some("PartiallyFailed".into());
+        b.spec.included_namespaces = vec!["web".into()];
+        b.spec.ttl = Some("720h0m0s".into());
+        let mut r = crate::report::Results::default();
+        r.errors.add(Some("web"), "listing pods: forbidden");
+        let list = [("v1/ConfigMap".to_string(), vec!["web/a".to_string()])].into();
+        let d = describe_backup(&b, None, &r, Some(&list));
+        assert!(d.contains("Phase:  PartiallyFailed"), "{d}");
+        assert!(d.contains("Included:  web"), "{d}");
+        assert!(d.contains("Cluster-scoped:  auto"), "{d}");
+        assert!(d.contains("TTL:  720h0m0s"), "{d}");
+        assert!(d.contains("    - web/a"), "{d}");
+        assert!(d.contains("listing pods: forbidden"), "{d}");
     }
 
     #[test]

@@ -315,6 +315,18 @@ impl Store {
         })
     }
 
+    /// Deletes one object (absent is fine).
+    ///
+    /// # Errors
+    /// [`StoreError::ReadOnly`] or [`StoreError::Request`].
+    pub async fn delete(&self, path: &Path) -> Result<(), StoreError> {
+        self.guard("delete", path)?;
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.err("delete", path, e)),
+        }
+    }
+
     /// Deletes every object under a folder. Returns how many objects were deleted.
     ///
     /// # Errors
