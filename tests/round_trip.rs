@@ -109,22 +109,38 @@ async fn corpus_round_trip_through_minio_and_a_directory() {
         problems.join("\n")
     );
 
-    // The same restore again creates nothing and reports skips.
-    let out = tidemark(
-        &[
-            "restore",
-            "create",
-            "r2",
-            "--from-backup",
-            "corpus",
-            "--location",
-            &s3,
-        ],
-        &env_b,
-    );
-    assert!(out.status.success(), "{}", show(&out));
-    let summary = stdout(&out);
-    assert!(summary.contains(" 0 created"), "{summary}");
+    // The same restore again, twice with `--existing-resource-policy update` (the cluster's own
+    // kube-* namespaces, which each cluster manages itself, left out): the first may patch what
+    // B's controllers changed, the second finds everything equal and changes nothing.
+    for (name, policy) in [("r2", "update"), ("r3", "update")] {
+        let out = tidemark(
+            &[
+                "restore",
+                "create",
+                name,
+                "--from-backup",
+                "corpus",
+                "--location",
+                &s3,
+                "--existing-resource-policy",
+                policy,
+                "--exclude-namespaces",
+                "kube-system,kube-public,kube-node-lease",
+            ],
+            &env_b,
+        );
+        assert!(out.status.success(), "{}", show(&out));
+        let summary = stdout(&out);
+        assert!(summary.contains(" 0 created"), "{summary}");
+        if name == "r3" {
+            assert!(
+                summary.contains(" 0 created, 0 updated"),
+                "second update run changed things: {summary}"
+            );
+        }
+    }
+    let problems = compare_clusters(&a.client, &b.client, &accepted, &BTreeMap::new()).await;
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
     let out = tidemark(&["restore", "get", "--location", &s3], &env_b);
     let restores = stdout(&out);
     assert!(

@@ -6,22 +6,21 @@
 
 mod backup;
 mod output;
+mod restore;
 
 use backup::BackupCommand;
+use restore::RestoreCommand;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::cluster::{self, Budget, Target};
-use crate::restore::{self, ExistingPolicy, RestoreRequest};
+use crate::cluster::Target;
 use crate::store::{LocationUrl, Store};
 
 /// Backup, restore and migration for Kubernetes, with Velero-compatible buckets.
@@ -68,14 +67,6 @@ enum Command {
     Version,
 }
 
-#[derive(Subcommand, Debug)]
-enum RestoreCommand {
-    /// Restore a backup into the cluster.
-    Create(Box<RestoreCreate>),
-    /// List the restores recorded in a location.
-    Get(GetArgs),
-}
-
 /// Where backups live.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LocationArgs {
@@ -120,58 +111,6 @@ pub(crate) struct GetArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-}
-
-#[derive(Args, Debug)]
-struct RestoreCreate {
-    /// Restore name (default `<backup>-<timestamp>`).
-    name: Option<String>,
-    /// The backup to restore.
-    #[arg(long, value_name = "BACKUP")]
-    from_backup: String,
-    /// Namespaces to restore (globs, source names; default all).
-    #[arg(long, value_delimiter = ',')]
-    include_namespaces: Vec<String>,
-    /// Namespaces not to restore.
-    #[arg(long, value_delimiter = ',')]
-    exclude_namespaces: Vec<String>,
-    /// Resources to restore (default all).
-    #[arg(long, value_delimiter = ',')]
-    include_resources: Vec<String>,
-    /// Resources not to restore.
-    #[arg(long, value_delimiter = ',')]
-    exclude_resources: Vec<String>,
-    /// Restore cluster-scoped resources: true, false, or unset for auto.
-    #[arg(long)]
-    include_cluster_resources: Option<bool>,
-    /// Restore into other namespaces: `src1:dst1,src2:dst2`.
-    #[arg(long, default_value = "")]
-    namespace_mappings: String,
-    /// Only restore objects matching this label selector.
-    #[arg(short = 'l', long)]
-    selector: Option<String>,
-    /// What to do with objects that already exist: `none` (warn when they differ) or `update`.
-    #[arg(long, value_enum, default_value_t = ExistingArg::None)]
-    existing_resource_policy: ExistingArg,
-    /// Keep Services' nodePorts.
-    #[arg(long)]
-    preserve_nodeports: bool,
-    /// How long to wait for CRDs to become Established and namespaces to finish terminating.
-    #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    wait_timeout: Duration,
-    #[command(flatten)]
-    client: ClientArgs,
-    #[command(flatten)]
-    location: LocationArgs,
-    /// Print the Restore record (json or yaml) instead of a summary after running.
-    #[arg(short, long, value_enum)]
-    output: Option<OutputFormat>,
-}
-
-#[derive(Copy, Clone, Debug, ValueEnum)]
-enum ExistingArg {
-    None,
-    Update,
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -255,8 +194,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup(cmd) => backup::run(&target, cmd).await,
-        Command::Restore(RestoreCommand::Create(args)) => restore_create(&target, *args).await,
-        Command::Restore(RestoreCommand::Get(args)) => restore_get(args).await,
+        Command::Restore(cmd) => restore::run(&target, cmd).await,
     }
 }
 
@@ -276,115 +214,6 @@ fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
     let pb = indicatif::ProgressBar::new_spinner();
     pb.enable_steady_tick(Duration::from_millis(120));
     Some(pb)
-}
-
-async fn restore_create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
-    let name = args.name.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{}",
-            args.from_backup,
-            chrono::Utc::now().format("%Y%m%d%H%M%S")
-        )
-    });
-    let req = RestoreRequest {
-        name: name.clone(),
-        record_namespace: "tidemark".into(),
-        backup: args.from_backup.clone(),
-        include_namespaces: args.include_namespaces,
-        exclude_namespaces: args.exclude_namespaces,
-        include_resources: args.include_resources,
-        exclude_resources: args.exclude_resources,
-        include_cluster_resources: args.include_cluster_resources,
-        namespace_mappings: restore::parse_mappings(&args.namespace_mappings)?,
-        selector: args.selector,
-        existing_policy: match args.existing_resource_policy {
-            ExistingArg::None => ExistingPolicy::None,
-            ExistingArg::Update => ExistingPolicy::Update,
-        },
-        preserve_node_ports: args.preserve_nodeports,
-        restore_status: false,
-    };
-    let store = open_store(&args.location).await?;
-    let client = cluster::connect(target).await?;
-    let settings = restore::Settings {
-        concurrency: args.client.concurrency.max(1),
-        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
-        wait_timeout: args.wait_timeout,
-    };
-    let counters = Arc::new(restore::Counters::default());
-    let pb = spinner(args.output.is_none());
-    let ticker = pb.clone().map(|pb| {
-        let c = counters.clone();
-        tokio::spawn(async move {
-            loop {
-                pb.set_message(format!(
-                    "restoring: {} created, {} skipped, {} failed of {}",
-                    c.created.load(Ordering::Relaxed),
-                    c.skipped.load(Ordering::Relaxed),
-                    c.failed.load(Ordering::Relaxed),
-                    c.total.load(Ordering::Relaxed)
-                ));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
-    let outcome = restore::run(&client, &store, &req, &settings, &counters).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
-    let outcome = outcome.with_context(|| format!("restore {name:?} failed"))?;
-    let phase = outcome
-        .record
-        .status
-        .phase
-        .clone()
-        .unwrap_or_else(|| "Failed".into());
-    if let Some(fmt) = args.output {
-        output::print_value(&outcome.record, fmt == OutputFormat::Yaml)?;
-    } else {
-        println!(
-            "Restore {name:?} {phase} in {}: {} created, {} updated, {} skipped, {} failed, {} warnings, {} errors",
-            output::duration(outcome.duration),
-            outcome.created,
-            outcome.updated,
-            outcome.skipped,
-            outcome.failed,
-            outcome.results.warnings.len(),
-            outcome.results.errors.len(),
-        );
-        if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
-            print!("{}", outcome.results.render());
-        }
-    }
-    Ok(phase_code(&phase))
-}
-
-async fn restore_get(args: GetArgs) -> Result<ExitCode> {
-    let store = open_store(&args.location).await?;
-    store.check().await?;
-    let names = if args.names.is_empty() {
-        store.list_restores().await?
-    } else {
-        args.names.clone()
-    };
-    let mut records = Vec::new();
-    for n in &names {
-        let path = store
-            .layout()
-            .restore_file(n, crate::store::layout::RESTORE_RECORD_FILE);
-        let bytes = store.get(&path).await?;
-        let r: crate::api::velero::Restore =
-            serde_json::from_slice(&bytes).with_context(|| format!("restore {n}: bad record"))?;
-        records.push(r);
-    }
-    match args.output {
-        OutputFormat::Table => print!("{}", output::restore_table(&records)),
-        f => output::print_list(&records, f == OutputFormat::Yaml)?,
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

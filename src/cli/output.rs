@@ -304,6 +304,94 @@ pub fn describe_backup(
     o
 }
 
+/// `restore create --dry-run`: the counts, then each object to create, update or in conflict.
+pub fn preview(name: &str, backup: &str, p: &crate::restore::Preview) -> String {
+    let mut o = format!(
+        "Restore {name:?} from backup {backup:?} (dry run): {}\n",
+        p.summary()
+    );
+    for (title, items) in [
+        ("Would create", &p.create),
+        ("Would update", &p.update),
+        ("Conflicts (exist and differ; left unchanged)", &p.conflict),
+        ("Could not check", &p.errors),
+    ] {
+        if !items.is_empty() {
+            o += &format!("{title}:\n");
+            for i in items {
+                o += &format!("  {i}\n");
+            }
+        }
+    }
+    o
+}
+
+/// `restore describe`, laid out like `velero restore describe`.
+pub fn describe_restore(
+    r: &Restore,
+    results: &crate::report::Results,
+    resource_list: Option<&std::collections::BTreeMap<String, Vec<String>>>,
+) -> String {
+    let s = &r.spec;
+    let st = &r.status;
+    let mut o = String::new();
+    o += &format!(
+        "Name:         {}\n",
+        r.metadata.name.clone().unwrap_or_default()
+    );
+    o += &format!(
+        "Namespace:    {}\n\n",
+        r.metadata.namespace.clone().unwrap_or_default()
+    );
+    o += &format!("Phase:  {}\n\n", st.phase.clone().unwrap_or_default());
+    if let Some(p) = &st.progress {
+        o += &format!(
+            "Total items to be restored:  {}\nItems restored:              {}\n\n",
+            p.total_items, p.items_restored
+        );
+    }
+    o += &format!(
+        "Started:    {}\nCompleted:  {}\n\n",
+        ts(st.start_timestamp),
+        ts(st.completion_timestamp)
+    );
+    o += &format!("Backup:  {}\n\n", s.backup_name);
+    o += &format!(
+        "Namespaces:\n  Included:  {}\n  Excluded:  {}\n\n",
+        list_or(&s.included_namespaces, "all namespaces found in the backup"),
+        list_or(&s.excluded_namespaces, "<none>")
+    );
+    o += &format!(
+        "Resources:\n  Included:        {}\n  Excluded:        {}\n\n",
+        list_or(&s.included_resources, "*"),
+        list_or(&s.excluded_resources, "<none>")
+    );
+    let mappings: Vec<String> = s
+        .namespace_mapping
+        .iter()
+        .map(|(a, b)| format!("{a}={b}"))
+        .collect();
+    o += &format!("Namespace mappings:  {}\n\n", list_or(&mappings, "<none>"));
+    o += &format!("Label selector:  {}\n\n", selector(&s.label_selector));
+    o += &format!(
+        "Existing Resource Policy:  {}\n\n",
+        s.existing_resource_policy
+            .clone()
+            .unwrap_or_else(|| "<none>".into())
+    );
+    o += &results.render();
+    if let Some(list) = resource_list {
+        o += "\nResource List:\n";
+        for (k, items) in list {
+            o += &format!("  {k}:\n");
+            for i in items {
+                o += &format!("    - {i}\n");
+            }
+        }
+    }
+    o
+}
+
 /// The `restore get` table (Velero's columns).
 pub fn restore_table(restores: &[Restore]) -> String {
     let rows: Vec<Vec<String>> = restores

@@ -5,8 +5,12 @@
 //! Plan-then-apply: [`plan`] turns the extracted archive and the request into an ordered list of
 //! prepared objects (pure, no cluster access); [`run`] applies it.
 
+pub mod modifiers;
 pub mod order;
+mod preview;
 pub mod transform;
+
+pub use preview::{Preview, preview};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -117,12 +121,20 @@ pub struct RestoreRequest {
     pub namespace_mappings: BTreeMap<String, String>,
     /// Label selector string.
     pub selector: Option<String>,
+    /// `--or-selector`: objects matching any of these selectors.
+    pub or_selectors: Vec<String>,
     /// Policy for existing objects.
     pub existing_policy: ExistingPolicy,
     /// Keep Service nodePorts.
     pub preserve_node_ports: bool,
-    /// Keep `status`.
-    pub restore_status: bool,
+    /// Velero's `restorePVs` (`--restore-volumes`, default true). `false`: PersistentVolumes are
+    /// not restored and PVCs lose their `volumeName`, so the target provisions new volumes.
+    pub restore_pvs: Option<bool>,
+    /// Resources whose `status` is restored too (`*` = all; Velero's
+    /// `restoreStatus.includedResources`).
+    pub status_include: Vec<String>,
+    /// Resources whose `status` is never restored.
+    pub status_exclude: Vec<String>,
 }
 
 /// Parses `src:dst,src2:dst2`.
@@ -159,6 +171,9 @@ pub struct PlannedItem {
     pub name: String,
     /// The transformed object.
     pub object: Value,
+    /// The backed-up `status`, written through the status subresource after create when the
+    /// restore asks for it.
+    pub status: Option<Value>,
 }
 
 /// A restore plan: tiers of prepared objects plus what was left out.
@@ -218,6 +233,14 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         Some(s) => Some(LabelMatcher::new(&selector::parse(s)?)?),
         None => None,
     };
+    if matcher.is_some() && !req.or_selectors.is_empty() {
+        return Err(crate::backup::FilterError::Conflict("--selector", "--or-selector").into());
+    }
+    let or_matchers = req
+        .or_selectors
+        .iter()
+        .map(|s| LabelMatcher::new(&selector::parse(s)?))
+        .collect::<Result<Vec<_>, SelectorError>>()?;
     let all_cluster = req.include_cluster_resources.unwrap_or(namespaces.is_all());
     let mut out = RestorePlan::default();
     let mut read: Vec<(String, Value, Option<String>)> = Vec::new();
@@ -267,14 +290,29 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
                 }
                 _ => {}
             }
-            if let Some(m) = &matcher {
+            if gr != "namespaces" && (matcher.is_some() || !or_matchers.is_empty()) {
                 let labels: BTreeMap<String, String> = obj
                     .pointer("/metadata/labels")
                     .and_then(|l| serde_json::from_value(l.clone()).ok())
                     .unwrap_or_default();
-                if gr != "namespaces" && !m.matches(&labels) {
+                let selected = match &matcher {
+                    Some(m) => m.matches(&labels),
+                    None => or_matchers.iter().any(|m| m.matches(&labels)),
+                };
+                if !selected {
                     continue;
                 }
+            }
+            if gr == "persistentvolumes" && req.restore_pvs == Some(false) {
+                out.skipped += 1;
+                out.results.warnings.add(
+                    None,
+                    format!(
+                        "persistentvolumes {}: skipped: --restore-volumes=false",
+                        it.name
+                    ),
+                );
+                continue;
             }
             read.push((gr.clone(), obj, it.namespace.clone()));
         }
@@ -289,7 +327,7 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         restore: req.name.clone(),
         namespace_mappings: req.namespace_mappings.clone(),
         preserve_node_ports: req.preserve_node_ports,
-        restore_status: req.restore_status,
+        restore_status: false,
         restored_pvs,
     };
     let mut by_gr: BTreeMap<String, Vec<PlannedItem>> = BTreeMap::new();
@@ -314,6 +352,15 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
             );
             continue;
         };
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let status = (resource_matches(&req.status_include, &gr, &kind)
+            && !resource_matches(&req.status_exclude, &gr, &kind))
+        .then(|| obj.get("status").cloned())
+        .flatten();
         transform::prepare(&gr, &mut obj, &ctx);
         let namespace = source_ns
             .as_deref()
@@ -332,6 +379,7 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
             namespace,
             name,
             object: obj,
+            status,
         });
     }
     for tier in order::tiers(by_gr.keys().map(String::as_str).collect::<Vec<_>>()) {
@@ -451,6 +499,46 @@ pub async fn fetch_archive(store: &Store, name: &str) -> Result<ArchiveIndex, Re
     })
 }
 
+/// Computes what a restore would do, without writing anything (cluster or store): fetches and
+/// validates the archive, plans, and checks every item against the target.
+///
+/// # Errors
+/// As [`run`] before any object is touched.
+pub async fn dry_run(
+    client: &Client,
+    store: &Store,
+    req: &RestoreRequest,
+    settings: &Settings,
+) -> Result<Preview, RestoreError> {
+    store.check().await?;
+    let backup = read_backup(store, &req.backup).await?;
+    usable(&backup, &req.backup)?;
+    let index = fetch_archive(store, &req.backup).await?;
+    let planned = plan(&index, req)?;
+    Ok(preview(
+        client,
+        &planned,
+        req.existing_policy,
+        &settings.budget,
+        settings.concurrency,
+    )
+    .await)
+}
+
+fn usable(backup: &Backup, name: &str) -> Result<(), RestoreError> {
+    if matches!(backup.phase(), "Completed" | "PartiallyFailed") {
+        Ok(())
+    } else {
+        Err(RestoreError::BackupUnusable {
+            name: name.to_string(),
+            reason: format!(
+                "phase is {:?}; only Completed or PartiallyFailed backups can be restored",
+                backup.phase()
+            ),
+        })
+    }
+}
+
 /// Runs a restore from `store` into the cluster.
 ///
 /// # Errors
@@ -471,15 +559,7 @@ pub async fn run(
     })?;
     store.check().await?;
     let backup = read_backup(store, &req.backup).await?;
-    if !matches!(backup.phase(), "Completed" | "PartiallyFailed") {
-        return Err(RestoreError::BackupUnusable {
-            name: req.backup.clone(),
-            reason: format!(
-                "phase is {:?}; only Completed or PartiallyFailed backups can be restored",
-                backup.phase()
-            ),
-        });
-    }
+    usable(&backup, &req.backup)?;
     let log = RunLog::new("restore", &format!("{}/{}", req.record_namespace, req.name));
     log.info(&format!(
         "Restoring backup {} from {}",
@@ -676,9 +756,30 @@ impl Applier<'_> {
             Ok(_) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 self.record(item);
+                self.restore_status(item, &api, &what).await;
             }
             Err(e) if is_already_exists(&e) => self.reconcile_existing(item, &api, &what).await,
             Err(e) => self.error(ns, format!("{what}: {}", describe(&e))),
+        }
+    }
+
+    /// Writes the backed-up status through the status subresource, when asked for.
+    async fn restore_status(&self, item: &PlannedItem, api: &Api<DynamicObject>, what: &str) {
+        let Some(status) = &item.status else { return };
+        self.budget.acquire().await;
+        let pp = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let body = serde_json::json!({ "status": status });
+        if let Err(e) = api
+            .patch_status(&item.name, &pp, &Patch::Merge(&body))
+            .await
+        {
+            self.warn(
+                item.namespace.as_deref(),
+                format!("{what}: status not restored: {}", describe(&e)),
+            );
         }
     }
 
@@ -720,6 +821,7 @@ impl Applier<'_> {
                     Ok(_) => {
                         self.counters.updated.fetch_add(1, Ordering::Relaxed);
                         self.record(item);
+                        self.restore_status(item, api, what).await;
                     }
                     Err(e) => self.error(ns, format!("{what}: update failed: {}", describe(&e))),
                 }

@@ -155,6 +155,13 @@ pub fn prepare(group_resource: &str, obj: &mut Value, ctx: &TransformContext) {
                 let mapped = ctx.map_namespace(&n).to_string();
                 obj["metadata"]["name"] = Value::String(mapped);
             }
+            // Set by the API server from the name; the source's value would be wrong when mapped.
+            if let Some(l) = obj
+                .pointer_mut("/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                l.remove("kubernetes.io/metadata.name");
+            }
         }
         "services" => {
             let headless = str_at(obj, "/spec/clusterIP") == Some("None");
@@ -383,10 +390,16 @@ mod tests {
             &ctx(),
         );
         assert_eq!(crb["subjects"][0]["namespace"], "dst");
-        let mut ns = json!({"metadata": {"name": "src"}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+        let mut ns = json!({"metadata": {"name": "src", "labels": {"kubernetes.io/metadata.name": "src"}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
         prepare("namespaces", &mut ns, &ctx());
         assert_eq!(ns["metadata"]["name"], "dst");
         assert!(ns.get("status").is_none());
+        assert!(
+            ns["metadata"]["labels"]
+                .get("kubernetes.io/metadata.name")
+                .is_none()
+        );
     }
 
     #[test]
