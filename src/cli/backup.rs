@@ -381,11 +381,39 @@ async fn delete(args: DeleteArgs) -> Result<ExitCode> {
     }
     let store = open_store(&args.location).await?;
     store.check().await?;
-    let mut targets = if args.names.is_empty() {
-        records(&store, &[]).await?
+    // Named backups without a record are leftovers of an interrupted run: removable too.
+    let mut incomplete = Vec::new();
+    let mut targets = Vec::new();
+    if args.names.is_empty() {
+        targets = records(&store, &[]).await?;
     } else {
-        records(&store, &args.names).await?
-    };
+        for n in &args.names {
+            match restore::read_backup(&store, n).await {
+                Ok(b) => targets.push(b),
+                Err(restore::RestoreError::BackupNotFound { .. })
+                    if store.folder_exists(&store.layout().backup_dir(n)).await? =>
+                {
+                    incomplete.push(n.clone())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if !incomplete.is_empty() {
+        if !args.confirm {
+            bail!(
+                "incomplete backup(s) {} (no velero-backup.json) would be removed; add --confirm",
+                incomplete.join(", ")
+            );
+        }
+        for n in &incomplete {
+            let removed = store.delete_folder(&store.layout().backup_dir(n)).await?;
+            println!("Incomplete backup {n:?} removed ({removed} objects).");
+        }
+        if targets.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     if let Some(sel) = &args.selector {
         let m = LabelMatcher::new(&parse_selector(sel)?)?;
         targets.retain(|b| m.matches(&b.metadata.labels.clone().unwrap_or_default()));

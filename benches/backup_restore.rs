@@ -1,0 +1,1065 @@
+//! Backup and restore throughput of tidemark against the API server's own limits.
+//!
+//! A benchmark, not a timed test: it prints figures, it asserts only that each run did what it
+//! should (every object backed up and restored). Run it with
+//!
+//! ```text
+//! cargo bench --bench backup_restore -- --objects 10000
+//! cargo bench --bench backup_restore -- --objects 1000,10000 --skip-serial
+//! cargo bench --bench backup_restore -- --objects 2000 --keep     # leave the clusters running
+//! ```
+//!
+//! (`cargo bench` passes `--bench` to the binary; without it, e.g. under
+//! `cargo test --all-targets`, the benchmark does nothing. Pass `--bench` yourself when running
+//! the built binary directly.)
+//!
+//! For each object count N, with real components only (`scripts/testenv`: kube-apiserver + etcd +
+//! kube-controller-manager, and MinIO), it:
+//!
+//! 1. starts a fresh cluster A and seeds it with N objects spread over max(10, N/100)
+//!    namespaces: 30% ConfigMaps, 20% Secrets, 20% Deployments, 10% Services and 20% custom
+//!    resources of a small CRD (`widgets.bench.tidemark.dev`). ConfigMaps, Secrets and Widgets
+//!    carry 2-4 KB of pseudo-random data each. Deployments have `replicas: 0` and
+//!    `paused: true` (the deployment controller then creates no ReplicaSet and no Pod, so the
+//!    cluster holds exactly what was seeded). Services are headless (`clusterIP: None`) and have
+//!    no selector: the test cluster's service CIDR (10.0.0.0/24) has ~250 addresses, and without
+//!    a selector no Endpoints/EndpointSlices are generated. Seeding runs 64 creates at once
+//!    (`--seed-concurrency`) and is timed;
+//! 2. measures (a) plain paginated LISTs (`limit=500`) of the seeded resource types
+//!    cluster-wide, one page chain per type, up to 16 types at once (tidemark's default
+//!    concurrency), the client only receiving the bytes and skimming the `continue` token: the
+//!    API server's list limit; (b) `tidemark backup create` of the whole cluster into MinIO with
+//!    a client budget high enough (`--qps`, default 1000, burst 2x) not to be the limit; and
+//!    (c) the peak RSS of that tidemark process;
+//! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
+//!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
+//!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
+//!    once, no client-side rate limit): the API server's create limit; and, unless
+//!    `--skip-serial`, (f) serial creates, one object at a time at 100 QPS (Velero's approach),
+//!    of the first `--serial-sample` (default 2000) namespaces+objects into other namespaces,
+//!    extrapolated linearly to the whole set (the output says when it was).
+//!
+//! It prints a Markdown table (`N | seed | list (a) | backup (b) | b/a | peak RSS |
+//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table, and one JSON line
+//! per N (`BENCH_JSON {...}`). Everything is torn down at the end, also on a panic or Ctrl-C
+//! (drop guards), unless `--keep`. tidemark's stderr (run at `TIDEMARK_LOG=info` unless set) and
+//! stdout are kept under `target/tmp/backup_restore/` for each run.
+//!
+//! The tidemark binary is the one Cargo builds for this benchmark (`CARGO_BIN_EXE_tidemark`,
+//! which Cargo sets for benches as for integration tests; `cargo bench` builds it in release
+//! mode). Peak RSS comes from `getrusage(RUSAGE_CHILDREN)` in a tiny wrapper process (this
+//! binary re-executed with `__rss-wrap`) whose only child is tidemark, so it is exact and not
+//! mixed with other children.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::{Client, Resource};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+
+use support::{Cluster, Minio};
+use tidemark::cluster::Budget;
+
+/// Command line (after `cargo bench --bench backup_restore --`).
+#[derive(Parser, Debug)]
+#[command(name = "backup_restore", about = "tidemark backup/restore benchmark")]
+struct Opts {
+    /// Object counts to run, repeatable or comma-separated.
+    #[arg(long = "objects", value_delimiter = ',', default_value = "10000")]
+    objects: Vec<usize>,
+    /// Client QPS given to tidemark (burst: twice as much).
+    #[arg(long, default_value_t = 1000.0)]
+    qps: f32,
+    /// Leave the clusters and MinIO running (their export lines are printed).
+    #[arg(long)]
+    keep: bool,
+    /// Skip the serial (Velero-style) create measurement (f).
+    #[arg(long)]
+    skip_serial: bool,
+    /// Namespaces+objects created serially in (f) before extrapolating (0: all).
+    #[arg(long, default_value_t = 2000)]
+    serial_sample: usize,
+    /// QPS of the serial creates (f).
+    #[arg(long, default_value_t = 100.0)]
+    serial_qps: f32,
+    /// Creates in flight while seeding cluster A.
+    #[arg(long, default_value_t = 64)]
+    seed_concurrency: usize,
+    /// Creates in flight for the restore (d) and the create limit (e).
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Resource types listed at once in (a) (tidemark's default `--concurrency`).
+    #[arg(long, default_value_t = 16)]
+    list_concurrency: usize,
+    /// Set by `cargo bench`; without it the benchmark does nothing (see the module docs).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(RSS_WRAP) {
+        return rss_wrap(&args[2..]);
+    }
+    let opts = Opts::parse();
+    if !opts.bench {
+        eprintln!(
+            "backup_restore: not run without --bench (use `cargo bench --bench backup_restore`)"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = rt.block_on(async {
+        tokio::select! {
+            r = run(&opts) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    });
+    // Dropping the future above stopped every instance (unless --keep).
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backup_restore: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload
+// ---------------------------------------------------------------------------------------------
+
+/// Label put on every seeded object (and namespace), used to count them.
+const WORKLOAD_LABEL: &str = "bench.tidemark.dev/workload";
+const CRD_GROUP: &str = "bench.tidemark.dev";
+const CRD_NAME: &str = "widgets.bench.tidemark.dev";
+
+/// The kinds seeded, in the order of `Kind::of`'s ten slots.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    ConfigMap,
+    Secret,
+    Deployment,
+    Service,
+    Widget,
+}
+
+impl Kind {
+    const ALL: [Kind; 5] = [
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Deployment,
+        Kind::Service,
+        Kind::Widget,
+    ];
+
+    /// The mix: 3/10 ConfigMaps, 2/10 Secrets, 2/10 Deployments, 1/10 Services, 2/10 Widgets.
+    fn of(i: usize) -> Kind {
+        match i % 10 {
+            0..=2 => Kind::ConfigMap,
+            3 | 4 => Kind::Secret,
+            5 | 6 => Kind::Deployment,
+            7 => Kind::Service,
+            _ => Kind::Widget,
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        let (group, version, kind, plural) = match self {
+            Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps"),
+            Kind::Secret => ("", "v1", "Secret", "secrets"),
+            Kind::Deployment => ("apps", "v1", "Deployment", "deployments"),
+            Kind::Service => ("", "v1", "Service", "services"),
+            Kind::Widget => (CRD_GROUP, "v1alpha1", "Widget", "widgets"),
+        };
+        ar(group, version, kind, plural)
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            Kind::ConfigMap => "cm",
+            Kind::Secret => "secret",
+            Kind::Deployment => "deploy",
+            Kind::Service => "svc",
+            Kind::Widget => "widget",
+        }
+    }
+}
+
+fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+    ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version: if group.is_empty() {
+            version.into()
+        } else {
+            format!("{group}/{version}")
+        },
+        kind: kind.into(),
+        plural: plural.into(),
+    }
+}
+
+fn namespace_ar() -> ApiResource {
+    ar("", "v1", "Namespace", "namespaces")
+}
+
+/// N objects over `namespaces` namespaces; objects are generated on demand (deterministically),
+/// so even large N costs no memory up front.
+#[derive(Clone, Debug)]
+struct Workload {
+    objects: usize,
+    namespaces: usize,
+}
+
+/// One object to create: its resource, namespace (`None`: cluster-scoped) and body.
+struct Item {
+    ar: ApiResource,
+    namespace: Option<String>,
+    body: Value,
+}
+
+impl Workload {
+    fn new(objects: usize) -> Self {
+        Self {
+            objects,
+            namespaces: (objects / 100).max(10),
+        }
+    }
+
+    fn namespace_name(prefix: &str, j: usize) -> String {
+        format!("{prefix}-{j:04}")
+    }
+
+    /// How many objects of `kind` the workload has.
+    fn count(&self, kind: Kind) -> usize {
+        (0..10).filter(|s| Kind::of(*s) == kind).count() * (self.objects / 10)
+            + (0..self.objects % 10)
+                .filter(|s| Kind::of(*s) == kind)
+                .count()
+    }
+
+    fn namespace_item(prefix: &str, j: usize) -> Item {
+        Item {
+            ar: namespace_ar(),
+            namespace: None,
+            body: json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": Self::namespace_name(prefix, j), "labels": {WORKLOAD_LABEL: "1"}},
+            }),
+        }
+    }
+
+    /// Object `i` in the namespaces named `<prefix>-NNNN`.
+    fn object(&self, prefix: &str, i: usize) -> Item {
+        let kind = Kind::of(i);
+        let ns = Self::namespace_name(prefix, i % self.namespaces);
+        let name = format!("{}-{i:07}", kind.short());
+        let mut rng = SplitMix(i as u64 ^ 0x7469_6465_6d61_726b);
+        // 2-4 KB of payload, in chunks like real configuration keys.
+        let payload = 2048 + (rng.next() % 2048) as usize;
+        let labels =
+            json!({WORKLOAD_LABEL: "1", "app": format!("app-{}", i % 50), "tier": "bench"});
+        let metadata = json!({"name": name, "namespace": ns, "labels": labels,
+            "annotations": {"bench.tidemark.dev/index": i.to_string()}});
+        let body = match kind {
+            Kind::ConfigMap => {
+                let data: BTreeMap<String, String> = chunks(payload)
+                    .map(|(k, len)| (format!("key-{k}.conf"), rng.hex(len)))
+                    .collect();
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+            }
+            Kind::Secret => {
+                // Base64 inflates by 4/3: draw 3/4 of the payload as raw bytes.
+                let data: BTreeMap<String, ByteString> = chunks(payload * 3 / 4)
+                    .map(|(k, len)| (format!("key-{k}"), ByteString(rng.bytes(len))))
+                    .collect();
+                json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                    "metadata": metadata, "data": data})
+            }
+            Kind::Deployment => {
+                let app = format!("d{i}");
+                let env: Vec<Value> = (0..8)
+                    .map(|k| json!({"name": format!("SETTING_{k}"), "value": rng.hex(24)}))
+                    .collect();
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
+                "spec": {
+                    "replicas": 0, "paused": true,
+                    "selector": {"matchLabels": {"bench-app": app}},
+                    "template": {
+                        "metadata": {"labels": {"bench-app": app}},
+                        "spec": {"containers": [{
+                            "name": "main", "image": "registry.k8s.io/pause:3.10",
+                            "ports": [{"containerPort": 8080}],
+                            "env": env,
+                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                        }]},
+                    },
+                }})
+            }
+            Kind::Service => json!({"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+                "spec": {"clusterIP": "None",
+                    "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                              {"name": "https", "port": 443, "targetPort": 8443}]}}),
+            Kind::Widget => {
+                let color = ["red", "green", "blue"][i % 3];
+                json!({"apiVersion": format!("{CRD_GROUP}/v1alpha1"), "kind": "Widget",
+                    "metadata": metadata,
+                    "spec": {"size": i % 7, "color": color, "blob": rng.hex(payload)}})
+            }
+        };
+        Item {
+            ar: kind.api_resource(),
+            namespace: Some(ns),
+            body,
+        }
+    }
+
+    /// Every namespace and then every object, in creation order (namespaces `<prefix>-NNNN`).
+    fn items<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = Item> + 'a {
+        (0..self.namespaces)
+            .map(move |j| Self::namespace_item(prefix, j))
+            .chain((0..self.objects).map(move |i| self.object(prefix, i)))
+    }
+}
+
+/// Splits `total` bytes into keys of at most 512 bytes: `(index, length)`.
+fn chunks(total: usize) -> impl Iterator<Item = (usize, usize)> {
+    let n = total.div_ceil(512);
+    (0..n).map(move |k| (k, (total - k * 512).min(512)))
+}
+
+/// A tiny deterministic generator (SplitMix64), so runs are reproducible.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 8);
+        while out.len() < len {
+            out.extend_from_slice(&self.next().to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    fn hex(&mut self, len: usize) -> String {
+        let mut s = hex::encode(self.bytes(len.div_ceil(2)));
+        s.truncate(len);
+        s
+    }
+}
+
+fn crd_item() -> Item {
+    Item {
+        ar: ar(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+        ),
+        namespace: None,
+        body: json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": CRD_NAME, "labels": {WORKLOAD_LABEL: "1"}},
+            "spec": {
+                "group": CRD_GROUP, "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                    "listKind": "WidgetList"},
+                "versions": [{"name": "v1alpha1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}],
+            },
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Creating and listing with plain requests
+// ---------------------------------------------------------------------------------------------
+
+/// The result of a batch of creates.
+#[derive(Debug, Default)]
+struct Created {
+    ok: u64,
+    existed: u64,
+    retries: u64,
+    errors: Vec<String>,
+}
+
+/// Creates one object with a raw POST (the response body is received and dropped), retrying
+/// throttling and transient server errors a few times.
+async fn create_one(client: &Client, item: &Item) -> (Result<bool, String>, u64) {
+    let url = DynamicObject::url_path(&item.ar, item.namespace.as_deref());
+    let body = serde_json::to_vec(&item.body).expect("json");
+    let mut retries = 0;
+    loop {
+        let req = kube::core::Request::new(&url)
+            .create(&PostParams::default(), body.clone())
+            .expect("request");
+        match client.request_text(req).await {
+            Ok(_) => return (Ok(true), retries),
+            Err(kube::Error::Api(s)) if s.code == 409 => return (Ok(false), retries),
+            Err(e) => {
+                let transient = match &e {
+                    kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+                    _ => true,
+                };
+                if !transient || retries >= 5 {
+                    let name = item.body["metadata"]["name"].as_str().unwrap_or("?");
+                    return (Err(format!("{} {name}: {e}", item.ar.kind)), retries);
+                }
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(100 * retries)).await;
+            }
+        }
+    }
+}
+
+/// Creates `items` with `concurrency` requests in flight, each waiting for `budget` if given.
+async fn create_all(
+    client: &Client,
+    items: impl Iterator<Item = Item>,
+    concurrency: usize,
+    budget: Option<&Budget>,
+) -> Created {
+    let mut out = Created::default();
+    let mut results = futures::stream::iter(items.map(|item| async move {
+        if let Some(b) = budget {
+            b.acquire().await;
+        }
+        create_one(client, &item).await
+    }))
+    .buffer_unordered(concurrency.max(1));
+    while let Some((r, retries)) = results.next().await {
+        out.retries += retries;
+        match r {
+            Ok(true) => out.ok += 1,
+            Ok(false) => out.existed += 1,
+            Err(e) => out.errors.push(e),
+        }
+    }
+    out
+}
+
+/// Creates the CRD (if missing) and waits until it is Established.
+async fn ensure_crd(client: &Client) -> Result<()> {
+    let r = create_all(client, std::iter::once(crd_item()), 1, None).await;
+    ensure!(r.errors.is_empty(), "creating the CRD: {:?}", r.errors);
+    support::wait_established(client, &[CRD_NAME.to_string()]).await;
+    Ok(())
+}
+
+/// Creates the whole workload (CRD, namespaces, objects) with `concurrency` creates in flight;
+/// fails on any error.
+async fn create_workload(client: &Client, w: &Workload, concurrency: usize) -> Result<Created> {
+    ensure_crd(client).await?;
+    let mut total = create_all(
+        client,
+        (0..w.namespaces).map(|j| Workload::namespace_item("bench", j)),
+        concurrency,
+        None,
+    )
+    .await;
+    let objects = create_all(
+        client,
+        (0..w.objects).map(|i| w.object("bench", i)),
+        concurrency,
+        None,
+    )
+    .await;
+    total.ok += objects.ok + 1;
+    total.existed += objects.existed;
+    total.retries += objects.retries;
+    total.errors.extend(objects.errors);
+    ensure!(
+        total.errors.is_empty(),
+        "{} creates failed, first: {}",
+        total.errors.len(),
+        total.errors[0]
+    );
+    Ok(total)
+}
+
+/// Only what a LIST response needs to be paged through and counted.
+#[derive(Deserialize)]
+struct ListSkim {
+    #[serde(default)]
+    items: Vec<IgnoredAny>,
+    #[serde(default)]
+    metadata: ListMetaSkim,
+}
+
+#[derive(Deserialize, Default)]
+struct ListMetaSkim {
+    #[serde(rename = "continue", default)]
+    continue_: Option<String>,
+}
+
+/// What one type's LIST returned.
+#[derive(Debug, Clone)]
+struct Listed {
+    kind: String,
+    items: u64,
+    bytes: u64,
+    pages: u64,
+}
+
+/// Lists every type cluster-wide with raw paginated requests (`limit=500`), page chains of up to
+/// `concurrency` types at once; returns the wall time and per-type counts.
+async fn list_all(
+    client: &Client,
+    types: &[ApiResource],
+    concurrency: usize,
+    label_selector: Option<&str>,
+) -> Result<(Duration, Vec<Listed>)> {
+    let started = Instant::now();
+    let listed: Vec<Result<Listed>> = futures::stream::iter(types.iter().map(|ar| async move {
+        let url = DynamicObject::url_path(ar, None);
+        let mut out = Listed {
+            kind: ar.kind.clone(),
+            items: 0,
+            bytes: 0,
+            pages: 0,
+        };
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(500);
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            if let Some(s) = label_selector {
+                lp = lp.labels(s);
+            }
+            let req = kube::core::Request::new(&url).list(&lp)?;
+            let text = client
+                .request_text(req)
+                .await
+                .with_context(|| format!("listing {}", ar.plural))?;
+            let skim: ListSkim = serde_json::from_str(&text)?;
+            out.items += skim.items.len() as u64;
+            out.bytes += text.len() as u64;
+            out.pages += 1;
+            token = skim.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await;
+    let listed = listed.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok((started.elapsed(), listed))
+}
+
+/// The seeded resource types (namespaces and the CRD's Widgets included).
+fn seeded_types() -> Vec<ApiResource> {
+    let mut t = vec![namespace_ar()];
+    t.extend(Kind::ALL.iter().map(|k| k.api_resource()));
+    t
+}
+
+/// Checks that the cluster holds every seeded namespace and object (by the workload label).
+async fn verify_workload(client: &Client, w: &Workload, what: &str) -> Result<()> {
+    let (_, listed) = list_all(
+        client,
+        &seeded_types(),
+        8,
+        Some(&format!("{WORKLOAD_LABEL}=1")),
+    )
+    .await?;
+    let mut problems = Vec::new();
+    for l in &listed {
+        let expected = match Kind::ALL.iter().find(|k| k.api_resource().kind == l.kind) {
+            Some(k) => w.count(*k),
+            None => w.namespaces,
+        } as u64;
+        if l.items != expected {
+            problems.push(format!("{}: {} of {expected}", l.kind, l.items));
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "{what}: missing objects: {}",
+        problems.join(", ")
+    );
+    Ok(())
+}
+
+/// Waits (at most [`SETTLE_MAX`]) until the deployment controller has seen every seeded
+/// Deployment, so most of its status writes are done before the measurements. (The controller
+/// manager writes at its default 20 QPS, so with thousands of Deployments this would take
+/// minutes; what remains runs in the background of every measurement alike.) Returns the wait
+/// and how many Deployments were seen.
+async fn settle(client: &Client, w: &Workload) -> Result<(Duration, usize)> {
+    let started = Instant::now();
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::all(client.clone());
+    let want = w.count(Kind::Deployment);
+    loop {
+        let list = api
+            .list(&ListParams::default().labels(&format!("{WORKLOAD_LABEL}=1")))
+            .await?;
+        let seen = list
+            .items
+            .iter()
+            .filter(|d| {
+                d.status.as_ref().and_then(|s| s.observed_generation) == d.metadata.generation
+            })
+            .count();
+        if seen >= want || started.elapsed() > SETTLE_MAX {
+            return Ok((started.elapsed(), seen));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The longest wait for the deployment controller after seeding.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// `/proc/loadavg`'s first three fields (the machine may be shared: context for the figures).
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running tidemark
+// ---------------------------------------------------------------------------------------------
+
+const RSS_WRAP: &str = "__rss-wrap";
+
+/// `__rss-wrap <rss-file> <program> <args...>`: runs the program, then writes the peak RSS of
+/// its only child (KiB, from `getrusage(RUSAGE_CHILDREN)`) to `<rss-file>`; exits with the
+/// child's code.
+fn rss_wrap(args: &[String]) -> ExitCode {
+    let [rss_file, program, rest @ ..] = args else {
+        eprintln!("usage: {RSS_WRAP} RSS_FILE PROGRAM [ARGS...]");
+        return ExitCode::from(125);
+    };
+    let status = match std::process::Command::new(program).args(rest).status() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{RSS_WRAP}: cannot run {program}: {e}");
+            return ExitCode::from(126);
+        }
+    };
+    use nix::sys::resource::{UsageWho, getrusage};
+    let kib = getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| u.max_rss())
+        .unwrap_or(-1);
+    let _ = std::fs::write(rss_file, kib.to_string());
+    ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8)
+}
+
+/// One run of the tidemark binary.
+struct TidemarkRun {
+    elapsed: Duration,
+    peak_rss_kib: u64,
+    stdout: String,
+}
+
+/// Runs `tidemark <args>` with `env`, under the RSS wrapper; stdout and stderr are kept in
+/// `<logs>/<label>.{out,err}`. Fails unless it exits 0.
+async fn tidemark(
+    args: &[&str],
+    env: &BTreeMap<String, String>,
+    logs: &Path,
+    label: &str,
+) -> Result<TidemarkRun> {
+    std::fs::create_dir_all(logs)?;
+    let rss_file = logs.join(format!("{label}.rss"));
+    let err_file = logs.join(format!("{label}.err"));
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.arg(RSS_WRAP)
+        .arg(&rss_file)
+        .arg(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_file)?);
+    if std::env::var_os("TIDEMARK_LOG").is_none() {
+        cmd.env("TIDEMARK_LOG", "info");
+    }
+    let started = Instant::now();
+    let out = cmd.output().await.context("running tidemark")?;
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    std::fs::write(logs.join(format!("{label}.out")), &stdout)?;
+    if !out.status.success() {
+        bail!(
+            "tidemark {args:?} exited with {:?}; stdout:\n{}\nstderr: {}",
+            out.status.code(),
+            first_lines(&stdout, 20),
+            err_file.display()
+        );
+    }
+    let peak_rss_kib = std::fs::read_to_string(&rss_file)?.trim().parse::<i64>()?;
+    Ok(TidemarkRun {
+        elapsed,
+        peak_rss_kib: peak_rss_kib.max(0) as u64,
+        stdout,
+    })
+}
+
+fn first_lines(s: &str, n: usize) -> String {
+    s.lines().take(n).collect::<Vec<_>>().join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------------
+
+/// Keeps an instance (cluster or MinIO, stopped when dropped) unless `--keep`.
+fn keep_or_drop<T>(instance: T, keep: bool, describe: impl FnOnce(&T) -> String) {
+    if keep {
+        eprintln!("kept: {}", describe(&instance));
+        std::mem::forget(instance);
+    } else {
+        drop(instance);
+    }
+}
+
+fn describe_cluster(c: &Cluster) -> String {
+    format!(
+        "cluster {}: export KUBECONFIG={}",
+        c.name,
+        c.kubeconfig.display()
+    )
+}
+
+/// Every figure of one N.
+#[derive(Debug, Default, serde::Serialize)]
+struct Row {
+    n: usize,
+    namespaces: usize,
+    seed_s: f64,
+    seed_retries: u64,
+    list_s: f64,
+    list_items: u64,
+    list_mb: f64,
+    backup_s: f64,
+    backup_over_list: f64,
+    backup_peak_rss_mb: f64,
+    backup_summary: String,
+    create_limit_s: f64,
+    restore_s: f64,
+    restore_over_create: f64,
+    restore_peak_rss_mb: f64,
+    restore_summary: String,
+    serial_s: Option<f64>,
+    serial_sample: Option<usize>,
+    serial_extrapolated: bool,
+    serial_over_restore: Option<f64>,
+    /// `/proc/loadavg` (1, 5, 15 min) when this N started and ended.
+    loadavg_start: String,
+    loadavg_end: String,
+}
+
+async fn run(opts: &Opts) -> Result<()> {
+    let pid = std::process::id();
+    let logs_root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("backup_restore");
+    eprintln!(
+        "backup_restore: N = {:?}; tidemark = {}; logs under {}",
+        opts.objects,
+        env!("CARGO_BIN_EXE_tidemark"),
+        logs_root.display()
+    );
+    let minio = Minio::up(&format!("bench-minio-{pid}"));
+    let mut rows = Vec::new();
+    for &n in &opts.objects {
+        let row = run_one(n, opts, &minio, pid, &logs_root.join(n.to_string())).await?;
+        print_row(&row);
+        rows.push(row);
+    }
+    keep_or_drop(minio, opts.keep, |m| {
+        format!("MinIO {}: {:?}", m.name, m.env)
+    });
+    println!();
+    println!("{}", table(&rows));
+    println!("{}", details(&rows));
+    for r in &rows {
+        println!("BENCH_JSON {}", serde_json::to_string(r)?);
+    }
+    Ok(())
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 100.0).round() / 100.0
+    } else {
+        f64::NAN
+    }
+}
+
+fn step(n: usize, msg: &str) {
+    eprintln!("[N={n}] {msg}");
+}
+
+async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) -> Result<Row> {
+    let w = Workload::new(n);
+    assert_eq!(Kind::ALL.iter().map(|k| w.count(*k)).sum::<usize>(), n);
+    let mut row = Row {
+        n,
+        namespaces: w.namespaces,
+        loadavg_start: loadavg(),
+        ..Row::default()
+    };
+    let qps = opts.qps.to_string();
+    let burst = ((opts.qps * 2.0).ceil() as u32).max(1).to_string();
+    let backup = format!("bench-{n}");
+    let location = minio.url(&format!("bench-{pid}"));
+
+    // 1. Cluster A, seeded.
+    step(n, "starting cluster A");
+    let a = Cluster::up(&format!("bench-a-{pid}")).await;
+    step(
+        n,
+        &format!("seeding {n} objects in {} namespaces", w.namespaces),
+    );
+    let started = Instant::now();
+    let seeded = create_workload(&a.client, &w, opts.seed_concurrency).await?;
+    row.seed_s = secs(started.elapsed());
+    row.seed_retries = seeded.retries;
+    verify_workload(&a.client, &w, "cluster A after seeding").await?;
+    let (waited, seen) = settle(&a.client, &w).await?;
+    step(
+        n,
+        &format!(
+            "seeded in {:.1}s ({} created, {} retries); then waited {:.0}s for the deployment \
+             controller ({seen} of {} Deployments seen)",
+            row.seed_s,
+            seeded.ok,
+            seeded.retries,
+            waited.as_secs_f64(),
+            w.count(Kind::Deployment)
+        ),
+    );
+
+    // 2a. Plain LISTs.
+    let (list_time, listed) =
+        list_all(&a.client, &seeded_types(), opts.list_concurrency, None).await?;
+    row.list_s = secs(list_time);
+    row.list_items = listed.iter().map(|l| l.items).sum();
+    row.list_mb =
+        ((listed.iter().map(|l| l.bytes).sum::<u64>() as f64 / 1e6) * 10.0).round() / 10.0;
+    step(
+        n,
+        &format!(
+            "list (a): {:.2}s for {} items, {:.1} MB, {} pages",
+            row.list_s,
+            row.list_items,
+            row.list_mb,
+            listed.iter().map(|l| l.pages).sum::<u64>()
+        ),
+    );
+
+    // 2b/c. tidemark backup.
+    let mut env_a = minio.env.clone();
+    env_a.insert("KUBECONFIG".into(), a.kubeconfig.display().to_string());
+    let run = tidemark(
+        &[
+            "backup",
+            "create",
+            &backup,
+            "--location",
+            &location,
+            "--client-qps",
+            &qps,
+            "--client-burst",
+            &burst,
+        ],
+        &env_a,
+        logs,
+        "backup",
+    )
+    .await?;
+    ensure!(
+        run.stdout.contains("Completed"),
+        "backup did not complete:\n{}",
+        run.stdout
+    );
+    row.backup_s = secs(run.elapsed);
+    row.backup_over_list = ratio(row.backup_s, row.list_s);
+    row.backup_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
+    row.backup_summary = first_lines(&run.stdout, 1);
+    step(
+        n,
+        &format!(
+            "backup (b): {:.2}s, peak RSS {} MB: {}",
+            row.backup_s, row.backup_peak_rss_mb, row.backup_summary
+        ),
+    );
+    keep_or_drop(a, opts.keep, describe_cluster);
+
+    // 3d. tidemark restore into an empty cluster B.
+    step(n, "starting cluster B");
+    let b = Cluster::up(&format!("bench-b-{pid}")).await;
+    let mut env_b = minio.env.clone();
+    env_b.insert("KUBECONFIG".into(), b.kubeconfig.display().to_string());
+    let run = tidemark(
+        &[
+            "restore",
+            "create",
+            &format!("{backup}-restore"),
+            "--from-backup",
+            &backup,
+            "--location",
+            &location,
+            "--client-qps",
+            &qps,
+            "--client-burst",
+            &burst,
+            "--concurrency",
+            &opts.concurrency.to_string(),
+        ],
+        &env_b,
+        logs,
+        "restore",
+    )
+    .await?;
+    row.restore_s = secs(run.elapsed);
+    row.restore_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
+    row.restore_summary = first_lines(&run.stdout, 1);
+    step(
+        n,
+        &format!(
+            "restore (d): {:.2}s, peak RSS {} MB: {}",
+            row.restore_s, row.restore_peak_rss_mb, row.restore_summary
+        ),
+    );
+    verify_workload(&b.client, &w, "cluster B after the restore").await?;
+    keep_or_drop(b, opts.keep, describe_cluster);
+
+    // 3e. Plain parallel creates into an empty cluster C.
+    step(n, "starting cluster C");
+    let c = Cluster::up(&format!("bench-c-{pid}")).await;
+    let started = Instant::now();
+    create_workload(&c.client, &w, opts.concurrency).await?;
+    row.create_limit_s = secs(started.elapsed());
+    row.restore_over_create = ratio(row.restore_s, row.create_limit_s);
+    step(n, &format!("create limit (e): {:.2}s", row.create_limit_s));
+    verify_workload(&c.client, &w, "cluster C after the creates").await?;
+
+    // 3f. Serial creates at 100 QPS, into other namespaces of C.
+    if !opts.skip_serial {
+        let total = w.namespaces + w.objects;
+        let sample = if opts.serial_sample == 0 {
+            total
+        } else {
+            opts.serial_sample.min(total)
+        };
+        let budget = Budget::new(opts.serial_qps, 1)?;
+        let started = Instant::now();
+        let r = create_all(&c.client, w.items("serial").take(sample), 1, Some(&budget)).await;
+        ensure!(
+            r.errors.is_empty(),
+            "serial creates failed: {}",
+            r.errors[0]
+        );
+        let measured = started.elapsed().as_secs_f64();
+        let serial = measured * total as f64 / sample as f64;
+        row.serial_s = Some((serial * 100.0).round() / 100.0);
+        row.serial_sample = Some(sample);
+        row.serial_extrapolated = sample < total;
+        row.serial_over_restore = Some(ratio(serial, row.restore_s));
+        step(
+            n,
+            &format!(
+                "serial (f): {sample} creates in {measured:.2}s{}",
+                if sample < total {
+                    format!(", {serial:.1}s extrapolated to {total}")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
+    keep_or_drop(c, opts.keep, describe_cluster);
+    row.loadavg_end = loadavg();
+    Ok(row)
+}
+
+fn print_row(r: &Row) {
+    eprintln!(
+        "[N={}] done: {}",
+        r.n,
+        serde_json::to_string(r).unwrap_or_default()
+    );
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| N | seed | list (a) | backup (b) | b/a | peak RSS | create-limit (e) | restore (d) | d/e | serial (f) | f/d |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let serial = match r.serial_s {
+            Some(f) if r.serial_extrapolated => format!("{f:.1}s*"),
+            Some(f) => format!("{f:.1}s"),
+            None => "skipped".into(),
+        };
+        let f_over_d = r
+            .serial_over_restore
+            .map_or("-".into(), |x| format!("{x:.1}x"));
+        s.push_str(&format!(
+            "| {} | {:.1}s | {:.2}s | {:.2}s | {:.2}x | {} MB | {:.2}s | {:.2}s | {:.2}x | {serial} | {f_over_d} |\n",
+            r.n, r.seed_s, r.list_s, r.backup_s, r.backup_over_list, r.backup_peak_rss_mb,
+            r.create_limit_s, r.restore_s, r.restore_over_create,
+        ));
+    }
+    if rows.iter().any(|r| r.serial_extrapolated) {
+        s.push_str("\n\\* serial time extrapolated linearly from the first `serial_sample` creates (see the JSON).\n");
+    }
+    s
+}
+
+fn details(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| N | namespaces | listed items / MB | restore peak RSS | load avg start / end | backup | restore |\n\
+         |---:|---:|---:|---:|---|---|---|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} / {:.1} | {} MB | {} / {} | {} | {} |\n",
+            r.n,
+            r.namespaces,
+            r.list_items,
+            r.list_mb,
+            r.restore_peak_rss_mb,
+            r.loadavg_start,
+            r.loadavg_end,
+            r.backup_summary.replace('|', "/"),
+            r.restore_summary.replace('|', "/"),
+        ));
+    }
+    s
+}

@@ -1,0 +1,291 @@
+//! A backup survives a broken cluster (issue 3): an APIService whose backend is down and
+//! resources the identity may not list are recorded as errors, the rest is backed up, and the
+//! backup ends `PartiallyFailed`; a backup killed mid-upload leaves no `velero-backup.json`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::*;
+
+async fn apply(client: &kube::Client, docs: &[Value]) {
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .unwrap();
+    for d in docs {
+        let obj: kube::api::DynamicObject = serde_json::from_value(d.clone()).unwrap();
+        let (ar, caps) = discovery
+            .resolve_typemeta(obj.types.as_ref().unwrap())
+            .expect("served");
+        let api: Api<kube::api::DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            obj.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("fixture").force(),
+            &Patch::Apply(d),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {d}: {e}"));
+    }
+}
+
+fn results(location: &std::path::Path, backup: &str) -> Value {
+    let f = std::fs::File::open(location.join(format!("backups/{backup}/{backup}-results.gz")))
+        .unwrap();
+    serde_json::from_reader(flate2::read::GzDecoder::new(f)).unwrap()
+}
+
+fn items(location: &std::path::Path, backup: &str) -> Vec<String> {
+    let f =
+        std::fs::File::open(location.join(format!("backups/{backup}/{backup}.tar.gz"))).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_api_service_and_forbidden_lists_make_a_partially_failed_backup() {
+    let cluster = Cluster::up(&unique("broken")).await;
+    let client = cluster.client.clone();
+    apply(
+        &client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "app"}, "data": {"k": "v"}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "app"}, "stringData": {"k": "v"}}),
+            // An aggregated API whose backend Service does not exist.
+            json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+                   "metadata": {"name": "v1beta1.broken.example.com"},
+                   "spec": {"group": "broken.example.com", "version": "v1beta1",
+                            "service": {"namespace": "app", "name": "nowhere", "port": 443},
+                            "insecureSkipTLSVerify": true, "groupPriorityMinimum": 1000, "versionPriority": 15}}),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let loc = format!("file://{}", dir.path().display());
+    let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+
+    // The aggregator needs a moment to notice the backend is missing; retry until it reports it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0;
+    let name = loop {
+        attempt += 1;
+        let name = format!("broken-{attempt}");
+        let out = tidemark(
+            &["backup", "create", &name, "--location", &loc],
+            &[("KUBECONFIG", &kc)],
+        );
+        if out.status.code() == Some(2) {
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains("PartiallyFailed"),
+                "{}",
+                show(&out)
+            );
+            break name;
+        }
+        assert!(out.status.success(), "{}", show(&out));
+        assert!(
+            Instant::now() < deadline,
+            "the broken APIService was never reported: {}",
+            show(&out)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let r = results(dir.path(), &name);
+    assert!(
+        r["errors"]["velero"]
+            .to_string()
+            .contains("broken.example.com/v1beta1"),
+        "{r}"
+    );
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join(format!("backups/{name}/velero-backup.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["status"]["phase"], "PartiallyFailed");
+    assert!(record["status"]["errors"].as_u64().unwrap() >= 1);
+    let all = items(dir.path(), &name);
+    assert!(
+        all.contains(&"resources/configmaps/namespaces/app/c.json".to_string()),
+        "the rest must be backed up"
+    );
+    assert!(all.contains(&"resources/secrets/namespaces/app/s.json".to_string()));
+
+    // An identity that may list config maps and namespaces but nothing else.
+    apply(
+        &client,
+        &[
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "narrow", "namespace": "app"}}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "narrow"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps", "namespaces"], "verbs": ["get", "list"]}]}),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "narrow"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "narrow", "namespace": "app"}],
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "narrow"}}),
+        ],
+    )
+    .await;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "app");
+    let tr = sas
+        .create_token_request(
+            "narrow",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = tr.status.unwrap().token.expect("token");
+    let admin: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&cluster.kubeconfig).unwrap()).unwrap();
+    let narrow = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "narrow",
+        "clusters": admin["clusters"].clone(),
+        "contexts": [{"name": "narrow", "context": {"cluster": admin["clusters"][0]["name"].clone(), "user": "narrow"}}],
+        "users": [{"name": "narrow", "user": {"token": token}}],
+    });
+    let narrow_kc = dir.path().join("narrow.kubeconfig");
+    std::fs::write(&narrow_kc, serde_yaml::to_string(&narrow).unwrap()).unwrap();
+    let out = tidemark(
+        &[
+            "backup",
+            "create",
+            "narrow",
+            "--include-namespaces",
+            "app",
+            "--location",
+            &loc,
+        ],
+        &[("KUBECONFIG", narrow_kc.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(&token),
+        "token leaked"
+    );
+    let r = results(dir.path(), "narrow");
+    assert!(r["errors"].to_string().contains("listing secrets"), "{r}");
+    assert!(r["errors"].to_string().contains("forbidden"), "{r}");
+    let all = items(dir.path(), "narrow");
+    assert!(
+        all.contains(&"resources/configmaps/namespaces/app/c.json".to_string()),
+        "{all:?}"
+    );
+    assert!(!all.iter().any(|p| p.contains("secrets")), "{all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_killed_mid_upload_leaves_no_record() {
+    let cluster = Cluster::up(&unique("crash")).await;
+    let minio = Minio::up(&unique("crash-minio"));
+    let client = cluster.client.clone();
+    apply(
+        &client,
+        &[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}})],
+    )
+    .await;
+    // ~2,000 config maps of 4 KiB: enough for a slow, QPS-limited backup to be interrupted.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "bulk");
+    let payload = "x".repeat(4096);
+    futures::future::join_all((0..2000).map(|i| {
+        let cms = cms.clone();
+        let payload = payload.clone();
+        async move {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(format!("cm-{i:05}"));
+            cm.data = Some([("payload".to_string(), payload)].into());
+            cms.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    }))
+    .await;
+
+    let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+    let s3 = minio.url("crash");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "backup",
+            "create",
+            "interrupted",
+            "--location",
+            &s3,
+            "--include-namespaces",
+            "bulk",
+            "--page-size",
+            "20",
+            "--client-qps",
+            "10",
+            "--client-burst",
+            "1",
+        ])
+        .env("KUBECONFIG", &kc)
+        .envs(minio.env.iter())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup finished before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut env: Vec<(&str, &str)> = minio
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("KUBECONFIG", &kc));
+    let out = tidemark(&["backup", "get", "-o", "json", "--location", &s3], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["items"], json!([]), "a killed backup is listed");
+    let out = tidemark(
+        &["backup", "describe", "interrupted", "--location", &s3],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // An interrupted multipart upload leaves no object behind: the name is free again.
+    let out = tidemark(
+        &[
+            "backup",
+            "create",
+            "interrupted",
+            "--location",
+            &s3,
+            "--include-namespaces",
+            "bulk",
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let n: u64 = text
+        .split(" items")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no item count in {text}"));
+    assert!(n >= 2000, "{text}");
+}
