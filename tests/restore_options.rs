@@ -370,6 +370,68 @@ async fn restore_options_and_rules() {
             && cms.get_opt("other").await.unwrap().is_some()
     );
 
+    // Resource modifiers, from a local file and from a ConfigMap in the target cluster.
+    let mods = dir.path().join("mods.yaml");
+    std::fs::write(
+        &mods,
+        "version: v1\nresourceModifierRules:\n- conditions:\n    groupResource: configmaps\n    resourceNameRegex: \"^settings$\"\n    namespaces: [src]\n  patches:\n  - operation: replace\n    path: /data/mode\n    value: green\n- conditions:\n    groupResource: deployments.apps\n  mergePatches:\n  - patchData: |\n      {\"spec\": {\"replicas\": 0}}\n",
+    )
+    .unwrap();
+    let out = run_b(&[
+        "mod1",
+        "--from-backup",
+        "src",
+        "--namespace-mappings",
+        "src:mod1",
+        "--resource-modifier-file",
+        mods.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let cms: Api<ConfigMap> = Api::namespaced(b.client.clone(), "mod1");
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["mode"],
+        "green"
+    );
+    assert_eq!(cms.get("other").await.unwrap().data.unwrap()["k"], "v");
+    apply(
+        &b.client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mods", "namespace": "tidemark"},
+                   "data": {"rules.yaml": std::fs::read_to_string(&mods).unwrap().replace("green", "purple")}}),
+        ],
+    )
+    .await;
+    let out = run_b(&[
+        "mod2",
+        "--from-backup",
+        "src",
+        "--namespace-mappings",
+        "src:mod2",
+        "--resource-modifier-configmap",
+        "mods",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let cms: Api<ConfigMap> = Api::namespaced(b.client.clone(), "mod2");
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["mode"],
+        "purple"
+    );
+    std::fs::write(&mods, "version: v2\nresourceModifierRules: []\n").unwrap();
+    let out = run_b(&[
+        "mod3",
+        "--from-backup",
+        "src",
+        "--resource-modifier-file",
+        mods.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--resource-modifier-file"),
+        "{}",
+        show(&out)
+    );
+
     // --from-schedule picks the newest Completed backup labelled with the schedule.
     for name in ["nightly-1", "nightly-2"] {
         let out = tidemark(

@@ -88,6 +88,18 @@ pub(crate) struct RestoreCreate {
     /// Resources whose status is never restored.
     #[arg(long, value_delimiter = ',')]
     status_exclude_resources: Vec<String>,
+    /// Resource modifiers from a ConfigMap in the target cluster (`NAME` in namespace `tidemark`,
+    /// or `NAMESPACE/NAME`), in Velero's format (one data key holding `version: v1` and
+    /// `resourceModifierRules`).
+    #[arg(
+        long,
+        value_name = "CONFIGMAP",
+        conflicts_with = "resource_modifier_file"
+    )]
+    resource_modifier_configmap: Option<String>,
+    /// Resource modifiers from a local YAML file (same format).
+    #[arg(long, value_name = "PATH")]
+    resource_modifier_file: Option<std::path::PathBuf>,
     /// Show what would be created, updated, skipped or in conflict, without writing anything.
     #[arg(long)]
     dry_run: bool,
@@ -231,8 +243,11 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         restore_pvs: args.restore_volumes,
         status_include: args.status_include_resources.clone(),
         status_exclude: args.status_exclude_resources.clone(),
+        modifiers: None,
     };
+    let mut req = req;
     let client = cluster::connect(target).await?;
+    req.modifiers = load_modifiers(&client, &args).await?.map(Arc::new);
     let settings = restore::Settings {
         concurrency: args.client.concurrency.max(1),
         budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
@@ -302,6 +317,37 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         }
     }
     Ok(phase_code(&phase))
+}
+
+/// Reads the resource modifiers named by the options, if any.
+async fn load_modifiers(
+    client: &kube::Client,
+    args: &RestoreCreate,
+) -> Result<Option<restore::modifiers::ResourceModifiers>> {
+    use restore::modifiers::ResourceModifiers;
+    if let Some(path) = &args.resource_modifier_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--resource-modifier-file {}", path.display()))?;
+        let m = ResourceModifiers::parse(&text)
+            .with_context(|| format!("--resource-modifier-file {}", path.display()))?;
+        return Ok(Some(m));
+    }
+    let Some(spec) = &args.resource_modifier_configmap else {
+        return Ok(None);
+    };
+    let (ns, name) = spec.split_once('/').unwrap_or(("tidemark", spec));
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), ns);
+    let cm = api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("--resource-modifier-configmap {ns}/{name}"))?
+        .with_context(|| {
+            format!("--resource-modifier-configmap: ConfigMap {ns}/{name} not found")
+        })?;
+    let m = ResourceModifiers::from_config_map_data(&cm.data.unwrap_or_default())
+        .with_context(|| format!("--resource-modifier-configmap {ns}/{name}"))?;
+    Ok(Some(m))
 }
 
 async fn read_record(store: &Store, name: &str) -> Result<Restore> {

@@ -80,6 +80,9 @@ pub enum RestoreError {
     /// The selector is invalid.
     #[error("--selector: {0}")]
     Selector(#[from] SelectorError),
+    /// The resource modifiers could not be read or parsed.
+    #[error("resource modifiers: {0}")]
+    Modifiers(String),
     /// An invalid `--namespace-mappings` entry.
     #[error("--namespace-mappings: {0}")]
     Mapping(String),
@@ -135,6 +138,9 @@ pub struct RestoreRequest {
     pub status_include: Vec<String>,
     /// Resources whose `status` is never restored.
     pub status_exclude: Vec<String>,
+    /// Resource modifiers applied to every object last (Velero's
+    /// `--resource-modifier-configmap`).
+    pub modifiers: Option<std::sync::Arc<modifiers::ResourceModifiers>>,
 }
 
 /// Parses `src:dst,src2:dst2`.
@@ -362,6 +368,19 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         .then(|| obj.get("status").cloned())
         .flatten();
         transform::prepare(&gr, &mut obj, &ctx);
+        if let Some(m) = &req.modifiers {
+            // Conditions see the namespace the object had in the backup, as in Velero.
+            if let Err(e) = m.apply(&gr, source_ns.as_deref(), &mut obj) {
+                let name = obj
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                out.results.errors.add(
+                    source_ns.as_deref().map(|n| ctx.map_namespace(n)),
+                    format!("{gr} {name}: resource modifiers: {e}"),
+                );
+            }
+        }
         let namespace = source_ns
             .as_deref()
             .map(|n| ctx.map_namespace(n).to_string());
