@@ -527,6 +527,16 @@ struct Listed {
     pages: u64,
 }
 
+/// How much of each LIST response the client decodes.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Decode {
+    /// Only skim the `continue` token (and count the items): the server's limit.
+    Skim,
+    /// Decode every item into a `DynamicObject`, as `Api::list` does (a diagnostic: the client
+    /// cost every kube-rs based lister pays).
+    Objects,
+}
+
 /// Lists every type cluster-wide with raw paginated requests (`limit=500`), page chains of up to
 /// `concurrency` types at once; returns the wall time and per-type counts.
 async fn list_all(
@@ -534,6 +544,7 @@ async fn list_all(
     types: &[ApiResource],
     concurrency: usize,
     label_selector: Option<&str>,
+    decode: Decode,
 ) -> Result<(Duration, Vec<Listed>)> {
     let started = Instant::now();
     let listed: Vec<Result<Listed>> = futures::stream::iter(types.iter().map(|ar| async move {
@@ -559,6 +570,10 @@ async fn list_all(
                 .await
                 .with_context(|| format!("listing {}", ar.plural))?;
             let skim: ListSkim = serde_json::from_str(&text)?;
+            if decode == Decode::Objects {
+                let list: kube::core::ObjectList<DynamicObject> = serde_json::from_str(&text)?;
+                std::hint::black_box(list);
+            }
             out.items += skim.items.len() as u64;
             out.bytes += text.len() as u64;
             out.pages += 1;
@@ -584,13 +599,8 @@ fn seeded_types() -> Vec<ApiResource> {
 
 /// Checks that the cluster holds every seeded namespace and object (by the workload label).
 async fn verify_workload(client: &Client, w: &Workload, what: &str) -> Result<()> {
-    let (_, listed) = list_all(
-        client,
-        &seeded_types(),
-        8,
-        Some(&format!("{WORKLOAD_LABEL}=1")),
-    )
-    .await?;
+    let selector = format!("{WORKLOAD_LABEL}=1");
+    let (_, listed) = list_all(client, &seeded_types(), 8, Some(&selector), Decode::Skim).await?;
     let mut problems = Vec::new();
     for l in &listed {
         let expected = match Kind::ALL.iter().find(|k| k.api_resource().kind == l.kind) {
@@ -653,8 +663,8 @@ fn loadavg() -> String {
 const RSS_WRAP: &str = "__rss-wrap";
 
 /// `__rss-wrap <rss-file> <program> <args...>`: runs the program, then writes the peak RSS of
-/// its only child (KiB, from `getrusage(RUSAGE_CHILDREN)`) to `<rss-file>`; exits with the
-/// child's code.
+/// its only child (KiB) and its user and system CPU seconds, from `getrusage(RUSAGE_CHILDREN)`,
+/// to `<rss-file>` (`<kib> <user> <sys>`); exits with the child's code.
 fn rss_wrap(args: &[String]) -> ExitCode {
     let [rss_file, program, rest @ ..] = args else {
         eprintln!("usage: {RSS_WRAP} RSS_FILE PROGRAM [ARGS...]");
@@ -668,10 +678,19 @@ fn rss_wrap(args: &[String]) -> ExitCode {
         }
     };
     use nix::sys::resource::{UsageWho, getrusage};
-    let kib = getrusage(UsageWho::RUSAGE_CHILDREN)
-        .map(|u| u.max_rss())
-        .unwrap_or(-1);
-    let _ = std::fs::write(rss_file, kib.to_string());
+    let line = match getrusage(UsageWho::RUSAGE_CHILDREN) {
+        Ok(u) => {
+            let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            format!(
+                "{} {:.3} {:.3}",
+                u.max_rss(),
+                secs(u.user_time()),
+                secs(u.system_time())
+            )
+        }
+        Err(e) => format!("-1 0 0 {e}"),
+    };
+    let _ = std::fs::write(rss_file, line);
     ExitCode::from(status.code().unwrap_or(128).clamp(0, 255) as u8)
 }
 
@@ -679,6 +698,8 @@ fn rss_wrap(args: &[String]) -> ExitCode {
 struct TidemarkRun {
     elapsed: Duration,
     peak_rss_kib: u64,
+    /// User + system CPU seconds.
+    cpu_s: f64,
     stdout: String,
 }
 
@@ -706,7 +727,12 @@ async fn tidemark(
         cmd.env("TIDEMARK_LOG", "info");
     }
     let started = Instant::now();
-    let out = cmd.output().await.context("running tidemark")?;
+    // (`output()` would pipe stderr too: spawn, so that it goes to the file.)
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("running tidemark")?;
+    let out = child.wait_with_output().await?;
     let elapsed = started.elapsed();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     std::fs::write(logs.join(format!("{label}.out")), &stdout)?;
@@ -718,10 +744,20 @@ async fn tidemark(
             err_file.display()
         );
     }
-    let peak_rss_kib = std::fs::read_to_string(&rss_file)?.trim().parse::<i64>()?;
+    let usage = std::fs::read_to_string(&rss_file)?;
+    let fields: Vec<f64> = usage
+        .split_whitespace()
+        .take(3)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    ensure!(
+        fields.len() == 3 && fields[0] > 0.0,
+        "no resource usage: {usage:?}"
+    );
     Ok(TidemarkRun {
         elapsed,
-        peak_rss_kib: peak_rss_kib.max(0) as u64,
+        peak_rss_kib: fields[0] as u64,
+        cpu_s: fields[1] + fields[2],
         stdout,
     })
 }
@@ -762,14 +798,18 @@ struct Row {
     list_s: f64,
     list_items: u64,
     list_mb: f64,
+    /// The same LISTs with every item decoded into a `DynamicObject` (diagnostic).
+    list_decode_s: f64,
     backup_s: f64,
     backup_over_list: f64,
     backup_peak_rss_mb: f64,
+    backup_cpu_s: f64,
     backup_summary: String,
     create_limit_s: f64,
     restore_s: f64,
     restore_over_create: f64,
     restore_peak_rss_mb: f64,
+    restore_cpu_s: f64,
     restore_summary: String,
     serial_s: Option<f64>,
     serial_sample: Option<usize>,
@@ -865,8 +905,14 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     );
 
     // 2a. Plain LISTs.
-    let (list_time, listed) =
-        list_all(&a.client, &seeded_types(), opts.list_concurrency, None).await?;
+    let (list_time, listed) = list_all(
+        &a.client,
+        &seeded_types(),
+        opts.list_concurrency,
+        None,
+        Decode::Skim,
+    )
+    .await?;
     row.list_s = secs(list_time);
     row.list_items = listed.iter().map(|l| l.items).sum();
     row.list_mb =
@@ -880,6 +926,19 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
             row.list_mb,
             listed.iter().map(|l| l.pages).sum::<u64>()
         ),
+    );
+    let (decode_time, _) = list_all(
+        &a.client,
+        &seeded_types(),
+        opts.list_concurrency,
+        None,
+        Decode::Objects,
+    )
+    .await?;
+    row.list_decode_s = secs(decode_time);
+    step(
+        n,
+        &format!("list+decode (a', diagnostic): {:.2}s", row.list_decode_s),
     );
 
     // 2b/c. tidemark backup.
@@ -910,12 +969,13 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     row.backup_s = secs(run.elapsed);
     row.backup_over_list = ratio(row.backup_s, row.list_s);
     row.backup_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
+    row.backup_cpu_s = (run.cpu_s * 100.0).round() / 100.0;
     row.backup_summary = first_lines(&run.stdout, 1);
     step(
         n,
         &format!(
-            "backup (b): {:.2}s, peak RSS {} MB: {}",
-            row.backup_s, row.backup_peak_rss_mb, row.backup_summary
+            "backup (b): {:.2}s, peak RSS {} MB, {:.2}s CPU: {}",
+            row.backup_s, row.backup_peak_rss_mb, row.backup_cpu_s, row.backup_summary
         ),
     );
     keep_or_drop(a, opts.keep, describe_cluster);
@@ -948,12 +1008,13 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     .await?;
     row.restore_s = secs(run.elapsed);
     row.restore_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
+    row.restore_cpu_s = (run.cpu_s * 100.0).round() / 100.0;
     row.restore_summary = first_lines(&run.stdout, 1);
     step(
         n,
         &format!(
-            "restore (d): {:.2}s, peak RSS {} MB: {}",
-            row.restore_s, row.restore_peak_rss_mb, row.restore_summary
+            "restore (d): {:.2}s, peak RSS {} MB, {:.2}s CPU: {}",
+            row.restore_s, row.restore_peak_rss_mb, row.restore_cpu_s, row.restore_summary
         ),
     );
     verify_workload(&b.client, &w, "cluster B after the restore").await?;
@@ -1044,16 +1105,19 @@ fn table(rows: &[Row]) -> String {
 
 fn details(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| N | namespaces | listed items / MB | restore peak RSS | load avg start / end | backup | restore |\n\
-         |---:|---:|---:|---:|---|---|---|\n",
+        "| N | namespaces | listed items / MB | list+decode (a') | backup CPU | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} / {:.1} | {} MB | {} / {} | {} | {} |\n",
+            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
             r.n,
             r.namespaces,
             r.list_items,
             r.list_mb,
+            r.list_decode_s,
+            r.backup_cpu_s,
+            r.restore_cpu_s,
             r.restore_peak_rss_mb,
             r.loadavg_start,
             r.loadavg_end,

@@ -63,6 +63,8 @@ enum Command {
     /// Work with restores.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Print tidemark's CustomResourceDefinitions (YAML), e.g. `tidemark crds | kubectl apply -f -`.
+    Crds,
     /// Print the version.
     Version,
 }
@@ -189,6 +191,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         context: cli.context.clone(),
     };
     match cli.command {
+        Command::Crds => {
+            print!("{}", crate::api::tidemark::crds_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("tidemark {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,636 @@
+//! tidemark's own API, group `tidemark.dev`, version `v1alpha1` (DESIGN §2).
+//!
+//! Authored in Git (desired state): [`Location`], [`BackupPolicy`], [`Schedule`],
+//! [`RestorePlan`]. Created by tidemark (records): [`Backup`] and [`Restore`], one per run, with
+//! Velero's phases and counters. Every status carries `observedGeneration` and `conditions`
+//! (`metav1.Condition`, list-map keyed by `type`) so kstatus, Flux and Argo CD judge health
+//! right; see [`super::conditions`].
+//!
+//! Durations (`ttl`, `syncPeriod`, `validationPeriod`) are Go-style strings (`720h`, `1m30s`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group.
+pub const GROUP: &str = "tidemark.dev";
+/// The API version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Object-store provider of a [`Location`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// A directory on the controller's filesystem (`bucket` is the absolute path).
+    Filesystem,
+    /// Amazon S3 or an S3-compatible store.
+    #[default]
+    S3,
+}
+
+/// Whether a location may be written (Velero's `accessMode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum AccessMode {
+    /// Backups are written, deleted and expired.
+    #[default]
+    ReadWrite,
+    /// Sync and restore only: nothing is ever written or deleted.
+    ReadOnly,
+}
+
+/// A key of a Secret in the controller's namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Secret name.
+    pub name: String,
+    /// Key within the Secret. For S3 the value is an AWS shared-credentials file
+    /// (`[default]` with `aws_access_key_id` and `aws_secret_access_key`), as in Velero.
+    pub key: String,
+}
+
+/// An object store where backups live.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "Location",
+    namespaced,
+    status = "LocationStatus",
+    shortname = "loc",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".spec.provider"}"#,
+    printcolumn = r#"{"name":"Bucket","type":"string","jsonPath":".spec.bucket"}"#,
+    printcolumn = r#"{"name":"Access","type":"string","jsonPath":".spec.accessMode"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Default","type":"boolean","jsonPath":".spec.default"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationSpec {
+    /// The provider.
+    #[serde(default)]
+    pub provider: Provider,
+    /// Bucket name (S3) or absolute directory (filesystem).
+    #[x_kube(validation = Rule::new("self != ''").message("bucket must not be empty"))]
+    pub bucket: String,
+    /// Prefix inside the bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// Provider settings (Velero's keys: `region`, `s3Url`, `s3ForcePathStyle`,
+    /// `insecureSkipTLSVerify`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Credentials, from a Secret in the controller's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<SecretKeyRef>,
+    /// PEM bundle to trust for the store's TLS certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// `ReadWrite` (default) or `ReadOnly`.
+    #[serde(default)]
+    pub access_mode: AccessMode,
+    /// The location used when a policy names none (at most one should be default).
+    #[serde(default)]
+    pub default: bool,
+    /// How often to sync records from the store (`1m`; `0` disables). Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_period: Option<String>,
+    /// How often to validate the store (`1m`; `0` disables). Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_period: Option<String>,
+}
+
+/// Observed state of a [`Location`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationStatus {
+    /// `Available` or `Unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Last successful validation (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_validation_time: Option<String>,
+    /// Last successful sync (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_synced_time: Option<String>,
+    /// Sanitised reason when unavailable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// What to back up and how: the options of `velero backup create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!(has(self.labelSelector) && has(self.orLabelSelectors) && size(self.orLabelSelectors) > 0)"
+).message("labelSelector and orLabelSelectors cannot be used together"))]
+#[x_kube(validation = Rule::new(
+    "!((has(self.includedResources) || has(self.excludedResources) || has(self.includeClusterResources)) && \
+     (has(self.includedClusterScopedResources) || has(self.excludedClusterScopedResources) || \
+      has(self.includedNamespaceScopedResources) || has(self.excludedNamespaceScopedResources)))"
+).message("includedResources/excludedResources/includeClusterResources cannot be mixed with the scoped resource filters"))]
+pub struct BackupSpecTemplate {
+    /// Namespace globs to include (default all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_namespaces: Vec<String>,
+    /// Namespace globs to exclude.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_namespaces: Vec<String>,
+    /// Resources to include (old style).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resources to exclude (old style).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+    /// `true`, `false`, or unset (auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+    /// Scoped filter: cluster-scoped resources to include.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_cluster_scoped_resources: Vec<String>,
+    /// Scoped filter: cluster-scoped resources to exclude.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_cluster_scoped_resources: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to include.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_namespace_scoped_resources: Vec<String>,
+    /// Scoped filter: namespace-scoped resources to exclude.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_namespace_scoped_resources: Vec<String>,
+    /// Objects must match this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// Objects must match one of these selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub or_label_selectors: Vec<LabelSelector>,
+    /// Resource → `ns/name,...` backed up first, in that order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ordered_resources: BTreeMap<String, String>,
+    /// Location name (default: the default Location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Time to live (`720h`; default 720h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// A reusable backup definition.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "BackupPolicy",
+    namespaced,
+    status = "PolicyStatus",
+    shortname = "bp",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.template.location"}"#,
+    printcolumn = r#"{"name":"TTL","type":"string","jsonPath":".spec.template.ttl"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupPolicySpec {
+    /// What to back up.
+    pub template: BackupSpecTemplate,
+}
+
+/// Observed state of a [`BackupPolicy`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// When to back up: a cron schedule of a policy (or an inline template, as in Velero).
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "Schedule",
+    namespaced,
+    status = "ScheduleStatus",
+    shortname = "sched",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastBackup"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.policy) != has(self.template)")
+    .message("exactly one of policy and template must be set"))]
+pub struct ScheduleSpec {
+    /// A cron expression (5 fields, or 6 with seconds; `@daily` etc.), as Velero accepts.
+    #[x_kube(validation = Rule::new("self != ''").message("schedule must not be empty"))]
+    pub schedule: String,
+    /// IANA time zone the schedule is read in (default UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Name of a BackupPolicy in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// An inline backup definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<BackupSpecTemplate>,
+    /// No backups while paused.
+    #[serde(default)]
+    pub paused: bool,
+    /// Do not back up right away when the schedule is created or unpaused.
+    #[serde(default)]
+    pub skip_immediately: bool,
+    /// Give the schedule's backups an owner reference to it.
+    #[serde(default)]
+    pub use_owner_references_in_backup: bool,
+}
+
+/// Observed state of a [`Schedule`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    /// `Enabled`, `Paused` or `FailedValidation` (Velero's phases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// When the last backup was started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<String>,
+    /// Name of the last backup started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_name: Option<String>,
+    /// When the next backup is due (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Resources whose status is restored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatusSpec {
+    /// Resources whose status is restored (`*` for all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resources whose status is never restored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+}
+
+/// What to restore: the options of `velero restore create`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.backupName) != has(self.scheduleName)")
+    .message("exactly one of backupName and scheduleName must be set"))]
+pub struct RestoreSpecTemplate {
+    /// The backup to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_name: Option<String>,
+    /// Restore the latest Completed backup of this schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_name: Option<String>,
+    /// Location to read from (default: the default Location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Namespace globs to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_namespaces: Vec<String>,
+    /// Namespace globs not to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_namespaces: Vec<String>,
+    /// Resources to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub included_resources: Vec<String>,
+    /// Resources not to restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded_resources: Vec<String>,
+    /// `true`, `false`, or unset (auto).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_cluster_resources: Option<bool>,
+    /// Source namespace → target namespace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespace_mapping: BTreeMap<String, String>,
+    /// Objects must match this selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    /// Objects must match one of these selectors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub or_label_selectors: Vec<LabelSelector>,
+    /// `none` (default) or `update`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'none' || self == 'update'")
+        .message("existingResourcePolicy must be none or update"))]
+    pub existing_resource_policy: Option<String>,
+    /// Restore PersistentVolumes (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_p_vs: Option<bool>,
+    /// Keep Service nodePorts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_node_ports: Option<bool>,
+    /// Resources whose status is restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_status: Option<RestoreStatusSpec>,
+    /// Name of a ConfigMap (controller namespace) holding resource modifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_modifier: Option<String>,
+}
+
+/// A reviewed restore: runs once per distinct spec.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "RestorePlan",
+    namespaced,
+    status = "RestorePlanStatus",
+    shortname = "rp",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Backup","type":"string","jsonPath":".spec.template.backupName"}"#,
+    printcolumn = r#"{"name":"Restore","type":"string","jsonPath":".status.restoreName"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlanSpec {
+    /// What to restore.
+    pub template: RestoreSpecTemplate,
+}
+
+/// Preview counts of a restore plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewCounts {
+    /// Objects that would be created.
+    pub create: i64,
+    /// Objects that would be updated.
+    pub update: i64,
+    /// Objects already equal.
+    pub skip: i64,
+    /// Objects that exist and differ (left unchanged under `none`).
+    pub conflict: i64,
+}
+
+/// Observed state of a [`RestorePlan`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePlanStatus {
+    /// Hash of the spec that ran (a plan runs once per distinct spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+    /// The Restore record created for that spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_name: Option<String>,
+    /// The Restore's phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// What the restore would do (before it ran).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewCounts>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A backup run (created by tidemark, or by a user to ask for one).
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "Backup",
+    namespaced,
+    status = "BackupStatus",
+    shortname = "tmbackup",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Errors","type":"integer","jsonPath":".status.errors"}"#,
+    printcolumn = r#"{"name":"Warnings","type":"integer","jsonPath":".status.warnings"}"#,
+    printcolumn = r#"{"name":"Created","type":"date","jsonPath":".status.startTimestamp"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiration"}"#,
+    printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.template.location"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// What to back up.
+    #[serde(default)]
+    pub template: BackupSpecTemplate,
+    /// The policy it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The schedule that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+}
+
+/// Observed state of a [`Backup`] (Velero's BackupStatus fields plus conditions).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    /// `New`, `InProgress`, `Completed`, `PartiallyFailed`, `Failed`, `FailedValidation`,
+    /// `Deleting`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Start (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timestamp: Option<String>,
+    /// Completion (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_timestamp: Option<String>,
+    /// Expiry (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    /// Items backed up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items_backed_up: Option<i64>,
+    /// Warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<i64>,
+    /// Errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<i64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// Archive size, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_bytes: Option<i64>,
+    /// Git revision of the policy that caused it (`main@sha1:<hex>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// A restore run.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tidemark.dev",
+    version = "v1alpha1",
+    kind = "Restore",
+    namespaced,
+    status = "RestoreStatus",
+    shortname = "tmrestore",
+    category = "tidemark",
+    printcolumn = r#"{"name":"Backup","type":"string","jsonPath":".spec.template.backupName"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Errors","type":"integer","jsonPath":".status.errors"}"#,
+    printcolumn = r#"{"name":"Warnings","type":"integer","jsonPath":".status.warnings"}"#,
+    printcolumn = r#"{"name":"Created","type":"date","jsonPath":".status.startTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreSpec {
+    /// What to restore.
+    pub template: RestoreSpecTemplate,
+    /// The plan it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+/// Observed state of a [`Restore`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    /// `New`, `InProgress`, `Completed`, `PartiallyFailed`, `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Start (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timestamp: Option<String>,
+    /// Completion (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_timestamp: Option<String>,
+    /// Objects created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+    /// Objects updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated: Option<i64>,
+    /// Objects skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<i64>,
+    /// Warnings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<i64>,
+    /// Errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<i64>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Every CRD of the API, in apply order.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        Location::crd(),
+        BackupPolicy::crd(),
+        Schedule::crd(),
+        RestorePlan::crd(),
+        Backup::crd(),
+        Restore::crd(),
+    ]
+}
+
+/// The CRDs as one multi-document YAML stream (the content of `crds/tidemark.dev.yaml`).
+///
+/// # Errors
+/// Serialization errors (none in practice).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out =
+        String::from("# Generated by `tidemark crds` from src/api/tidemark.rs; do not edit.\n");
+    for c in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&c)?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crds_have_status_columns_short_names_and_rules() {
+        let all = crds();
+        assert_eq!(all.len(), 6);
+        for c in &all {
+            let v = &c.spec.versions[0];
+            assert!(
+                v.subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                "{}",
+                c.spec.names.kind
+            );
+            assert!(
+                !v.additional_printer_columns
+                    .as_deref()
+                    .unwrap_or_default()
+                    .is_empty()
+            );
+            assert!(
+                c.spec
+                    .names
+                    .short_names
+                    .as_ref()
+                    .is_some_and(|s| !s.is_empty())
+            );
+            assert_eq!(c.spec.group, GROUP);
+        }
+        let yaml = crds_yaml().unwrap();
+        assert!(yaml.contains("x-kubernetes-validations"));
+        assert!(yaml.contains("exactly one of policy and template must be set"));
+        assert!(yaml.contains("x-kubernetes-list-map-keys"));
+    }
+
+    #[test]
+    fn crd_yaml_in_the_repository_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tidemark.dev.yaml");
+        let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            on_disk == crds_yaml().unwrap(),
+            "crds/tidemark.dev.yaml is stale: run `cargo run -- crds > crds/tidemark.dev.yaml`"
+        );
+    }
+}
