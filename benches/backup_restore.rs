@@ -24,13 +24,17 @@
 //!    cluster holds exactly what was seeded). Services are headless (`clusterIP: None`) and have
 //!    no selector: the test cluster's service CIDR (10.0.0.0/24) has ~250 addresses, and without
 //!    a selector no Endpoints/EndpointSlices are generated. Seeding runs 64 creates at once
-//!    (`--seed-concurrency`) and is timed;
+//!    (`--seed-concurrency`) and is timed. Then it waits (at most 30 s) for the deployment
+//!    controller to observe the Deployments (it writes their status at the controller
+//!    manager's default 20 QPS; what is left runs in the background of (a) and (b) alike);
 //! 2. measures (a) plain paginated LISTs (`limit=500`) of the seeded resource types
 //!    cluster-wide, one page chain per type, up to 16 types at once (tidemark's default
 //!    concurrency), the client only receiving the bytes and skimming the `continue` token: the
-//!    API server's list limit; (b) `tidemark backup create` of the whole cluster into MinIO with
-//!    a client budget high enough (`--qps`, default 1000, burst 2x) not to be the limit; and
-//!    (c) the peak RSS of that tidemark process;
+//!    API server's list limit; as a diagnostic, (a') the same LISTs decoding every item into a
+//!    kube-rs `DynamicObject` (the client-side cost any kube-rs lister pays); (b) `tidemark
+//!    backup create` of the whole cluster into MinIO with a client budget high enough (`--qps`,
+//!    default 1000, burst 2x) not to be the limit; and (c) the peak RSS (and CPU time) of that
+//!    tidemark process;
 //! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
 //!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
 //!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
@@ -40,8 +44,9 @@
 //!    extrapolated linearly to the whole set (the output says when it was).
 //!
 //! It prints a Markdown table (`N | seed | list (a) | backup (b) | b/a | peak RSS |
-//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table, and one JSON line
-//! per N (`BENCH_JSON {...}`). Everything is torn down at the end, also on a panic or Ctrl-C
+//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table (a', CPU seconds,
+//! the restore's peak RSS, the load average: the machine may be shared), and one JSON line per N
+//! (`BENCH_JSON {...}`). Everything is torn down at the end, also on a panic or Ctrl-C
 //! (drop guards), unless `--keep`. tidemark's stderr (run at `TIDEMARK_LOG=info` unless set) and
 //! stdout are kept under `target/tmp/backup_restore/` for each run.
 //!

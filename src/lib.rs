@@ -9,6 +9,8 @@
 //! - [`restore`]: the restore engine (plan, ordering, transforms, apply).
 //! - [`store`]: locations, the bucket layout, streaming uploads, the read-only guard.
 //! - [`report`]: results and run logs.
+//! - [`controller`]: the in-cluster reconciler (`tidemark server`).
+//! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -16,6 +18,8 @@ pub mod archive;
 pub mod backup;
 pub mod cli;
 pub mod cluster;
+pub mod controller;
+pub mod plan;
 pub mod report;
 pub mod restore;
 pub mod store;

@@ -393,13 +393,17 @@ pub async fn run(
         collected: &collected,
         crd_group_resources: &crd_group_resources,
     };
-    let listing: Result<Vec<()>, collect::PipelineClosed> =
-        futures::stream::iter(listed.iter().map(|r| lister.list_resource(r)))
-            .buffer_unordered(settings.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect();
+    let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(
+        listed
+            .iter()
+            .map(|r| boxed(lister.list_resource(r)))
+            .collect::<Vec<_>>(),
+    )
+    .buffer_unordered(settings.concurrency.max(1))
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect();
 
     // Related cluster-scoped objects (auto mode): namespaces of items, PVs of PVCs, CRDs of CRs.
     let mut related_ok = listing.map(|_| ());
@@ -440,13 +444,17 @@ pub async fn run(
         if let Some(r) = crd_res {
             jobs.extend(crds.into_iter().map(|n| (r, n)));
         }
-        related_ok = futures::stream::iter(jobs.iter().map(|(r, n)| lister.fetch_one(r, n)))
-            .buffer_unordered(settings.concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ());
+        related_ok = futures::stream::iter(
+            jobs.iter()
+                .map(|(r, n)| boxed(lister.fetch_one(r, n)))
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>, _>>()
+        .map(|_| ());
     }
     drop(lister);
 
@@ -521,6 +529,14 @@ pub async fn run(
         results,
         duration: started.elapsed(),
     })
+}
+
+/// Boxes a future as `Send`: keeps the engine's futures provably `Send` when driven from
+/// controller tasks (works around higher-ranked lifetime inference on borrowed closures).
+fn boxed<'a, T>(
+    f: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(f)
 }
 
 async fn write_side_files(

@@ -102,6 +102,21 @@ pub(crate) struct BackupCreate {
     /// Print the Backup record that would be created (json or yaml) and exit without running.
     #[arg(short, long, value_enum)]
     output: Option<OutputFormat>,
+    /// Hand the backup to the installed controller (create a Backup record in --namespace)
+    /// instead of running it in this process.
+    #[arg(long)]
+    controller: bool,
+    /// With --controller: wait until the backup finishes and report its phase.
+    #[arg(long, requires = "controller")]
+    wait: bool,
+    /// With --controller: the controller's namespace.
+    #[arg(
+        short = 'n',
+        long,
+        env = "TIDEMARK_NAMESPACE",
+        default_value = "tidemark"
+    )]
+    namespace: String,
 }
 
 /// A backup name and its location.
@@ -209,6 +224,36 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
     if let Some(fmt) = args.output {
         output::print_value(&req.record()?, fmt == OutputFormat::Yaml)?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.controller {
+        let r = req.record()?;
+        let s = r.spec;
+        let template = crate::api::tidemark::BackupSpecTemplate {
+            included_namespaces: args.include_namespaces.clone(),
+            excluded_namespaces: s.excluded_namespaces,
+            included_resources: s.included_resources,
+            excluded_resources: s.excluded_resources,
+            include_cluster_resources: s.include_cluster_resources,
+            included_cluster_scoped_resources: s.included_cluster_scoped_resources,
+            excluded_cluster_scoped_resources: s.excluded_cluster_scoped_resources,
+            included_namespace_scoped_resources: s.included_namespace_scoped_resources,
+            excluded_namespace_scoped_resources: s.excluded_namespace_scoped_resources,
+            label_selector: s.label_selector,
+            or_label_selectors: s.or_label_selectors,
+            ordered_resources: s.ordered_resources,
+            location: args.location.location.clone(),
+            ttl: s.ttl,
+        };
+        let client = cluster::connect(target).await?;
+        return super::objects::create_backup_record(
+            client,
+            &args.namespace,
+            &args.name,
+            template,
+            req.labels.clone(),
+            args.wait,
+        )
+        .await;
     }
     let store = open_store(&args.location).await?;
     let client = cluster::connect(target).await?;

@@ -5,10 +5,12 @@
 //! was done); 2 the run finished `PartiallyFailed`.
 
 mod backup;
+mod objects;
 mod output;
 mod restore;
 
 use backup::BackupCommand;
+use objects::{LocationCommand, ScheduleCommand};
 use restore::RestoreCommand;
 
 use std::collections::BTreeMap;
@@ -63,10 +65,41 @@ enum Command {
     /// Work with restores.
     #[command(subcommand)]
     Restore(RestoreCommand),
+    /// Manage Schedules reconciled by an installed controller.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
+    /// Manage Locations reconciled by an installed controller.
+    #[command(subcommand)]
+    Location(LocationCommand),
+    /// Run the in-cluster reconciler (controllers for every tidemark kind) against the current
+    /// kubeconfig or the in-cluster service account.
+    Server(ServerArgs),
     /// Print tidemark's CustomResourceDefinitions (YAML), e.g. `tidemark crds | kubectl apply -f -`.
     Crds,
     /// Print the version.
     Version,
+}
+
+/// Options of `tidemark server`.
+#[derive(Args, Debug)]
+pub(crate) struct ServerArgs {
+    /// Namespace watched for tidemark objects and where records are kept.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tidemark")]
+    namespace: String,
+    /// Address of the Prometheus `/metrics` endpoint.
+    #[arg(long, default_value = "0.0.0.0:8085")]
+    metrics_address: std::net::SocketAddr,
+    /// Address of `/healthz` and `/readyz`.
+    #[arg(long, default_value = "0.0.0.0:8086")]
+    health_address: std::net::SocketAddr,
+    /// Take the `tidemark-controller` Lease before reconciling (several replicas).
+    #[arg(long)]
+    leader_elect: bool,
+    /// Identity in the Lease (default: the pod name from $POD_NAME, else the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 /// Where backups live.
@@ -191,6 +224,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         context: cli.context.clone(),
     };
     match cli.command {
+        Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
+        Command::Location(cmd) => objects::location(&target, cmd).await,
+        Command::Server(args) => {
+            let client = crate::cluster::connect(&target).await?;
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| format!("tidemark-{}", std::process::id()))
+            });
+            crate::controller::run(
+                client,
+                crate::controller::Config {
+                    namespace: args.namespace,
+                    metrics_address: args.metrics_address,
+                    health_address: args.health_address,
+                    leader_elect: args.leader_elect,
+                    identity,
+                    qps: args.client.client_qps,
+                    burst: args.client.client_burst,
+                    concurrency: args.client.concurrency,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             print!("{}", crate::api::tidemark::crds_yaml()?);
             Ok(ExitCode::SUCCESS)

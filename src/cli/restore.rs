@@ -13,7 +13,7 @@ use super::{
     ClientArgs, GetArgs, LocationArgs, OutputFormat, open_store, output, parse_duration,
     phase_code, spinner,
 };
-use crate::api::velero::{Restore, SCHEDULE_NAME_LABEL};
+use crate::api::velero::Restore;
 use crate::cluster::{self, Budget, Target};
 use crate::report::Results;
 use crate::restore::{self, ExistingPolicy, RestoreRequest};
@@ -169,44 +169,13 @@ pub(crate) async fn run(target: &Target, cmd: RestoreCommand) -> Result<ExitCode
     }
 }
 
-/// The newest backup of `schedule` (by start time) in an acceptable phase.
-async fn latest_of_schedule(store: &Store, schedule: &str, allow_partial: bool) -> Result<String> {
-    let mut best: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
-    for name in store.list_backups().await? {
-        let b = restore::read_backup(store, &name).await?;
-        let of_schedule = b
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SCHEDULE_NAME_LABEL))
-            .is_some_and(|s| s == schedule);
-        let phase_ok =
-            b.phase() == "Completed" || (allow_partial && b.phase() == "PartiallyFailed");
-        if of_schedule && phase_ok {
-            let started = b.status.start_timestamp.unwrap_or_default();
-            if best.as_ref().is_none_or(|(t, _)| started > *t) {
-                best = Some((started, name));
-            }
-        }
-    }
-    best.map(|(_, n)| n).with_context(|| {
-        format!(
-            "no Completed{} backup of schedule {schedule:?} in {}",
-            if allow_partial {
-                " or PartiallyFailed"
-            } else {
-                ""
-            },
-            store.url()
-        )
-    })
-}
-
 async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
     let store = open_store(&args.location).await?;
     let backup = match (&args.from_backup, &args.from_schedule) {
         (Some(b), _) => b.clone(),
-        (None, Some(s)) => latest_of_schedule(&store, s, args.allow_partially_failed).await?,
+        (None, Some(s)) => {
+            restore::latest_of_schedule(&store, s, args.allow_partially_failed).await?
+        }
         (None, None) => bail!("give --from-backup or --from-schedule"),
     };
     let name = args
@@ -244,6 +213,7 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         status_include: args.status_include_resources.clone(),
         status_exclude: args.status_exclude_resources.clone(),
         modifiers: None,
+        labels: Default::default(),
     };
     let mut req = req;
     let client = cluster::connect(target).await?;

@@ -141,6 +141,8 @@ pub struct RestoreRequest {
     /// Resource modifiers applied to every object last (Velero's
     /// `--resource-modifier-configmap`).
     pub modifiers: Option<std::sync::Arc<modifiers::ResourceModifiers>>,
+    /// Labels put on the Restore record (e.g. the RestorePlan and spec hash that caused it).
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Parses `src:dst,src2:dst2`.
@@ -483,6 +485,48 @@ pub async fn read_backup(store: &Store, name: &str) -> Result<Backup, RestoreErr
     })
 }
 
+/// The newest backup (by start time) made by `schedule` (label `velero.io/schedule-name`) in
+/// phase `Completed`, or also `PartiallyFailed` with `allow_partial`.
+///
+/// # Errors
+/// [`RestoreError::BackupNotFound`] when there is none; store errors.
+pub async fn latest_of_schedule(
+    store: &Store,
+    schedule: &str,
+    allow_partial: bool,
+) -> Result<String, RestoreError> {
+    let mut best: Option<(chrono::DateTime<Utc>, String)> = None;
+    for name in store.list_backups().await? {
+        let b = read_backup(store, &name).await?;
+        let of_schedule = b
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(velero::SCHEDULE_NAME_LABEL))
+            .is_some_and(|s| s == schedule);
+        let phase_ok =
+            b.phase() == "Completed" || (allow_partial && b.phase() == "PartiallyFailed");
+        if of_schedule && phase_ok {
+            let started = b.status.start_timestamp.unwrap_or_default();
+            if best.as_ref().is_none_or(|(t, _)| started > *t) {
+                best = Some((started, name));
+            }
+        }
+    }
+    best.map(|(_, n)| n)
+        .ok_or_else(|| RestoreError::BackupNotFound {
+            name: format!(
+                "latest Completed{} backup of schedule {schedule}",
+                if allow_partial {
+                    " or PartiallyFailed"
+                } else {
+                    ""
+                }
+            ),
+            location: store.url().to_string(),
+        })
+}
+
 /// Downloads and validates a backup's archive into a temporary directory.
 ///
 /// # Errors
@@ -626,10 +670,14 @@ pub async fn run(
                 .await;
             namespaces_ready = true;
         }
-        futures::stream::iter(tier.iter().map(|item| applier.apply(item)))
-            .buffer_unordered(settings.concurrency.max(1))
-            .collect::<Vec<()>>()
-            .await;
+        futures::stream::iter(
+            tier.iter()
+                .map(|item| applier.apply(item))
+                .collect::<Vec<_>>(),
+        )
+        .buffer_unordered(settings.concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
         if first == "customresourcedefinitions.apiextensions.k8s.io" {
             applier
                 .wait_crds_established(tier, settings.wait_timeout)
@@ -651,6 +699,9 @@ pub async fn run(
         "Restore {phase}: {created} created, {updated} updated, {skipped} skipped, {failed} failed"
     ));
     let mut record = Restore::new(&req.name, &req.record_namespace, &req.backup);
+    if !req.labels.is_empty() {
+        record.metadata.labels = Some(req.labels.clone());
+    }
     record.spec.included_namespaces = req.include_namespaces.clone();
     record.spec.excluded_namespaces = req.exclude_namespaces.clone();
     record.spec.included_resources = req.include_resources.clone();
@@ -914,7 +965,7 @@ impl Applier<'_> {
                 }
             }
         });
-        futures::stream::iter(jobs)
+        futures::stream::iter(jobs.collect::<Vec<_>>())
             .buffer_unordered(16)
             .collect::<Vec<()>>()
             .await;

@@ -104,7 +104,8 @@ pub async fn preview(
     let verdicts: Vec<(String, Verdict)> = futures::stream::iter(
         items
             .into_iter()
-            .map(|item| async move { (label(item), judge(client, budget, policy, item).await) }),
+            .map(|item| async move { (label(item), judge(client, budget, policy, item).await) })
+            .collect::<Vec<_>>(),
     )
     .buffered(concurrency.max(1))
     .collect()

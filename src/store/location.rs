@@ -46,7 +46,86 @@ pub struct LocationUrl {
     access_mode: AccessMode,
 }
 
+/// Credentials and trust for a location, read from a Secret or a file (never from a URL).
+#[derive(Clone, Default)]
+pub struct Secrets {
+    /// S3 access key id and secret access key.
+    pub aws_credentials: Option<(String, String)>,
+    /// PEM bundle to trust for the store's TLS certificate.
+    pub ca_cert_pem: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field(
+                "aws_credentials",
+                &self.aws_credentials.as_ref().map(|_| "[redacted]"),
+            )
+            .field("ca_cert_pem", &self.ca_cert_pem.is_some())
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Reads an AWS shared-credentials file (`[default]` with `aws_access_key_id` and
+    /// `aws_secret_access_key`, Velero's `credentials-velero` format); `profile` defaults to
+    /// `default`.
+    ///
+    /// # Errors
+    /// A message naming the missing key (never the values).
+    pub fn from_aws_credentials_file(text: &str, profile: Option<&str>) -> Result<Self, String> {
+        let want = profile.unwrap_or("default");
+        let mut section = String::new();
+        let (mut id, mut key) = (None, None);
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('#') || line.starts_with(';') || line.is_empty() {
+                continue;
+            }
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s.trim().trim_start_matches("profile ").to_string();
+                continue;
+            }
+            if section != want {
+                continue;
+            }
+            if let Some((k, v)) = line.split_once('=') {
+                match k.trim() {
+                    "aws_access_key_id" => id = Some(v.trim().to_string()),
+                    "aws_secret_access_key" => key = Some(v.trim().to_string()),
+                    _ => {}
+                }
+            }
+        }
+        match (id, key) {
+            (Some(id), Some(key)) => Ok(Self {
+                aws_credentials: Some((id, key)),
+                ca_cert_pem: None,
+            }),
+            _ => Err(format!(
+                "profile [{want}] needs aws_access_key_id and aws_secret_access_key"
+            )),
+        }
+    }
+}
+
 impl LocationUrl {
+    /// An S3 location.
+    pub fn s3(
+        bucket: &str,
+        prefix: &str,
+        config: BTreeMap<String, String>,
+        mode: AccessMode,
+    ) -> Self {
+        Self {
+            provider: Provider::S3,
+            bucket: bucket.to_string(),
+            prefix: prefix.trim_matches('/').to_string(),
+            config,
+            access_mode: mode,
+        }
+    }
+
     /// A filesystem location rooted at `dir`.
     pub fn filesystem(dir: &std::path::Path) -> Self {
         Self {
@@ -88,7 +167,11 @@ impl LocationUrl {
         self
     }
 
-    pub(crate) fn build(&self, create_dir: bool) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    pub(crate) fn build(
+        &self,
+        create_dir: bool,
+        secrets: Option<&Secrets>,
+    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
         match self.provider {
             Provider::Filesystem => {
                 let dir = std::path::Path::new(&self.bucket);
@@ -115,6 +198,23 @@ impl LocationUrl {
             }
             Provider::S3 => {
                 let mut b = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
+                if let Some(sec) = secrets {
+                    if let Some((id, key)) = &sec.aws_credentials {
+                        b = b.with_access_key_id(id).with_secret_access_key(key);
+                    }
+                    if let Some(pem) = &sec.ca_cert_pem {
+                        let cert =
+                            object_store::Certificate::from_pem(pem.as_bytes()).map_err(|e| {
+                                StoreError::InvalidUrl {
+                                    url: self.to_string(),
+                                    reason: format!("caCert: {e}"),
+                                }
+                            })?;
+                        b = b.with_client_options(
+                            object_store::ClientOptions::new().with_root_certificate(cert),
+                        );
+                    }
+                }
                 for (k, v) in &self.config {
                     b = match k.as_str() {
                         "region" => b.with_region(v),
@@ -287,7 +387,7 @@ mod tests {
     #[test]
     fn unknown_s3_config_key_is_an_error() {
         let u: LocationUrl = "s3://bkt?colour=blue".parse().unwrap();
-        let e = u.build(false).unwrap_err().to_string();
+        let e = u.build(false, None).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
     }
 
@@ -295,7 +395,7 @@ mod tests {
     fn missing_directory_is_an_error() {
         let u: LocationUrl = "file:///nonexistent/tidemark/dir".parse().unwrap();
         assert!(matches!(
-            u.build(false),
+            u.build(false, None),
             Err(StoreError::MissingDirectory { .. })
         ));
     }

@@ -10,7 +10,7 @@ pub mod layout;
 mod location;
 
 pub use layout::Layout;
-pub use location::{AccessMode, LocationUrl, Provider};
+pub use location::{AccessMode, LocationUrl, Provider, Secrets};
 
 use std::sync::Arc;
 
@@ -104,8 +104,37 @@ impl Store {
     /// [`StoreError::MissingDirectory`], or [`StoreError::InvalidUrl`] when the store cannot be
     /// configured.
     pub fn open(url: &LocationUrl, create_dir: bool) -> Result<Self, StoreError> {
-        let inner = url.build(create_dir)?;
+        let inner = url.build(create_dir, None)?;
         Ok(Self::from_parts(inner, url.clone()))
+    }
+
+    /// Opens a location with credentials and trust from a Secret (controller mode).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(url: &LocationUrl, secrets: &Secrets) -> Result<Self, StoreError> {
+        let inner = url.build(false, Some(secrets))?;
+        Ok(Self::from_parts(inner, url.clone()))
+    }
+
+    /// Top-level folders under the prefix that Velero's layout does not allow (a location must
+    /// hold only `backups/ restores/ restic/ kopia/ metadata/ plugins/`).
+    ///
+    /// # Errors
+    /// [`StoreError::Request`].
+    pub async fn unknown_top_level_dirs(&self) -> Result<Vec<String>, StoreError> {
+        let root = self.layout.root();
+        let listing = self
+            .inner
+            .list_with_delimiter(root.as_ref())
+            .await
+            .map_err(|e| self.err("list", root.as_ref().unwrap_or(&Path::default()), e))?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|d| !layout::TOP_LEVEL_DIRS.contains(&d.as_str()))
+            .collect())
     }
 
     /// Wraps an existing object store (used by tests and by other providers).

@@ -505,3 +505,134 @@ pub async fn compare_clusters(
     }
     problems
 }
+
+/// Applies documents with server-side apply (field manager `fixture`), resolving each kind
+/// through discovery (re-run per call, so CRDs applied just before are known).
+pub async fn apply_docs(client: &Client, docs: &[Value]) {
+    let discovery = Discovery::new(client.clone())
+        .run_aggregated()
+        .await
+        .expect("discovery");
+    for d in docs {
+        let obj: DynamicObject = serde_json::from_value(d.clone()).expect("object");
+        let tm = obj.types.clone().expect("apiVersion/kind");
+        let (ar, caps) = discovery
+            .resolve_typemeta(&tm)
+            .unwrap_or_else(|| panic!("{}/{} not served", tm.api_version, tm.kind));
+        let api: Api<DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply("fixture").force(),
+            &Patch::Apply(d),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {d}: {e}"));
+    }
+}
+
+/// Applies tidemark's generated CRDs and waits until they are Established.
+pub async fn install_crds(client: &Client) {
+    let docs = yaml_docs(&repo().join("crds/tidemark.dev.yaml"));
+    let names: Vec<String> = docs
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    apply_docs(client, &docs).await;
+    wait_established(client, &names).await;
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `tidemark server`, killed on drop.
+pub struct Server {
+    /// The process.
+    pub child: std::process::Child,
+    /// Its metrics port.
+    pub metrics_port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `tidemark server` for `namespace` against `kubeconfig` with extra args.
+    pub fn start(kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Server {
+        let metrics_port = free_port();
+        let health_port = free_port();
+        let log = std::env::temp_dir().join(format!(
+            "tidemark-server-{}-{metrics_port}.log",
+            std::process::id()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "server",
+                "--namespace",
+                namespace,
+                "--metrics-address",
+                &format!("127.0.0.1:{metrics_port}"),
+                "--health-address",
+                &format!("127.0.0.1:{health_port}"),
+                "--log-level",
+                "info",
+            ])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start tidemark server");
+        Server {
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Kills it (SIGKILL) and waits.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every 500 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

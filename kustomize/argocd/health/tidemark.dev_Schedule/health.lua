@@ -1,0 +1,71 @@
+-- Argo CD health check for tidemark.dev/Schedule.
+-- kstatus order: generation not yet observed -> Progressing; Stalled=True or phase
+-- FailedValidation -> Degraded; paused -> Suspended; Reconciling=True -> Progressing;
+-- Ready=True -> Healthy, Ready=False -> Degraded.
+-- Written for Argo CD's sandbox (Lua 5.1, base and table libraries only: no string library).
+local hs = {}
+
+local function condition(kind)
+  if obj.status.conditions == nil then
+    return nil
+  end
+  for _, c in ipairs(obj.status.conditions) do
+    if c.type == kind then
+      return c
+    end
+  end
+  return nil
+end
+
+local function isTrue(c)
+  return c ~= nil and c.status == "True"
+end
+
+local function describe(c, default)
+  if c ~= nil and c.message ~= nil and c.message ~= "" then
+    return c.message
+  end
+  if c ~= nil and c.reason ~= nil and c.reason ~= "" then
+    return c.reason
+  end
+  return default
+end
+
+local function health()
+  if obj.status == nil then
+    return "Progressing", "Waiting for the controller to report status"
+  end
+  local generation = obj.metadata.generation
+  local observed = obj.status.observedGeneration
+  if generation ~= nil and observed ~= nil and observed < generation then
+    return "Progressing", "Waiting for the controller to observe generation " .. generation .. " (status is of generation " .. observed .. ")"
+  end
+  local stalled = condition("Stalled")
+  if isTrue(stalled) then
+    return "Degraded", describe(stalled, "Stalled")
+  end
+  if obj.status.phase == "FailedValidation" then
+    return "Degraded", "Schedule failed validation: " .. describe(condition("Ready"), "no reason given")
+  end
+  if (obj.spec ~= nil and obj.spec.paused == true) or obj.status.phase == "Paused" then
+    return "Suspended", "Schedule is paused"
+  end
+  local reconciling = condition("Reconciling")
+  if isTrue(reconciling) then
+    return "Progressing", describe(reconciling, "Reconciling")
+  end
+  local ready = condition("Ready")
+  if ready == nil then
+    return "Progressing", "Waiting for the Ready condition"
+  end
+  if ready.status == "True" then
+    return "Healthy", describe(ready, "Schedule is enabled")
+  end
+  if ready.status == "False" then
+    return "Degraded", describe(ready, "Not ready")
+  end
+  return "Progressing", describe(ready, "Readiness unknown")
+end
+
+hs.status, hs.message = health()
+return hs

@@ -1,0 +1,410 @@
+//! Backup controller: runs new Backup records with the backup engine, reports Velero's phases and
+//! counters, and expires backups whose TTL has passed (deleting the store folder, the restores
+//! made from it, then the record; refused on a read-only or unavailable location).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::location::{self, LocationProblem};
+use super::{Context, FIELD_MANAGER, LOCATION_LABEL, SYNCED_ANNOTATION, apply_status, now_rfc3339};
+use crate::api::conditions::Health;
+use crate::api::tidemark::{Backup, BackupSpecTemplate, Restore};
+use crate::api::velero;
+use crate::backup::{self, BackupRequest};
+use crate::cluster::selector::LabelMatcher;
+use crate::store::Store;
+
+/// Builds an engine request from a template; errors name the field at fault.
+///
+/// # Errors
+/// A `spec.template.<field>: <reason>` message.
+pub fn request_from_template(
+    name: &str,
+    namespace: &str,
+    t: &BackupSpecTemplate,
+    location: &str,
+) -> Result<BackupRequest, String> {
+    let mut req = BackupRequest::new(name);
+    req.record_namespace = namespace.into();
+    req.location_name = location.into();
+    req.include_namespaces = t.included_namespaces.clone();
+    req.exclude_namespaces = t.excluded_namespaces.clone();
+    req.include_resources = t.included_resources.clone();
+    req.exclude_resources = t.excluded_resources.clone();
+    req.include_cluster_resources = t.include_cluster_resources;
+    req.include_cluster_scoped = t.included_cluster_scoped_resources.clone();
+    req.exclude_cluster_scoped = t.excluded_cluster_scoped_resources.clone();
+    req.include_namespace_scoped = t.included_namespace_scoped_resources.clone();
+    req.exclude_namespace_scoped = t.excluded_namespace_scoped_resources.clone();
+    req.ordered_resources = t.ordered_resources.clone();
+    if let Some(ls) = &t.label_selector {
+        let m = LabelMatcher::new(ls).map_err(|e| format!("spec.template.labelSelector: {e}"))?;
+        req.selector = Some(m.to_query());
+    }
+    for (i, ls) in t.or_label_selectors.iter().enumerate() {
+        let m = LabelMatcher::new(ls)
+            .map_err(|e| format!("spec.template.orLabelSelectors[{i}]: {e}"))?;
+        req.or_selectors.push(m.to_query());
+    }
+    if let Some(ttl) = &t.ttl {
+        req.ttl = crate::plan::expiry::parse_duration("spec.template.ttl", ttl)
+            .map_err(|e| e.to_string())?;
+    }
+    req.filter().map_err(|e| format!("spec.template: {e}"))?;
+    Ok(req)
+}
+
+fn phase(b: &Backup) -> Option<&str> {
+    b.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+fn schedule_of(b: &Backup) -> String {
+    b.spec.schedule.clone().unwrap_or_default()
+}
+
+/// Removes whatever an interrupted run left in the store (never a complete backup).
+pub async fn remove_partial(ctx: &Context, b: &Backup) {
+    let Ok((_, store)) = location::open(ctx, b.spec.template.location.as_deref()).await else {
+        return;
+    };
+    let name = b.name_any();
+    if crate::restore::read_backup(&store, &name).await.is_ok() {
+        return;
+    }
+    if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
+        tracing::warn!(backup = %name, "could not remove the interrupted backup's files: {e}");
+    }
+}
+
+async fn fail(
+    api: &Api<Backup>,
+    b: &Backup,
+    phase: &str,
+    reason: &str,
+    message: String,
+) -> Result<Action, kube::Error> {
+    let existing = b.status.clone().unwrap_or_default().conditions;
+    apply_status(
+        api,
+        b,
+        &existing,
+        json!({"phase": phase, "failureReason": message, "completionTimestamp": now_rfc3339()}),
+        &Health::Stalled {
+            reason: reason.into(),
+            message,
+        },
+    )
+    .await?;
+    Ok(Action::await_change())
+}
+
+async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let api: Api<Backup> = ctx.api();
+    let name = b.name_any();
+    let sched = schedule_of(&b);
+    let (loc, store) = match location::open(&ctx, b.spec.template.location.as_deref()).await {
+        Ok(x) => x,
+        Err(LocationProblem::Kube(e)) => return Err(e),
+        Err(e) => {
+            return fail(
+                &api,
+                &b,
+                "FailedValidation",
+                "LocationNotFound",
+                format!("spec.template.location: {e}"),
+            )
+            .await;
+        }
+    };
+    let loc_name = loc.name_any();
+    if store.is_read_only() {
+        return fail(&api, &b, "FailedValidation", "LocationReadOnly",
+            format!("spec.template.location: Location {loc_name} is ReadOnly; backups cannot be written to it")).await;
+    }
+    let mut req = match request_from_template(&name, &ctx.namespace, &b.spec.template, &loc_name) {
+        Ok(r) => r,
+        Err(m) => return fail(&api, &b, "FailedValidation", "InvalidSpec", m).await,
+    };
+    let mut labels: BTreeMap<String, String> =
+        crate::plan::labels::inheritable_labels(&b.labels().clone());
+    labels.insert(LOCATION_LABEL.into(), loc_name.clone());
+    labels.insert(velero::STORAGE_LOCATION_LABEL.into(), loc_name.clone());
+    if !sched.is_empty() {
+        labels.insert(velero::SCHEDULE_NAME_LABEL.into(), sched.clone());
+    }
+    req.labels = labels.clone();
+    // The record carries its location so sync and expiry find it.
+    api.patch_metadata(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup", "metadata": {"labels": {LOCATION_LABEL: loc_name, velero::STORAGE_LOCATION_LABEL: loc_name}}})),
+    )
+    .await?;
+    let existing = b.status.clone().unwrap_or_default().conditions;
+    let started = now_rfc3339();
+    apply_status(
+        &api,
+        b.as_ref(),
+        &existing,
+        json!({"phase": "InProgress", "startTimestamp": started}),
+        &Health::Reconciling {
+            reason: "InProgress".into(),
+            message: format!("backing up to location {loc_name}"),
+        },
+    )
+    .await?;
+    ctx.metrics.backup_total.with_label_values(&[&sched]).inc();
+    let settings = backup::Settings {
+        page_size: 500,
+        concurrency: ctx.concurrency,
+        budget: ctx.budget.clone(),
+    };
+    let progress = backup::Progress::default();
+    let result = backup::run(&ctx.client, &store, &req, &settings, &progress).await;
+    let b = api.get(&name).await?;
+    let existing = b.status.clone().unwrap_or_default().conditions;
+    match result {
+        Ok(out) => {
+            let phase = out.record.phase().to_string();
+            ctx.metrics
+                .backup_duration
+                .with_label_values(&[&sched])
+                .observe(out.duration.as_secs_f64());
+            ctx.metrics
+                .backup_items
+                .with_label_values(&[&sched])
+                .set(out.meta.items as f64);
+            let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            };
+            let status = json!({
+                "phase": phase,
+                "startTimestamp": started,
+                "completionTimestamp": ts(out.record.status.completion_timestamp),
+                "expiration": ts(out.record.status.expiration),
+                "itemsBackedUp": out.meta.items,
+                "warnings": out.results.warnings.len(),
+                "errors": out.results.errors.len(),
+                "archiveBytes": out.meta.archive_bytes,
+            });
+            let health = if phase == "Completed" {
+                ctx.metrics
+                    .backup_success
+                    .with_label_values(&[&sched])
+                    .inc();
+                ctx.metrics
+                    .backup_last_success
+                    .with_label_values(&[&sched])
+                    .set(chrono::Utc::now().timestamp() as f64);
+                Health::Ready {
+                    reason: "Completed".into(),
+                    message: format!("{} items backed up", out.meta.items),
+                }
+            } else {
+                ctx.metrics
+                    .backup_partial
+                    .with_label_values(&[&sched])
+                    .inc();
+                let first = out
+                    .results
+                    .errors
+                    .velero
+                    .first()
+                    .or(out.results.errors.cluster.first())
+                    .or_else(|| out.results.errors.namespaces.values().flatten().next())
+                    .cloned()
+                    .unwrap_or_default();
+                Health::Stalled {
+                    reason: "PartiallyFailed".into(),
+                    message: format!("{} errors; first: {first}", out.results.errors.len()),
+                }
+            };
+            apply_status(&api, &b, &existing, status, &health).await?;
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Err(e) => {
+            ctx.metrics
+                .backup_failure
+                .with_label_values(&[&sched])
+                .inc();
+            fail(&api, &b, "Failed", "BackupFailed", e.to_string()).await
+        }
+    }
+}
+
+/// Expires a backup: store folder, its restores, then the record.
+async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
+    let api: Api<Backup> = ctx.api();
+    let name = b.name_any();
+    let existing = b.status.clone().unwrap_or_default().conditions;
+    let keep = json!({"phase": phase(b)});
+    let (loc, store): (_, Store) =
+        match location::open(ctx, b.spec.template.location.as_deref()).await {
+            Ok(x) => x,
+            Err(LocationProblem::Kube(e)) => return Err(e),
+            Err(e) => {
+                apply_status(
+                    &api,
+                    b,
+                    &existing,
+                    keep,
+                    &Health::NotReady {
+                        reason: "ExpiryBlocked".into(),
+                        message: format!("expired, but cannot be deleted: {e}"),
+                    },
+                )
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(300)));
+            }
+        };
+    if store.is_read_only() {
+        apply_status(
+            &api,
+            b,
+            &existing,
+            keep,
+            &Health::NotReady {
+                reason: "ExpiryBlocked".into(),
+                message: format!(
+                    "expired, but Location {} is ReadOnly: nothing is deleted from it",
+                    loc.name_any()
+                ),
+            },
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    if let Err(e) = store.check().await {
+        apply_status(
+            &api,
+            b,
+            &existing,
+            keep,
+            &Health::NotReady {
+                reason: "ExpiryBlocked".into(),
+                message: format!(
+                    "expired, but Location {} is unavailable: {e}",
+                    loc.name_any()
+                ),
+            },
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    // Record first goes Deleting so nothing else starts from it.
+    apply_status(
+        &api,
+        b,
+        &existing,
+        json!({"phase": "Deleting"}),
+        &Health::Reconciling {
+            reason: "Expired".into(),
+            message: "TTL passed; deleting".into(),
+        },
+    )
+    .await?;
+    let restores: Api<Restore> = ctx.api();
+    for r in restores.list(&ListParams::default()).await? {
+        if r.spec.template.backup_name.as_deref() == Some(name.as_str()) {
+            let _ = store
+                .delete_folder(&store.layout().restore_dir(&r.name_any()))
+                .await;
+            let _ = restores
+                .delete(&r.name_any(), &DeleteParams::default())
+                .await;
+        }
+    }
+    // The record file first, so a half-deleted folder never looks like a backup.
+    if let Err(e) = store
+        .delete(
+            &store
+                .layout()
+                .backup_file(&name, crate::store::layout::BACKUP_METADATA_FILE),
+        )
+        .await
+    {
+        apply_status(
+            &api,
+            b,
+            &existing,
+            keep,
+            &Health::NotReady {
+                reason: "ExpiryFailed".into(),
+                message: e.to_string(),
+            },
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
+        tracing::warn!(backup = %name, "expired backup's files not all removed: {e}");
+    }
+    api.delete(&name, &DeleteParams::default()).await?;
+    ctx.metrics
+        .backup_expired
+        .with_label_values(&[&loc.name_any()])
+        .inc();
+    tracing::info!(backup = %name, "expired and deleted");
+    Ok(Action::await_change())
+}
+
+async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    if b.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    match phase(&b) {
+        None | Some("New") => {
+            if b.annotations().contains_key(SYNCED_ANNOTATION) {
+                return Ok(Action::requeue(Duration::from_secs(5)));
+            }
+            start(b, ctx).await
+        }
+        Some("InProgress") | Some("FailedValidation") => Ok(Action::await_change()),
+        Some("Deleting") => expire(&b, &ctx).await,
+        Some(_) => {
+            let exp = b
+                .status
+                .as_ref()
+                .and_then(|s| s.expiration.as_deref())
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc));
+            let now = chrono::Utc::now();
+            if crate::plan::expiry::expired(exp, now) {
+                expire(&b, &ctx).await
+            } else {
+                match exp {
+                    Some(t) => Ok(Action::requeue(
+                        (t - now)
+                            .to_std()
+                            .unwrap_or_default()
+                            .min(Duration::from_secs(3600))
+                            + Duration::from_secs(1),
+                    )),
+                    None => Ok(Action::await_change()),
+                }
+            }
+        }
+    }
+}
+
+fn error_policy(_b: Arc<Backup>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("backup reconcile failed: {err}");
+    Action::requeue(super::ERROR_REQUEUE)
+}
+
+/// Runs the Backup controller.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<Backup> = ctx.api();
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

@@ -1,0 +1,446 @@
+//! Location controller: validates each Location on its `validationPeriod` (the store answers,
+//! only Velero's top-level folders exist under the prefix), reports `Available`/`Unavailable`,
+//! and syncs records from the store on its `syncPeriod` — the bucket is the source of truth:
+//! backups present in the store get a Backup record (also Velero-written ones), records whose
+//! data is gone are removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use serde_json::json;
+
+use super::{Context, LOCATION_LABEL, SYNCED_ANNOTATION, apply_status, now_rfc3339};
+use crate::api::conditions::Health;
+use crate::api::tidemark::{
+    AccessMode as CrdAccess, Backup, BackupSpec, BackupSpecTemplate, Location,
+    Provider as CrdProvider,
+};
+use crate::api::velero;
+use crate::plan::sync::{RecordView, SyncAction, plan_sync};
+use crate::store::{AccessMode, LocationUrl, Secrets, Store};
+
+/// Default validation and sync period.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
+
+/// Why a Location cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationProblem {
+    /// No Location of that name (or no default one).
+    #[error("{0}")]
+    NotFound(String),
+    /// The Location's spec or credentials are unusable (terminal until changed).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field at fault (`spec.credential`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A Kubernetes request failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+}
+
+fn period(field: &str, value: Option<&str>) -> Result<Duration, LocationProblem> {
+    match value {
+        None => Ok(DEFAULT_PERIOD),
+        Some(v) => {
+            crate::plan::expiry::parse_duration(field, v).map_err(|e| LocationProblem::Invalid {
+                field: field.into(),
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// Opens the store of a Location, with credentials from its Secret.
+///
+/// # Errors
+/// [`LocationProblem::Invalid`] naming the field at fault.
+pub async fn store_for(ctx: &Context, loc: &Location) -> Result<Store, LocationProblem> {
+    let s = &loc.spec;
+    let mode = match s.access_mode {
+        CrdAccess::ReadWrite => AccessMode::ReadWrite,
+        CrdAccess::ReadOnly => AccessMode::ReadOnly,
+    };
+    let prefix = s.prefix.clone().unwrap_or_default();
+    let url = match s.provider {
+        CrdProvider::S3 => LocationUrl::s3(&s.bucket, &prefix, s.config.clone(), mode),
+        CrdProvider::Filesystem => {
+            let dir = std::path::Path::new(&s.bucket).join(prefix.trim_matches('/'));
+            if !std::path::Path::new(&s.bucket).is_absolute() {
+                return Err(LocationProblem::Invalid {
+                    field: "spec.bucket".into(),
+                    message: format!(
+                        "{:?} must be an absolute directory for provider filesystem",
+                        s.bucket
+                    ),
+                });
+            }
+            LocationUrl::filesystem(&dir).with_access_mode(mode)
+        }
+    };
+    let mut secrets = Secrets::default();
+    if let Some(cred) = &s.credential {
+        let api: Api<Secret> = ctx.api();
+        let secret = api
+            .get_opt(&cred.name)
+            .await?
+            .ok_or_else(|| LocationProblem::Invalid {
+                field: "spec.credential".into(),
+                message: format!(
+                    "Secret {} not found in namespace {}",
+                    cred.name, ctx.namespace
+                ),
+            })?;
+        let raw = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&cred.key))
+            .map(|b| String::from_utf8_lossy(&b.0).to_string())
+            .ok_or_else(|| LocationProblem::Invalid {
+                field: "spec.credential.key".into(),
+                message: format!("Secret {} has no key {:?}", cred.name, cred.key),
+            })?;
+        secrets =
+            Secrets::from_aws_credentials_file(&raw, s.config.get("profile").map(String::as_str))
+                .map_err(|m| LocationProblem::Invalid {
+                field: "spec.credential".into(),
+                message: format!("Secret {}/{}: {m}", cred.name, cred.key),
+            })?;
+    }
+    secrets.ca_cert_pem = s.ca_cert.clone();
+    let mut config = s.config.clone();
+    config.remove("profile");
+    let url = if matches!(s.provider, CrdProvider::S3) {
+        LocationUrl::s3(&s.bucket, &prefix, config, mode)
+    } else {
+        url
+    };
+    Store::open_with(&url, &secrets).map_err(|e| LocationProblem::Invalid {
+        field: "spec".into(),
+        message: e.to_string(),
+    })
+}
+
+/// Finds a Location by name, or the default one (`spec.default: true`; the first by name when
+/// several are).
+///
+/// # Errors
+/// [`LocationProblem::NotFound`].
+pub async fn find(ctx: &Context, name: Option<&str>) -> Result<Location, LocationProblem> {
+    let api: Api<Location> = ctx.api();
+    match name {
+        Some(n) => api.get_opt(n).await?.ok_or_else(|| {
+            LocationProblem::NotFound(format!(
+                "Location {n:?} not found in namespace {}",
+                ctx.namespace
+            ))
+        }),
+        None => {
+            let mut all: Vec<Location> = api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|l| l.spec.default)
+                .collect();
+            all.sort_by_key(|l| l.name_any());
+            all.into_iter().next().ok_or_else(|| {
+                LocationProblem::NotFound(format!(
+                    "no default Location in namespace {} (set spec.default: true on one)",
+                    ctx.namespace
+                ))
+            })
+        }
+    }
+}
+
+/// Opens a Location by name or the default one.
+///
+/// # Errors
+/// [`LocationProblem`].
+pub async fn open(ctx: &Context, name: Option<&str>) -> Result<(Location, Store), LocationProblem> {
+    let loc = find(ctx, name).await?;
+    let store = store_for(ctx, &loc).await?;
+    Ok((loc, store))
+}
+
+fn parse_time(s: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    s.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// One sync pass: import missing records, forget records whose data is gone.
+async fn sync(ctx: &Context, loc: &Location, store: &Store) -> Result<(usize, usize), String> {
+    let name = loc.name_any();
+    let in_store: BTreeSet<String> = store
+        .list_backups()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
+    let api: Api<Backup> = ctx.api();
+    let records = api
+        .list(&ListParams::default().labels(&format!("{LOCATION_LABEL}={name}")))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Failed records never had data in the store: they stay (the user's evidence of a failure).
+    let views: Vec<RecordView> = records
+        .iter()
+        .filter(|b| {
+            !matches!(
+                b.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Failed") | Some("FailedValidation")
+            )
+        })
+        .map(|b| RecordView {
+            name: b.name_any(),
+            phase: b.status.as_ref().and_then(|s| s.phase.clone()),
+            created: b
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
+        })
+        .collect();
+    // Records of this name under another location must not be re-imported here.
+    let all_names: BTreeSet<String> = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
+    let (mut imported, mut forgotten) = (0, 0);
+    for action in plan_sync(
+        &in_store,
+        &views,
+        chrono::Utc::now(),
+        chrono::Duration::seconds(30),
+    ) {
+        match action {
+            SyncAction::Import(b) if !all_names.contains(&b) => {
+                match import(ctx, &name, store, &b).await {
+                    Ok(()) => imported += 1,
+                    Err(e) => {
+                        tracing::warn!(location = %name, backup = %b, "sync: cannot import: {e}")
+                    }
+                }
+            }
+            SyncAction::Import(_) => {}
+            SyncAction::Forget(b) => match api.delete(&b, &DeleteParams::default()).await {
+                Ok(_) => forgotten += 1,
+                Err(e) => {
+                    tracing::warn!(location = %name, backup = %b, "sync: cannot remove record: {e}")
+                }
+            },
+        }
+    }
+    Ok((imported, forgotten))
+}
+
+/// Creates a Backup record for a backup found in the store.
+async fn import(ctx: &Context, location: &str, store: &Store, name: &str) -> Result<(), String> {
+    let v = crate::restore::read_backup(store, name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut labels = BTreeMap::from([
+        (LOCATION_LABEL.to_string(), location.to_string()),
+        (
+            velero::STORAGE_LOCATION_LABEL.to_string(),
+            location.to_string(),
+        ),
+    ]);
+    if let Some(s) = v
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(velero::SCHEDULE_NAME_LABEL))
+    {
+        labels.insert(velero::SCHEDULE_NAME_LABEL.into(), s.clone());
+    }
+    let mut rec = Backup::new(
+        name,
+        BackupSpec {
+            template: BackupSpecTemplate {
+                included_namespaces: v.spec.included_namespaces.clone(),
+                excluded_namespaces: v.spec.excluded_namespaces.clone(),
+                included_resources: v.spec.included_resources.clone(),
+                excluded_resources: v.spec.excluded_resources.clone(),
+                include_cluster_resources: v.spec.include_cluster_resources,
+                label_selector: v.spec.label_selector.clone(),
+                location: Some(location.to_string()),
+                ttl: v.spec.ttl.clone(),
+                ..Default::default()
+            },
+            policy: None,
+            schedule: labels.get(velero::SCHEDULE_NAME_LABEL).cloned(),
+        },
+    );
+    rec.metadata.namespace = Some(ctx.namespace.clone());
+    rec.metadata.labels = Some(labels);
+    rec.metadata.annotations = Some(BTreeMap::from([(
+        SYNCED_ANNOTATION.to_string(),
+        "true".to_string(),
+    )]));
+    let api: Api<Backup> = ctx.api();
+    let created = match api.create(&PostParams::default(), &rec).await {
+        Ok(c) => c,
+        Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let status = json!({
+        "phase": v.status.phase.clone().unwrap_or_else(|| "Completed".into()),
+        "startTimestamp": ts(v.status.start_timestamp),
+        "completionTimestamp": ts(v.status.completion_timestamp),
+        "expiration": ts(v.status.expiration),
+        "itemsBackedUp": v.status.progress.as_ref().map(|p| p.items_backed_up),
+        "warnings": v.status.warnings,
+        "errors": v.status.errors,
+    });
+    let health = match v.phase() {
+        "Completed" => Health::Ready {
+            reason: "Synced".into(),
+            message: format!("imported from location {location}"),
+        },
+        p => Health::Stalled {
+            reason: "Synced".into(),
+            message: format!("imported from location {location} in phase {p}"),
+        },
+    };
+    apply_status(&api, &created, &[], status, &health)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn reconcile(loc: Arc<Location>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let api: Api<Location> = ctx.api();
+    let name = loc.name_any();
+    let status = loc.status.clone().unwrap_or_default();
+    let validation = period(
+        "spec.validationPeriod",
+        loc.spec.validation_period.as_deref(),
+    );
+    let sync_period = period("spec.syncPeriod", loc.spec.sync_period.as_deref());
+    let (validation, sync_period) = match (validation, sync_period) {
+        (Ok(v), Ok(s)) => (v, s),
+        (Err(e), _) | (_, Err(e)) => {
+            apply_status(
+                &api,
+                loc.as_ref(),
+                &status.conditions,
+                json!({"phase": "Unavailable", "message": e.to_string()}),
+                &Health::Stalled {
+                    reason: "InvalidSpec".into(),
+                    message: e.to_string(),
+                },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let store = match store_for(&ctx, &loc).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.metrics
+                .location_available
+                .with_label_values(&[&name])
+                .set(0.0);
+            apply_status(
+                &api,
+                loc.as_ref(),
+                &status.conditions,
+                json!({"phase": "Unavailable", "message": e.to_string()}),
+                &Health::Stalled {
+                    reason: "InvalidSpec".into(),
+                    message: e.to_string(),
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(super::ERROR_REQUEUE * 4));
+        }
+    };
+    let problem = match store.check().await {
+        Err(e) => Some(e.to_string()),
+        Ok(()) => match store.unknown_top_level_dirs().await {
+            Ok(dirs) if dirs.is_empty() => None,
+            Ok(dirs) => Some(format!(
+                "unknown top-level folder(s) under the prefix: {} (only backups/ restores/ restic/ kopia/ metadata/ plugins/ may exist)",
+                dirs.join(", ")
+            )),
+            Err(e) => Some(e.to_string()),
+        },
+    };
+    if let Some(message) = problem {
+        ctx.metrics
+            .location_available
+            .with_label_values(&[&name])
+            .set(0.0);
+        apply_status(&api, loc.as_ref(), &status.conditions,
+            json!({"phase": "Unavailable", "message": message, "lastSyncedTime": status.last_synced_time}),
+            &Health::NotReady { reason: "Unavailable".into(), message: message.clone() }).await?;
+        return Ok(Action::requeue(validation.min(DEFAULT_PERIOD)));
+    }
+    ctx.metrics
+        .location_available
+        .with_label_values(&[&name])
+        .set(1.0);
+    let mut last_synced = status.last_synced_time.clone();
+    let mut message = format!("location {} is available", store.url());
+    let sync_due = !sync_period.is_zero()
+        && parse_time(last_synced.as_deref()).is_none_or(|t| {
+            chrono::Utc::now() - t >= chrono::Duration::from_std(sync_period).unwrap_or_default()
+        });
+    if sync_due {
+        match sync(&ctx, &loc, &store).await {
+            Ok((imported, forgotten)) => {
+                last_synced = Some(now_rfc3339());
+                if imported + forgotten > 0 {
+                    tracing::info!(location = %name, imported, forgotten, "synced records from the store");
+                }
+                message = format!(
+                    "{message}; last sync imported {imported}, removed {forgotten} records"
+                );
+            }
+            Err(e) => message = format!("{message}; sync failed: {e}"),
+        }
+    }
+    apply_status(&api, loc.as_ref(), &status.conditions,
+        json!({"phase": "Available", "lastValidationTime": now_rfc3339(), "lastSyncedTime": last_synced, "message": null}),
+        &Health::Ready { reason: "Available".into(), message }).await?;
+    let next = if sync_period.is_zero() {
+        validation
+    } else {
+        validation.min(sync_period)
+    };
+    Ok(Action::requeue(if next.is_zero() {
+        DEFAULT_PERIOD
+    } else {
+        next
+    }))
+}
+
+fn error_policy(_loc: Arc<Location>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("location reconcile failed: {err}");
+    Action::requeue(super::ERROR_REQUEUE)
+}
+
+/// Runs the Location controller.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<Location> = ctx.api();
+    Controller::new(api, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}

@@ -1,0 +1,315 @@
+//! The in-cluster reconciler (`tidemark server`): kube-runtime controllers for Location,
+//! BackupPolicy, Schedule, RestorePlan, Backup and Restore in one namespace (`tidemark` by
+//! default), sharing the engines with direct mode.
+//!
+//! Start-up: serve `/metrics`, `/healthz`, `/readyz`; optionally win a Lease (leader election);
+//! mark records left `InProgress` by a crash `Failed`; then run every controller. Status is
+//! written with server-side apply under the field manager [`FIELD_MANAGER`].
+
+mod backup;
+mod leader;
+mod location;
+mod metrics;
+mod policy;
+mod restore;
+mod restoreplan;
+mod schedule;
+
+pub use metrics::Metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::conditions::{self, Health};
+use crate::api::tidemark::{Backup, Restore};
+use crate::cluster::Budget;
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "tidemark-controller";
+/// Label on records naming their location.
+pub const LOCATION_LABEL: &str = "tidemark.dev/location";
+/// Label on Restore records naming the RestorePlan that created them.
+pub const PLAN_LABEL: &str = "tidemark.dev/restore-plan";
+/// Label on Restore records carrying the RestorePlan spec hash.
+pub const PLAN_HASH_LABEL: &str = "tidemark.dev/spec-hash";
+/// Annotation on Backup records imported from the store by sync (never run by the controller).
+pub const SYNCED_ANNOTATION: &str = "tidemark.dev/synced-from-store";
+
+/// Errors of the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// A Kubernetes request failed.
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// The HTTP server could not start.
+    #[error("cannot serve {what} on {address}: {source}")]
+    Serve {
+        /// metrics or health.
+        what: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Leadership was lost; the process must stop so another replica takes over.
+    #[error("leader election: {0}")]
+    Leadership(String),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Server settings (`tidemark server` flags).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Namespace watched and where records live.
+    pub namespace: String,
+    /// `/metrics` address.
+    pub metrics_address: SocketAddr,
+    /// `/healthz` and `/readyz` address.
+    pub health_address: SocketAddr,
+    /// Take a Lease before reconciling.
+    pub leader_elect: bool,
+    /// This replica's identity in the Lease (pod name).
+    pub identity: String,
+    /// Client QPS budget for engine runs.
+    pub qps: f32,
+    /// Client burst.
+    pub burst: u32,
+    /// Concurrency of engine runs (resources listed / objects created at once).
+    pub concurrency: usize,
+}
+
+/// State shared by the controllers.
+pub struct Context {
+    /// The cluster.
+    pub client: Client,
+    /// Namespace of the records.
+    pub namespace: String,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Request budget shared by engine runs.
+    pub budget: Budget,
+    /// Engine concurrency.
+    pub concurrency: usize,
+    /// Set once the controllers run (readiness).
+    pub ready: AtomicBool,
+}
+
+impl Context {
+    /// A typed API in the controller's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+/// Now as a `metav1.Time`.
+pub fn now_time() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// RFC 3339 of now, seconds precision.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes `status` (a JSON object) of `obj` with server-side apply. `health` is folded into
+/// `status.conditions` (existing conditions keep their transition times) and
+/// `observedGeneration` is set.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    obj: &K,
+    existing: &[Condition],
+    mut status: serde_json::Value,
+    health: &Health,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let generation = obj.meta().generation;
+    let mut conds = existing.to_vec();
+    conditions::apply(&mut conds, health, generation, &now_time());
+    status["observedGeneration"] = serde_json::json!(generation);
+    status["conditions"] = serde_json::to_value(&conds).unwrap_or_default();
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Marks Backup and Restore records left `InProgress` by a previous process `Failed`.
+async fn recover(ctx: &Context) -> Result<(), ControllerError> {
+    let backups: Api<Backup> = ctx.api();
+    for b in backups.list(&ListParams::default()).await? {
+        if b.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("InProgress") {
+            let existing = b.status.clone().unwrap_or_default().conditions;
+            apply_status(
+                &backups,
+                &b,
+                &existing,
+                serde_json::json!({"phase": "Failed", "failureReason": "the controller restarted while the backup was running",
+                                   "completionTimestamp": now_rfc3339()}),
+                &Health::Stalled {
+                    reason: "ControllerRestarted".into(),
+                    message: "the controller restarted while the backup was running; nothing of it was kept".into(),
+                },
+            )
+            .await?;
+            // Whatever the interrupted run uploaded has no record: remove it.
+            backup::remove_partial(ctx, &b).await;
+            tracing::warn!(backup = %b.name_any(), "marked Failed: interrupted by a restart");
+        }
+    }
+    let restores: Api<Restore> = ctx.api();
+    for r in restores.list(&ListParams::default()).await? {
+        if r.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("InProgress") {
+            let existing = r.status.clone().unwrap_or_default().conditions;
+            apply_status(
+                &restores,
+                &r,
+                &existing,
+                serde_json::json!({"phase": "Failed", "failureReason": "the controller restarted while the restore was running",
+                                   "completionTimestamp": now_rfc3339()}),
+                &Health::Stalled {
+                    reason: "ControllerRestarted".into(),
+                    message: "the controller restarted while the restore was running".into(),
+                },
+            )
+            .await?;
+            tracing::warn!(restore = %r.name_any(), "marked Failed: interrupted by a restart");
+        }
+    }
+    Ok(())
+}
+
+async fn serve_health(ctx: Arc<Context>, address: SocketAddr) -> Result<(), ControllerError> {
+    use axum::routing::get;
+    let ready_ctx = ctx.clone();
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ctx = ready_ctx.clone();
+                async move {
+                    if ctx.ready.load(Ordering::Relaxed) {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting")
+                    }
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ControllerError::Serve {
+            what: "health",
+            address,
+            source,
+        })?;
+    axum::serve(listener, app)
+        .await
+        .map_err(|source| ControllerError::Serve {
+            what: "health",
+            address,
+            source,
+        })
+}
+
+async fn serve_metrics(ctx: Arc<Context>, address: SocketAddr) -> Result<(), ControllerError> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let ctx = ctx.clone();
+            async move { ctx.metrics.render() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ControllerError::Serve {
+            what: "metrics",
+            address,
+            source,
+        })?;
+    axum::serve(listener, app)
+        .await
+        .map_err(|source| ControllerError::Serve {
+            what: "metrics",
+            address,
+            source,
+        })
+}
+
+/// Runs the controller until an error stops it (or leadership is lost).
+///
+/// # Errors
+/// [`ControllerError`] from the servers, leader election or the start-up recovery.
+pub async fn run(client: Client, config: Config) -> Result<(), ControllerError> {
+    let budget = Budget::new(config.qps, config.burst)
+        .map_err(|e| ControllerError::Config(e.to_string()))?;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        namespace: config.namespace.clone(),
+        metrics: Metrics::new(),
+        budget,
+        concurrency: config.concurrency.max(1),
+        ready: AtomicBool::new(false),
+    });
+    let health = tokio::spawn(serve_health(ctx.clone(), config.health_address));
+    let metrics = tokio::spawn(serve_metrics(ctx.clone(), config.metrics_address));
+    // A standby replica is healthy and ready too; only the leader reconciles.
+    ctx.ready.store(true, Ordering::Relaxed);
+    let lease = if config.leader_elect {
+        Some(leader::acquire(&client, &config.namespace, &config.identity).await?)
+    } else {
+        None
+    };
+    recover(&ctx).await?;
+    tracing::info!(namespace = %config.namespace, "tidemark controller running");
+    let controllers = async {
+        tokio::join!(
+            location::run(ctx.clone()),
+            policy::run(ctx.clone()),
+            schedule::run(ctx.clone()),
+            backup::run(ctx.clone()),
+            restore::run(ctx.clone()),
+            restoreplan::run(ctx.clone()),
+        );
+    };
+    let lost = async {
+        match lease {
+            Some(l) => l.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = controllers => Ok(()),
+        e = lost => Err(e),
+        r = health => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
+        r = metrics => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
+    }
+}
+
+/// A requeue delay for errors: short, so transient failures heal quickly.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);

@@ -1,0 +1,245 @@
+//! RestorePlan controller: a reviewed restore that runs once per distinct spec. The spec's hash
+//! is recorded in the plan's status and, through the Restore record's labels, in the store
+//! (`restores/<name>/tidemark-restore.json`), so re-applying the same manifest (Argo CD
+//! self-heal) or re-creating it in a rebuilt cluster does not restore again. Before running, the
+//! plan's status shows the preview: objects to create, update, skip or conflict with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::location::{self, LocationProblem};
+use super::{Context, PLAN_HASH_LABEL, PLAN_LABEL, apply_status};
+use crate::api::conditions::Health;
+use crate::api::tidemark::{Restore, RestorePlan, RestoreSpec};
+use crate::plan::restore_plan::{PlanDecision, decide, restore_name, spec_hash};
+use crate::restore;
+use crate::store::{Store, layout};
+
+/// Hashes already run for `plan`, from the store's restore records: hash → restore name.
+async fn ran_in_store(store: &Store, plan: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(names) = store.list_restores().await else {
+        return out;
+    };
+    for n in names {
+        let path = store.layout().restore_file(&n, layout::RESTORE_RECORD_FILE);
+        let Ok(bytes) = store.get(&path).await else {
+            continue;
+        };
+        let Ok(rec) = serde_json::from_slice::<crate::api::velero::Restore>(&bytes) else {
+            continue;
+        };
+        let labels = rec.metadata.labels.unwrap_or_default();
+        if labels.get(PLAN_LABEL).map(String::as_str) == Some(plan)
+            && let Some(h) = labels.get(PLAN_HASH_LABEL)
+        {
+            out.insert(h.clone(), n);
+        }
+    }
+    out
+}
+
+fn health_of(phase: Option<&str>, restore: &str) -> Health {
+    match phase {
+        Some("Completed") => Health::Ready {
+            reason: "Restored".into(),
+            message: format!("restore {restore} completed"),
+        },
+        Some("PartiallyFailed") => Health::Stalled {
+            reason: "PartiallyFailed".into(),
+            message: format!("restore {restore} partially failed"),
+        },
+        Some("Failed") | Some("FailedValidation") => Health::Stalled {
+            reason: "RestoreFailed".into(),
+            message: format!("restore {restore} failed"),
+        },
+        _ => Health::Reconciling {
+            reason: "Restoring".into(),
+            message: format!("restore {restore} is running"),
+        },
+    }
+}
+
+async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let api: Api<RestorePlan> = ctx.api();
+    let name = p.name_any();
+    let st = p.status.clone().unwrap_or_default();
+    let hash = spec_hash(&p.spec.template);
+    let keep = json!({"specHash": st.spec_hash, "restoreName": st.restore_name, "phase": st.phase, "preview": st.preview});
+    let (_, store) = match location::open(&ctx, p.spec.template.location.as_deref()).await {
+        Ok(x) => x,
+        Err(LocationProblem::Kube(e)) => return Err(e),
+        Err(e) => {
+            apply_status(
+                &api,
+                p.as_ref(),
+                &st.conditions,
+                keep,
+                &Health::Stalled {
+                    reason: "LocationNotFound".into(),
+                    message: format!("spec.template.location: {e}"),
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+        }
+    };
+    let ran = ran_in_store(&store, &name).await;
+    let restores: Api<Restore> = ctx.api();
+    match decide(
+        &hash,
+        st.spec_hash.as_deref(),
+        st.restore_name.as_deref(),
+        &ran,
+    ) {
+        PlanDecision::AlreadyRan { restore } => {
+            let restore = restore
+                .or_else(|| ran.get(&hash).cloned())
+                .unwrap_or_else(|| restore_name(&name, &hash));
+            let phase = match restores.get_opt(&restore).await? {
+                Some(r) => r.status.and_then(|s| s.phase),
+                // Ran in another (earlier) cluster: the store says so.
+                None => Some("Completed".to_string()),
+            };
+            apply_status(&api, p.as_ref(), &st.conditions,
+                json!({"specHash": hash, "restoreName": restore, "phase": phase, "preview": st.preview}),
+                &health_of(phase.as_deref(), &restore)).await?;
+            Ok(Action::await_change())
+        }
+        PlanDecision::Run => {
+            let backup = match super::restore::resolve_backup(&store, &p.spec.template).await {
+                Ok(b) => b,
+                Err(m) => {
+                    apply_status(
+                        &api,
+                        p.as_ref(),
+                        &st.conditions,
+                        keep,
+                        &Health::Stalled {
+                            reason: "BackupNotFound".into(),
+                            message: m,
+                        },
+                    )
+                    .await?;
+                    return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+                }
+            };
+            let rname = restore_name(&name, &hash);
+            let labels = BTreeMap::from([
+                (PLAN_LABEL.to_string(), name.clone()),
+                (PLAN_HASH_LABEL.to_string(), hash.clone()),
+            ]);
+            let req = match super::restore::request_from_template(
+                &ctx,
+                &rname,
+                &backup,
+                &p.spec.template,
+                labels.clone(),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(m) => {
+                    apply_status(
+                        &api,
+                        p.as_ref(),
+                        &st.conditions,
+                        keep,
+                        &Health::Stalled {
+                            reason: "InvalidSpec".into(),
+                            message: m,
+                        },
+                    )
+                    .await?;
+                    return Ok(Action::await_change());
+                }
+            };
+            let settings = restore::Settings {
+                concurrency: ctx.concurrency,
+                budget: ctx.budget.clone(),
+                wait_timeout: std::time::Duration::from_secs(120),
+            };
+            let preview = match restore::dry_run(&ctx.client, &store, &req, &settings).await {
+                Ok(pv) => json!({"create": pv.create.len(), "update": pv.update.len(),
+                                 "skip": pv.skip.len() + pv.skipped_by_rule as usize, "conflict": pv.conflict.len()}),
+                Err(e) => {
+                    apply_status(
+                        &api,
+                        p.as_ref(),
+                        &st.conditions,
+                        keep,
+                        &Health::Stalled {
+                            reason: "PreviewFailed".into(),
+                            message: e.to_string(),
+                        },
+                    )
+                    .await?;
+                    return Ok(Action::requeue(std::time::Duration::from_secs(60)));
+                }
+            };
+            let mut template = p.spec.template.clone();
+            template.backup_name = Some(backup.clone());
+            template.schedule_name = None;
+            let mut rec = Restore::new(
+                &rname,
+                RestoreSpec {
+                    template,
+                    plan: Some(name.clone()),
+                },
+            );
+            rec.metadata.namespace = Some(ctx.namespace.clone());
+            rec.metadata.labels = Some(labels);
+            rec.metadata.owner_references = Some(vec![OwnerReference {
+                api_version: RestorePlan::api_version(&()).into(),
+                kind: RestorePlan::kind(&()).into(),
+                name: name.clone(),
+                uid: p.uid().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(false),
+            }]);
+            match restores.create(&PostParams::default(), &rec).await {
+                Ok(_) => {
+                    tracing::info!(plan = %name, restore = %rname, "restore plan started a restore")
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+            apply_status(
+                &api,
+                p.as_ref(),
+                &st.conditions,
+                json!({"specHash": hash, "restoreName": rname, "phase": "New", "preview": preview}),
+                &Health::Reconciling {
+                    reason: "Restoring".into(),
+                    message: format!("restore {rname} of backup {backup} started"),
+                },
+            )
+            .await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+fn error_policy(_p: Arc<RestorePlan>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!("restore plan reconcile failed: {err}");
+    Action::requeue(super::ERROR_REQUEUE)
+}
+
+/// Runs the RestorePlan controller (also woken by its Restore records).
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<RestorePlan> = ctx.api();
+    let restores: Api<Restore> = ctx.api();
+    Controller::new(api, watcher::Config::default())
+        .owns(restores, watcher::Config::default())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
