@@ -121,8 +121,8 @@ pub enum KStatus {
 
 /// Evaluates kstatus' generic rules plus Flux's Ready check on an object's JSON:
 /// `observedGeneration` behind `generation` → InProgress; `Stalled=True` → Failed;
-/// `Reconciling=True` → InProgress; `Ready=False` → InProgress (Flux waits for Ready); else
-/// Current.
+/// `Reconciling=True` → InProgress; `Ready` not `True` (False, Unknown, missing) → InProgress
+/// (Flux waits for Ready); else Current.
 pub fn kstatus(obj: &serde_json::Value) -> KStatus {
     let generation = obj.pointer("/metadata/generation").and_then(|g| g.as_i64());
     let observed = obj
@@ -141,10 +141,7 @@ pub fn kstatus(obj: &serde_json::Value) -> KStatus {
     let is = |t: &str, s: &str| conds.iter().any(|c| c["type"] == t && c["status"] == s);
     if is(STALLED, "True") {
         KStatus::Failed
-    } else if is(RECONCILING, "True")
-        || is(READY, "False")
-        || !conds.iter().any(|c| c["type"] == READY)
-    {
+    } else if is(RECONCILING, "True") || !is(READY, "True") {
         KStatus::InProgress
     } else {
         KStatus::Current

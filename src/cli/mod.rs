@@ -5,6 +5,7 @@
 //! was done); 2 the run finished `PartiallyFailed`.
 
 mod backup;
+mod install;
 mod objects;
 mod output;
 mod restore;
@@ -71,6 +72,10 @@ enum Command {
     /// Manage Locations reconciled by an installed controller.
     #[command(subcommand)]
     Location(LocationCommand),
+    /// Install the controller, its CRDs and RBAC into the cluster (or print them with --dry-run).
+    Install(install::InstallArgs),
+    /// Remove the controller (backups in object storage are kept).
+    Uninstall(install::UninstallArgs),
     /// Run the in-cluster reconciler (controllers for every tidemark kind) against the current
     /// kubeconfig or the in-cluster service account.
     Server(ServerArgs),
@@ -224,6 +229,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         context: cli.context.clone(),
     };
     match cli.command {
+        Command::Install(args) => install::install(&target, args).await,
+        Command::Uninstall(args) => install::uninstall(&target, args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
         Command::Server(args) => {

@@ -162,6 +162,13 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
     )
     .await?;
     ctx.metrics.backup_total.with_label_values(&[&sched]).inc();
+    ctx.event(
+        b.as_ref(),
+        false,
+        "BackupStarted",
+        format!("backing up to location {loc_name}"),
+    )
+    .await;
     let settings = backup::Settings {
         page_size: 500,
         concurrency: ctx.concurrency,
@@ -227,6 +234,18 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
                     message: format!("{} errors; first: {first}", out.results.errors.len()),
                 }
             };
+            let warning = phase != "Completed";
+            ctx.event(
+                &b,
+                warning,
+                &phase,
+                format!(
+                    "backup {phase}: {} items, {} errors",
+                    out.meta.items,
+                    out.results.errors.len()
+                ),
+            )
+            .await;
             apply_status(&api, &b, &existing, status, &health).await?;
             Ok(Action::requeue(Duration::from_secs(60)))
         }

@@ -103,9 +103,34 @@ pub struct Context {
     pub concurrency: usize,
     /// Set once the controllers run (readiness).
     pub ready: AtomicBool,
+    /// Publishes Kubernetes events on transitions.
+    pub recorder: kube::runtime::events::Recorder,
 }
 
 impl Context {
+    /// Publishes an event about `obj` (`Normal`, or `Warning` when `warning`); failures to
+    /// publish are logged, never fatal.
+    pub async fn event<K>(&self, obj: &K, warning: bool, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        use kube::runtime::events::{Event, EventType};
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::debug!("event not published: {e}");
+        }
+    }
+
     /// A typed API in the controller's namespace.
     pub fn api<K>(&self) -> Api<K>
     where
@@ -275,6 +300,13 @@ pub async fn run(client: Client, config: Config) -> Result<(), ControllerError> 
         budget,
         concurrency: config.concurrency.max(1),
         ready: AtomicBool::new(false),
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "tidemark".into(),
+                instance: Some(config.identity.clone()),
+            },
+        ),
     });
     let health = tokio::spawn(serve_health(ctx.clone(), config.health_address));
     let metrics = tokio::spawn(serve_metrics(ctx.clone(), config.metrics_address));

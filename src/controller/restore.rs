@@ -198,6 +198,13 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
     )
     .await?;
     ctx.metrics.restore_total.with_label_values(&[""]).inc();
+    ctx.event(
+        r.as_ref(),
+        false,
+        "RestoreStarted",
+        format!("restoring backup {backup}"),
+    )
+    .await;
     let settings = restore::Settings {
         concurrency: ctx.concurrency,
         budget: ctx.budget.clone(),
@@ -232,11 +239,14 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
                     message: summary,
                 }
             };
+            ctx.event(&r, phase != "Completed", &phase, format!("restore {phase}"))
+                .await;
             apply_status(&api, &r, &existing, status, &health).await?;
             Ok(Action::await_change())
         }
         Err(e) => {
             ctx.metrics.restore_failed.with_label_values(&[""]).inc();
+            ctx.event(&r, true, "RestoreFailed", e.to_string()).await;
             fail(&api, &r, "Failed", "RestoreFailed", e.to_string()).await
         }
     }
