@@ -18,31 +18,6 @@ use support::*;
 
 const FIXTURE_NAMESPACES: &[&str] = &["alpha", "beta", "team-a", "team-b", "hidden", "dying"];
 
-async fn apply(client: &kube::Client, docs: &[Value]) {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await
-        .unwrap();
-    for d in docs {
-        let obj: kube::api::DynamicObject = serde_json::from_value(d.clone()).unwrap();
-        let tm = obj.types.clone().unwrap();
-        let (ar, caps) = discovery.resolve_typemeta(&tm).expect("served");
-        let api: Api<kube::api::DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &ar)
-            }
-            _ => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            obj.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("fixture").force(),
-            &Patch::Apply(d),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {d}: {e}"));
-    }
-}
-
 fn ns(name: &str, labels: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
 }
@@ -53,7 +28,7 @@ fn cm(ns: &str, name: &str, labels: Value) -> Value {
 }
 
 async fn fixture(client: &kube::Client) {
-    apply(
+    apply_docs(
         client,
         &[
             ns("alpha", json!({})),
@@ -73,7 +48,7 @@ async fn fixture(client: &kube::Client) {
     )
     .await;
     wait_established(client, &["widgets.example.com".to_string()]).await;
-    apply(
+    apply_docs(
         client,
         &[
             cm("alpha", "a1", json!({"app": "web"})),

@@ -8,35 +8,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::*;
-
-async fn apply(client: &kube::Client, docs: &[Value]) {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await
-        .unwrap();
-    for d in docs {
-        let obj: kube::api::DynamicObject = serde_json::from_value(d.clone()).unwrap();
-        let (ar, caps) = discovery
-            .resolve_typemeta(obj.types.as_ref().unwrap())
-            .expect("served");
-        let api: Api<kube::api::DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &ar)
-            }
-            _ => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            obj.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("fixture").force(),
-            &Patch::Apply(d),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {d}: {e}"));
-    }
-}
 
 fn results(location: &std::path::Path, backup: &str) -> Value {
     let f = std::fs::File::open(location.join(format!("backups/{backup}/{backup}-results.gz")))
@@ -58,7 +32,7 @@ fn items(location: &std::path::Path, backup: &str) -> Vec<String> {
 async fn broken_api_service_and_forbidden_lists_make_a_partially_failed_backup() {
     let cluster = Cluster::up(&unique("broken")).await;
     let client = cluster.client.clone();
-    apply(
+    apply_docs(
         &client,
         &[
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
@@ -128,7 +102,7 @@ async fn broken_api_service_and_forbidden_lists_make_a_partially_failed_backup()
     assert!(all.contains(&"resources/secrets/namespaces/app/s.json".to_string()));
 
     // An identity that may list config maps and namespaces but nothing else.
-    apply(
+    apply_docs(
         &client,
         &[
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "narrow", "namespace": "app"}}),
@@ -199,7 +173,7 @@ async fn a_backup_killed_mid_upload_leaves_no_record() {
     let cluster = Cluster::up(&unique("crash")).await;
     let minio = Minio::up(&unique("crash-minio"));
     let client = cluster.client.clone();
-    apply(
+    apply_docs(
         &client,
         &[json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bulk"}})],
     )

@@ -16,32 +16,6 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::*;
 
-async fn apply(client: &kube::Client, docs: &[Value]) {
-    let discovery = kube::discovery::Discovery::new(client.clone())
-        .run_aggregated()
-        .await
-        .unwrap();
-    for d in docs {
-        let obj: DynamicObject = serde_json::from_value(d.clone()).unwrap();
-        let (ar, caps) = discovery
-            .resolve_typemeta(obj.types.as_ref().unwrap())
-            .expect("served");
-        let api: Api<DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
-            (kube::discovery::Scope::Namespaced, Some(ns)) => {
-                Api::namespaced_with(client.clone(), ns, &ar)
-            }
-            _ => Api::all_with(client.clone(), &ar),
-        };
-        api.patch(
-            obj.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("fixture").force(),
-            &Patch::Apply(d),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("apply {d}: {e}"));
-    }
-}
-
 fn widgets() -> ApiResource {
     ApiResource {
         group: "example.com".into(),
@@ -53,7 +27,7 @@ fn widgets() -> ApiResource {
 }
 
 async fn fixture(client: &kube::Client) {
-    apply(
+    apply_docs(
         client,
         &[
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "src"}}),
@@ -69,7 +43,7 @@ async fn fixture(client: &kube::Client) {
     )
     .await;
     wait_established(client, &["widgets.example.com".to_string()]).await;
-    apply(
+    apply_docs(
         client,
         &[
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "app", "namespace": "src"}}),
@@ -393,7 +367,7 @@ async fn restore_options_and_rules() {
         "green"
     );
     assert_eq!(cms.get("other").await.unwrap().data.unwrap()["k"], "v");
-    apply(
+    apply_docs(
         &b.client,
         &[
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),

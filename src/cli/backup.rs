@@ -1,6 +1,5 @@
 //! `tidemark backup create|get|describe|logs|download|delete` (direct mode), after `velero backup`.
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -12,8 +11,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    ClientArgs, GetArgs, LocationArgs, OutputFormat, open_store, output, parse_duration, parse_kv,
-    phase_code, spinner,
+    ClientArgs, GetArgs, LocationArgs, OutputFormat, gunzip, open_store, output, parse_duration,
+    parse_kv, phase_code, spinner,
 };
 use crate::api::velero::{Backup, Restore};
 use crate::backup::{self, BackupRequest, filter};
@@ -327,17 +326,6 @@ async fn get(args: GetArgs) -> Result<ExitCode> {
         f => output::print_list(&records, f == OutputFormat::Yaml)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads and decompresses a small gzip side file.
-async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8>> {
-    let bytes = store.get(path).await?;
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .take(256 << 20)
-        .read_to_end(&mut out)
-        .with_context(|| format!("{path}: not a gzip file"))?;
-    Ok(out)
 }
 
 async fn describe(args: DescribeArgs) -> Result<ExitCode> {

@@ -188,6 +188,20 @@ async fn open_store(args: &LocationArgs) -> Result<Store> {
     Ok(Store::open(&url, default)?)
 }
 
+/// Reads and decompresses a small gzip side file of a location (logs, results, resource
+/// lists), capped at 256 MiB.
+async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8>> {
+    use anyhow::Context;
+    use std::io::Read;
+    let bytes = store.get(path).await?;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .take(256 << 20)
+        .read_to_end(&mut out)
+        .with_context(|| format!("{path}: not a gzip file"))?;
+    Ok(out)
+}
+
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

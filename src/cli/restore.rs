@@ -1,6 +1,5 @@
 //! `tidemark restore create|get|describe|logs|delete` (direct mode), after `velero restore`.
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{
-    ClientArgs, GetArgs, LocationArgs, OutputFormat, open_store, output, parse_duration,
+    ClientArgs, GetArgs, LocationArgs, OutputFormat, gunzip, open_store, output, parse_duration,
     phase_code, spinner,
 };
 use crate::api::velero::Restore;
@@ -353,16 +352,6 @@ async fn get(args: GetArgs) -> Result<ExitCode> {
         f => output::print_list(&records, f == OutputFormat::Yaml)?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8>> {
-    let bytes = store.get(path).await?;
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .take(256 << 20)
-        .read_to_end(&mut out)
-        .with_context(|| format!("{path}: not a gzip file"))?;
-    Ok(out)
 }
 
 async fn describe(args: DescribeArgs) -> Result<ExitCode> {
