@@ -9,6 +9,7 @@
 //! - [`restore`]: the restore engine (plan, ordering, transforms, apply).
 //! - [`store`]: locations, the bucket layout, streaming uploads, the read-only guard.
 //! - [`report`]: results and run logs.
+//! - [`source`]: Git and directory sources, kustomize rendering, manifest parsing.
 //! - [`controller`]: the in-cluster reconciler (`tidemark server`).
 //! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
 //! - [`cli`]: the command line.
@@ -22,4 +23,5 @@ pub mod controller;
 pub mod plan;
 pub mod report;
 pub mod restore;
+pub mod source;
 pub mod store;

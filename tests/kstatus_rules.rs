@@ -13,7 +13,8 @@ fn kstatus_agrees_with_the_argocd_health_checks_for_every_kind_and_phase() {
     for dir in std::fs::read_dir(&root).unwrap() {
         let dir = dir.unwrap().path();
         let tests: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap()).unwrap();
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("health_test.yaml")).unwrap())
+                .unwrap();
         kinds += 1;
         for t in tests["tests"].as_sequence().unwrap() {
             let expected = t["healthStatus"]["status"].as_str().unwrap();
@@ -24,7 +25,10 @@ fn kstatus_agrees_with_the_argocd_health_checks_for_every_kind_and_phase() {
             let stalled = obj
                 .pointer("/status/conditions")
                 .and_then(|c| c.as_array())
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Stalled" && c["status"] == "True"));
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Stalled" && c["status"] == "True")
+                });
             let ok = match expected {
                 "Healthy" | "Suspended" => got == KStatus::Current,
                 "Progressing" => got == KStatus::InProgress,
@@ -32,7 +36,11 @@ fn kstatus_agrees_with_the_argocd_health_checks_for_every_kind_and_phase() {
                 "Degraded" => got != KStatus::Current,
                 _ => true,
             };
-            assert!(ok, "{}: Argo CD says {expected}, kstatus says {got:?}", input.display());
+            assert!(
+                ok,
+                "{}: Argo CD says {expected}, kstatus says {got:?}",
+                input.display()
+            );
             checked += 1;
         }
     }

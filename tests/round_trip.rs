@@ -56,7 +56,10 @@ async fn corpus_round_trip_through_minio_and_a_directory() {
     let out = tidemark(&["backup", "create", "corpus", "--location", &s3], &env_a);
     assert!(out.status.success(), "{}", show(&out));
     assert!(stdout(&out).contains("Completed"), "{}", show(&out));
-    eprintln!("backup to MinIO: {}", stdout(&out).lines().next().unwrap_or_default());
+    eprintln!(
+        "backup to MinIO: {}",
+        stdout(&out).lines().next().unwrap_or_default()
+    );
     let out = tidemark(
         &["backup", "create", "corpus-dir", "--location", &dir_url],
         &env_a,
@@ -102,7 +105,10 @@ async fn corpus_round_trip_through_minio_and_a_directory() {
         &env_b,
     );
     assert!(out.status.success(), "{}", show(&out));
-    eprintln!("restore from MinIO: {}", stdout(&out).lines().next().unwrap_or_default());
+    eprintln!(
+        "restore from MinIO: {}",
+        stdout(&out).lines().next().unwrap_or_default()
+    );
     let problems = compare_clusters(&a.client, &b.client, &accepted, &BTreeMap::new()).await;
     assert!(
         problems.is_empty(),

@@ -8,6 +8,7 @@ mod backup;
 mod install;
 mod objects;
 mod output;
+mod reconcile;
 mod restore;
 
 use backup::BackupCommand;
@@ -76,6 +77,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Remove the controller (backups in object storage are kept).
     Uninstall(install::UninstallArgs),
+    /// Apply tidemark manifests from a Git repository or a directory, and prune what left it.
+    Reconcile(reconcile::ReconcileArgs),
     /// Run the in-cluster reconciler (controllers for every tidemark kind) against the current
     /// kubeconfig or the in-cluster service account.
     Server(ServerArgs),
@@ -245,6 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Install(args) => install::install(&target, args).await,
         Command::Uninstall(args) => install::uninstall(&target, args).await,
+        Command::Reconcile(args) => reconcile::run(&target, args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
         Command::Server(args) => {

@@ -40,6 +40,8 @@ pub const LOCATION_LABEL: &str = "tidemark.dev/location";
 pub const PLAN_LABEL: &str = "tidemark.dev/restore-plan";
 /// Label on Restore records carrying the RestorePlan spec hash.
 pub const PLAN_HASH_LABEL: &str = "tidemark.dev/spec-hash";
+/// Annotation `tidemark reconcile` sets on objects whose manifest in Git is invalid (the message).
+pub const INVALID_MANIFEST_ANNOTATION: &str = "tidemark.dev/invalid-manifest";
 /// Annotation on Backup records imported from the store by sync (never run by the controller).
 pub const SYNCED_ANNOTATION: &str = "tidemark.dev/synced-from-store";
 
@@ -164,6 +166,25 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
     let generation = obj.meta().generation;
+    // A manifest that `tidemark reconcile` found invalid keeps its object Stalled until fixed in
+    // Git, whatever the controllers conclude from the last valid spec.
+    let invalid = obj
+        .meta()
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INVALID_MANIFEST_ANNOTATION))
+        .cloned();
+    let overridden;
+    let health = match invalid {
+        Some(message) if !matches!(health, Health::Stalled { .. }) => {
+            overridden = Health::Stalled {
+                reason: "InvalidManifest".into(),
+                message,
+            };
+            &overridden
+        }
+        _ => health,
+    };
     let mut conds = existing.to_vec();
     conditions::apply(&mut conds, health, generation, &now_time());
     status["observedGeneration"] = serde_json::json!(generation);

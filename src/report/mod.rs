@@ -3,6 +3,7 @@
 
 mod log;
 mod results;
+pub mod status;
 
 pub use log::RunLog;
 pub use results::{ResultSet, Results};
