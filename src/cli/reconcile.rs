@@ -39,6 +39,7 @@ use crate::api::conditions::Health;
 use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
 use crate::cluster::{self, Target};
 use crate::controller::apply_status;
+use crate::report::status::{Forge, ForgeConfig, Reporter, State, StatusUpdate, token_from};
 use crate::source::{
     DirSource, GitAuth, GitSource, GitSpec, InvalidManifest, Kind, Manifest, Rendered, Revision,
     manifests, redact_url, render, stable_id,
@@ -118,6 +119,23 @@ pub(crate) struct ReconcileArgs {
     /// ~/.ssh/known_hosts).
     #[arg(long, value_name = "PATH")]
     known_hosts: Option<PathBuf>,
+    /// Post a commit status per object and revision to this forge (`github`, `gitlab`, `gitea`).
+    #[arg(long, value_name = "FORGE", requires_all = ["forge_url", "forge_repository"])]
+    forge: Option<String>,
+    /// The forge's API root (`https://api.github.com`, `https://gitlab.example.com/api/v4`,
+    /// `https://gitea.example.com/api/v1`).
+    #[arg(long, value_name = "URL")]
+    forge_url: Option<String>,
+    /// `owner/repo` (GitHub, Gitea) or the GitLab project id or path.
+    #[arg(long, value_name = "REPO")]
+    forge_repository: Option<String>,
+    /// File holding the forge token (default: $TIDEMARK_FORGE_TOKEN).
+    #[arg(long, value_name = "PATH")]
+    forge_token_file: Option<PathBuf>,
+    /// How long to wait for applied objects to become Ready (or Stalled) before leaving their
+    /// commit status pending.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    status_timeout: Duration,
     /// Cache root: repositories are kept in <DIR>/git/<id of the URL> (default:
     /// $TIDEMARK_CACHE, else ~/.cache/tidemark).
     #[arg(long, value_name = "DIR")]
@@ -767,7 +785,13 @@ async fn reconcile_revision(
 }
 
 /// One pass: poll the source and reconcile a new revision. Returns whether `--once` succeeds.
-async fn pass(client: &Client, args: &ReconcileArgs, source: &Source, id: &str) -> Result<bool> {
+async fn pass(
+    client: &Client,
+    args: &ReconcileArgs,
+    source: &Source,
+    id: &str,
+    reporter: Option<&Reporter>,
+) -> Result<bool> {
     let started = Instant::now();
     let record = read_record(client, &args.namespace, id).await?;
     let since = record.as_ref().map(|r| r.revision.clone());
@@ -796,7 +820,114 @@ async fn pass(client: &Client, args: &ReconcileArgs, source: &Source, id: &str) 
         }
     }
     report.print(started.elapsed());
+    if let Some(reporter) = reporter
+        && let Some(sha) = report.revision.commit_id()
+    {
+        let parsed = manifests::parse(&rendered.documents, &args.namespace);
+        post_statuses(client, reporter, sha, &parsed, args.status_timeout).await;
+    }
     Ok(report.failed.is_empty() && report.invalid.is_empty())
+}
+
+/// One line describing an object's health for its commit status, and the state.
+fn status_of(obj: &Value) -> Option<(State, String)> {
+    use crate::api::conditions::{KStatus, kstatus};
+    let ready = obj
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let message = match (kind, obj.pointer("/status/preview")) {
+        ("RestorePlan", Some(p)) => format!(
+            "restore plan: {} to create, {} to update, {} unchanged, {} conflicts",
+            p["create"], p["update"], p["skip"], p["conflict"]
+        ),
+        _ => ready,
+    };
+    match kstatus(obj) {
+        KStatus::Current => Some((State::Success, message)),
+        KStatus::Failed => Some((State::Failure, message)),
+        KStatus::InProgress => None,
+    }
+}
+
+/// Posts one commit status per object of the revision: invalid ones fail at once; applied ones
+/// go pending, then success or failure as their health settles (up to `timeout`).
+async fn post_statuses(
+    client: &Client,
+    reporter: &Reporter,
+    sha: &str,
+    parsed: &[std::result::Result<Manifest, InvalidManifest>],
+    timeout: Duration,
+) {
+    let context = |kind: &str, name: &str| format!("tidemark/{kind}/{name}");
+    let mut updates = Vec::new();
+    let mut pending: Vec<&Manifest> = Vec::new();
+    for p in parsed {
+        match p {
+            Ok(m) => {
+                updates.push(StatusUpdate {
+                    sha: sha.into(),
+                    context: context(m.kind.as_str(), &m.name),
+                    state: State::Pending,
+                    description: "applied; waiting for the controller".into(),
+                    target_url: None,
+                });
+                pending.push(m);
+            }
+            Err(i) => updates.push(StatusUpdate {
+                sha: sha.into(),
+                context: context(&i.kind, i.name.as_deref().unwrap_or("unknown")),
+                state: State::Failure,
+                description: format!("invalid manifest: {}", i.message),
+                target_url: None,
+            }),
+        }
+    }
+    if let Err(e) = reporter.post(&updates).await {
+        tracing::warn!("commit statuses not posted: {e}");
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    while !pending.is_empty() {
+        let mut settled = Vec::new();
+        let mut still = Vec::new();
+        for m in pending {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &m.namespace, &m.kind.api_resource());
+            let state = match api.get_opt(&m.name).await {
+                Ok(Some(o)) => {
+                    let mut v = serde_json::to_value(&o).unwrap_or_default();
+                    v["kind"] = Value::String(m.kind.as_str().into());
+                    status_of(&v)
+                }
+                _ => None,
+            };
+            match state {
+                Some((state, description)) => settled.push(StatusUpdate {
+                    sha: sha.into(),
+                    context: context(m.kind.as_str(), &m.name),
+                    state,
+                    description,
+                    target_url: None,
+                }),
+                None => still.push(m),
+            }
+        }
+        if !settled.is_empty()
+            && let Err(e) = reporter.post(&settled).await
+        {
+            tracing::warn!("commit statuses not posted: {e}");
+        }
+        pending = still;
+        if pending.is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Runs `tidemark reconcile`.
@@ -805,8 +936,24 @@ pub(crate) async fn run(target: &Target, args: ReconcileArgs) -> Result<ExitCode
     let client = cluster::connect(target).await?;
     let id = source.id(&args.namespace);
     tracing::info!(source = %source.describe(), id = %id, "reconciling");
+    let reporter = match (&args.forge, &args.forge_url, &args.forge_repository) {
+        (Some(f), Some(url), Some(repo)) => {
+            let forge: Forge = f.parse().map_err(|e| anyhow::anyhow!("--forge: {e}"))?;
+            let token = token_from(
+                args.forge_token_file.as_deref(),
+                Some("TIDEMARK_FORGE_TOKEN"),
+            )?;
+            Some(Reporter::new(ForgeConfig {
+                forge,
+                base_url: url.clone(),
+                repository: repo.clone(),
+                token,
+            })?)
+        }
+        _ => None,
+    };
     if args.once {
-        let ok = pass(&client, &args, &source, &id).await?;
+        let ok = pass(&client, &args, &source, &id, reporter.as_ref()).await?;
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -824,7 +971,7 @@ pub(crate) async fn run(target: &Target, args: ReconcileArgs) -> Result<ExitCode
         Source::Git(_) => None,
     };
     loop {
-        if let Err(e) = pass(&client, &args, &source, &id).await {
+        if let Err(e) = pass(&client, &args, &source, &id, reporter.as_ref()).await {
             eprintln!("error: {e:#}");
         }
         let changed = async {
