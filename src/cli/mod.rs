@@ -8,6 +8,7 @@ mod backup;
 mod install;
 mod objects;
 mod output;
+mod plan;
 mod reconcile;
 mod restore;
 
@@ -79,6 +80,9 @@ enum Command {
     Uninstall(install::UninstallArgs),
     /// Apply tidemark manifests from a Git repository or a directory, and prune what left it.
     Reconcile(reconcile::ReconcileArgs),
+    /// Show what a revision (or a directory) would do: backups to run or expire, and each
+    /// RestorePlan's create/update/skip/conflict preview.
+    Plan(plan::PlanArgs),
     /// Run the in-cluster reconciler (controllers for every tidemark kind) against the current
     /// kubeconfig or the in-cluster service account.
     Server(ServerArgs),
@@ -249,6 +253,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Install(args) => install::install(&target, args).await,
         Command::Uninstall(args) => install::uninstall(&target, args).await,
         Command::Reconcile(args) => reconcile::run(&target, args).await,
+        Command::Plan(args) => plan::run(&target, args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
         Command::Server(args) => {

@@ -23,7 +23,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use clap::{Args, ValueEnum};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -217,33 +217,12 @@ impl Source {
 }
 
 fn git_auth(args: &ReconcileArgs) -> Result<GitAuth> {
-    if let Some(key) = &args.ssh_key {
-        return Ok(GitAuth::Ssh {
-            username: args.username.clone(),
-            private_key: key.clone(),
-            passphrase: std::env::var("TIDEMARK_GIT_SSH_PASSPHRASE").ok(),
-            known_hosts: args.known_hosts.clone(),
-        });
-    }
-    let token = match &args.token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the token file {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("TIDEMARK_GIT_TOKEN")
-            .ok()
-            .filter(|t| !t.is_empty()),
-    };
-    Ok(match token {
-        Some(token) if token.is_empty() => bail!("the token file is empty"),
-        Some(token) => GitAuth::Token {
-            username: args.username.clone(),
-            token,
-        },
-        None => GitAuth::None,
-    })
+    Ok(GitAuth::from_options(
+        &args.username,
+        args.token_file.as_deref(),
+        args.ssh_key.as_deref(),
+        args.known_hosts.as_deref(),
+    )?)
 }
 
 fn source_of(args: &ReconcileArgs) -> Result<Source> {

@@ -65,6 +65,19 @@ fn period(field: &str, value: Option<&str>) -> Result<Duration, LocationProblem>
 /// # Errors
 /// [`LocationProblem::Invalid`] naming the field at fault.
 pub async fn store_for(ctx: &Context, loc: &Location) -> Result<Store, LocationProblem> {
+    store_for_in(&ctx.client, &ctx.namespace, loc).await
+}
+
+/// [`store_for`] without a controller [`Context`]: the credentials Secret is read from
+/// `namespace` with `client`. Reads only; opening a store writes nothing to it.
+///
+/// # Errors
+/// [`LocationProblem::Invalid`] naming the field at fault.
+pub async fn store_for_in(
+    client: &kube::Client,
+    namespace: &str,
+    loc: &Location,
+) -> Result<Store, LocationProblem> {
     let s = &loc.spec;
     let mode = match s.access_mode {
         CrdAccess::ReadWrite => AccessMode::ReadWrite,
@@ -89,16 +102,13 @@ pub async fn store_for(ctx: &Context, loc: &Location) -> Result<Store, LocationP
     };
     let mut secrets = Secrets::default();
     if let Some(cred) = &s.credential {
-        let api: Api<Secret> = ctx.api();
+        let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
         let secret = api
             .get_opt(&cred.name)
             .await?
             .ok_or_else(|| LocationProblem::Invalid {
                 field: "spec.credential".into(),
-                message: format!(
-                    "Secret {} not found in namespace {}",
-                    cred.name, ctx.namespace
-                ),
+                message: format!("Secret {} not found in namespace {namespace}", cred.name),
             })?;
         let raw = secret
             .data

@@ -15,7 +15,9 @@ mod restore;
 mod restoreplan;
 mod schedule;
 
+pub use location::{LocationProblem, store_for_in};
 pub use metrics::Metrics;
+pub use restore::{request_from_template_in, resolve_backup};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

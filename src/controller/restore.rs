@@ -32,6 +32,22 @@ pub async fn request_from_template(
     t: &RestoreSpecTemplate,
     labels: BTreeMap<String, String>,
 ) -> Result<RestoreRequest, String> {
+    request_from_template_in(&ctx.client, &ctx.namespace, name, backup, t, labels).await
+}
+
+/// [`request_from_template`] without a controller [`Context`]: the `resourceModifier`
+/// ConfigMap is read from `namespace` (the records' namespace) with `client`. Reads only.
+///
+/// # Errors
+/// A `spec.template.<field>: <reason>` message.
+pub async fn request_from_template_in(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    backup: &str,
+    t: &RestoreSpecTemplate,
+    labels: BTreeMap<String, String>,
+) -> Result<RestoreRequest, String> {
     let selector = match &t.label_selector {
         Some(ls) => Some(
             LabelMatcher::new(ls)
@@ -60,15 +76,14 @@ pub async fn request_from_template(
     let modifiers = match &t.resource_modifier {
         None => None,
         Some(cm) => {
-            let api: Api<ConfigMap> = ctx.api();
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
             let found = api
                 .get_opt(cm)
                 .await
                 .map_err(|e| format!("spec.template.resourceModifier: {e}"))?
                 .ok_or_else(|| {
                     format!(
-                        "spec.template.resourceModifier: ConfigMap {cm} not found in {}",
-                        ctx.namespace
+                        "spec.template.resourceModifier: ConfigMap {cm} not found in {namespace}"
                     )
                 })?;
             Some(Arc::new(
@@ -85,7 +100,7 @@ pub async fn request_from_template(
     }
     Ok(RestoreRequest {
         name: name.into(),
-        record_namespace: ctx.namespace.clone(),
+        record_namespace: namespace.to_string(),
         backup: backup.into(),
         include_namespaces: t.included_namespaces.clone(),
         exclude_namespaces: t.excluded_namespaces.clone(),

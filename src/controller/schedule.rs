@@ -143,7 +143,15 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
     };
     let now = chrono::Utc::now();
     let (status, health, requeue) = match decide(&name, &cron, &observed, now) {
-        ScheduleDecision::Paused => unreachable_paused(),
+        // `paused` is handled above, so the planner does not say Paused here; report it anyway.
+        ScheduleDecision::Paused => (
+            json!({"phase": "Paused"}),
+            Health::Ready {
+                reason: "Paused".into(),
+                message: "paused".into(),
+            },
+            None,
+        ),
         ScheduleDecision::RunNow {
             backup_name,
             slot,
@@ -220,22 +228,6 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
         Duration::from_millis(500),
         Duration::from_secs(3600),
     )))
-}
-
-fn unreachable_paused() -> (
-    serde_json::Value,
-    Health,
-    Option<chrono::DateTime<chrono::Utc>>,
-) {
-    // `paused` is handled before deciding; the planner only says Paused when told so.
-    (
-        json!({"phase": "Paused"}),
-        Health::Ready {
-            reason: "Paused".into(),
-            message: "paused".into(),
-        },
-        None,
-    )
 }
 
 fn error_policy(_s: Arc<Schedule>, err: &kube::Error, _ctx: Arc<Context>) -> Action {

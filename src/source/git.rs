@@ -79,6 +79,56 @@ impl std::fmt::Debug for GitAuth {
     }
 }
 
+impl GitAuth {
+    /// The credentials of the CLI's Git flags: an SSH key (its passphrase from
+    /// `$TIDEMARK_GIT_SSH_PASSPHRASE`) when `ssh_key` is given; else an HTTPS token read from
+    /// `token_file`, or from `$TIDEMARK_GIT_TOKEN` when no file is named; else none.
+    ///
+    /// # Errors
+    /// [`SourceError::Auth`] when the token file cannot be read or is empty.
+    pub fn from_options(
+        username: &str,
+        token_file: Option<&Path>,
+        ssh_key: Option<&Path>,
+        known_hosts: Option<&Path>,
+    ) -> Result<GitAuth, SourceError> {
+        if let Some(key) = ssh_key {
+            return Ok(GitAuth::Ssh {
+                username: username.to_string(),
+                private_key: key.to_path_buf(),
+                passphrase: std::env::var("TIDEMARK_GIT_SSH_PASSPHRASE").ok(),
+                known_hosts: known_hosts.map(Path::to_path_buf),
+            });
+        }
+        let token = match token_file {
+            Some(f) => {
+                let t = std::fs::read_to_string(f).map_err(|e| {
+                    SourceError::Auth(format!("reading the token file {}: {e}", f.display()))
+                })?;
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    return Err(SourceError::Auth(format!(
+                        "the token file {} is empty",
+                        f.display()
+                    )));
+                }
+                Some(t)
+            }
+            None => std::env::var("TIDEMARK_GIT_TOKEN")
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty()),
+        };
+        Ok(match token {
+            Some(token) => GitAuth::Token {
+                username: username.to_string(),
+                token,
+            },
+            None => GitAuth::None,
+        })
+    }
+}
+
 /// What to fetch.
 #[derive(Clone, Debug)]
 pub struct GitSpec {
