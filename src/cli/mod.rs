@@ -79,13 +79,13 @@ enum Command {
     /// Remove the controller (backups in object storage are kept).
     Uninstall(install::UninstallArgs),
     /// Apply tidemark manifests from a Git repository or a directory, and prune what left it.
-    Reconcile(reconcile::ReconcileArgs),
+    Reconcile(Box<reconcile::ReconcileArgs>),
     /// Show what a revision (or a directory) would do: backups to run or expire, and each
     /// RestorePlan's create/update/skip/conflict preview.
-    Plan(plan::PlanArgs),
+    Plan(Box<plan::PlanArgs>),
     /// Run the in-cluster reconciler (controllers for every tidemark kind) against the current
     /// kubeconfig or the in-cluster service account.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Print tidemark's CustomResourceDefinitions (YAML), e.g. `tidemark crds | kubectl apply -f -`.
     Crds,
     /// Print the version.
@@ -252,8 +252,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Install(args) => install::install(&target, args).await,
         Command::Uninstall(args) => install::uninstall(&target, args).await,
-        Command::Reconcile(args) => reconcile::run(&target, args).await,
-        Command::Plan(args) => plan::run(&target, args).await,
+        Command::Reconcile(args) => reconcile::run(&target, *args).await,
+        Command::Plan(args) => plan::run(&target, *args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
         Command::Server(args) => {
