@@ -3,8 +3,8 @@
 //! arrives.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::TypeMeta;
@@ -45,32 +45,33 @@ pub struct Collected {
 }
 
 /// Shared context of the listers.
-pub struct Lister<'a> {
+#[derive(Clone)]
+pub struct Lister {
     /// The cluster.
-    pub client: &'a Client,
+    pub client: Client,
     /// QPS budget.
-    pub budget: &'a Budget,
+    pub budget: Budget,
     /// Page size of each LIST (`limit`).
     pub page_size: u32,
     /// Server-side label selector.
     pub label_selector: Option<String>,
     /// The filter (for client-side `--or-selector` matching).
-    pub filter: &'a super::BackupFilter,
+    pub filter: Arc<super::BackupFilter>,
     /// `--ordered-resources`: resource → `ns/name,...` written first, in that order.
-    pub ordered: &'a BTreeMap<String, String>,
+    pub ordered: Arc<BTreeMap<String, String>>,
     /// Namespaces whose objects are taken (active, matching, not excluded).
-    pub namespaces: &'a BTreeSet<String>,
+    pub namespaces: Arc<BTreeSet<String>>,
     /// List namespaced resources namespace by namespace (few, literally named namespaces)
     /// instead of cluster-wide.
     pub per_namespace: bool,
     /// Where items go.
     pub out: mpsc::Sender<ArchiveItem>,
     /// Counters.
-    pub progress: &'a Progress,
+    pub progress: Arc<Progress>,
     /// Accumulated findings.
-    pub collected: &'a Mutex<Collected>,
+    pub collected: Arc<Mutex<Collected>>,
     /// Group-resources served by CRDs (to pull CRDs in, in auto mode).
-    pub crd_group_resources: &'a BTreeSet<String>,
+    pub crd_group_resources: Arc<BTreeSet<String>>,
 }
 
 /// Why listing stopped early for everyone.
@@ -78,7 +79,7 @@ pub struct Lister<'a> {
 #[error("the archive pipeline stopped")]
 pub struct PipelineClosed;
 
-impl Lister<'_> {
+impl Lister {
     /// Lists every matching object of `r`, page by page, sending each to the pipeline.
     /// Request failures are recorded as errors in the results and do not stop other resources.
     ///

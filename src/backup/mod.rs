@@ -16,8 +16,8 @@ pub use pipeline::{ArchiveSummary, PipelineError};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -309,7 +309,7 @@ pub async fn run(
     store: &Store,
     req: &BackupRequest,
     settings: &Settings,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<BackupOutcome, BackupError> {
     let started = Instant::now();
     let start_time = Utc::now();
@@ -378,28 +378,33 @@ pub async fn run(
         .resources_total
         .store(listed.len() as u64, Ordering::Relaxed);
     let pipeline = pipeline::Pipeline::start(upload, start_time.timestamp().max(0) as u64);
-    let collected = Mutex::new(collect::Collected::default());
+    let collected = Arc::new(Mutex::new(collect::Collected::default()));
     let lister = collect::Lister {
-        client,
-        budget: &settings.budget,
+        client: client.clone(),
+        budget: settings.budget.clone(),
         page_size: settings.page_size,
         label_selector: filter.label_selector.clone(),
-        filter: &filter,
-        ordered: &req.ordered_resources,
-        namespaces: &namespaces,
+        filter: Arc::new(filter.clone()),
+        ordered: Arc::new(req.ordered_resources.clone()),
+        namespaces: Arc::new(namespaces.clone()),
         per_namespace: filter.namespaces.literal_includes().is_some(),
         out: pipeline.sender(),
-        progress,
-        collected: &collected,
-        crd_group_resources: &crd_group_resources,
+        progress: progress.clone(),
+        collected: collected.clone(),
+        crd_group_resources: Arc::new(crd_group_resources.clone()),
     };
+    // Each resource is listed by its own task, so decoding and encoding run on every core.
     let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(
         listed
             .iter()
-            .map(|r| boxed(lister.list_resource(r)))
+            .map(|r| {
+                let (lister, r) = (lister.clone(), (*r).clone());
+                tokio::spawn(async move { lister.list_resource(&r).await })
+            })
             .collect::<Vec<_>>(),
     )
     .buffer_unordered(settings.concurrency.max(1))
+    .map(|joined| joined.unwrap_or(Err(collect::PipelineClosed)))
     .collect::<Vec<_>>()
     .await
     .into_iter()
@@ -470,7 +475,7 @@ pub async fn run(
         }
     };
 
-    let collected = collected.into_inner().expect("collected lock");
+    let collected = std::mem::take(&mut *collected.lock().expect("collected lock"));
     results.merge(collected.results);
     let errors = results.errors.len() as u64;
     let warnings = results.warnings.len() as u64;

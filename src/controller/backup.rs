@@ -174,7 +174,7 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
         concurrency: ctx.concurrency,
         budget: ctx.budget.clone(),
     };
-    let progress = backup::Progress::default();
+    let progress = Arc::new(backup::Progress::default());
     let result = backup::run(&ctx.client, &store, &req, &settings, &progress).await;
     let b = api.get(&name).await?;
     let existing = b.status.clone().unwrap_or_default().conditions;
