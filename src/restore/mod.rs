@@ -27,7 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use serde_json::Value;
 
 use crate::api::velero::{self, Backup, Restore, RestoreProgress, TidemarkBackupMeta};
-use crate::archive::{ArchiveError, ArchiveIndex, ExtractLimits};
+use crate::archive::{ArchiveError, ArchiveIndex, ExtractLimits, IndexedItem};
 use crate::backup::{Patterns, validate_name};
 use crate::cluster::selector::{self, LabelMatcher, SelectorError};
 use crate::cluster::{Budget, describe, is_already_exists, is_not_found};
@@ -166,7 +166,9 @@ pub fn parse_mappings(s: &str) -> Result<BTreeMap<String, String>, RestoreError>
     Ok(out)
 }
 
-/// One prepared object.
+/// One object to restore. Only its identity is held in memory; its JSON is read from the
+/// extracted archive and transformed when it is applied ([`RestorePlan::materialize`]), so a
+/// restore's memory does not grow with the size of the backup.
 #[derive(Clone, Debug)]
 pub struct PlannedItem {
     /// Its group-resource.
@@ -177,14 +179,15 @@ pub struct PlannedItem {
     pub namespace: Option<String>,
     /// Target name.
     pub name: String,
-    /// The transformed object.
-    pub object: Value,
-    /// The backed-up `status`, written through the status subresource after create when the
-    /// restore asks for it.
-    pub status: Option<Value>,
+    /// Namespace in the backup (resource-modifier conditions match on it, as in Velero).
+    pub source_namespace: Option<String>,
+    /// The extracted item.
+    pub file: std::path::PathBuf,
+    /// Whether its `status` is restored too (through the status subresource).
+    pub restore_status: bool,
 }
 
-/// A restore plan: tiers of prepared objects plus what was left out.
+/// A restore plan: tiers of objects to restore plus what was left out.
 #[derive(Debug, Default)]
 pub struct RestorePlan {
     /// Ordered tiers.
@@ -195,6 +198,38 @@ pub struct RestorePlan {
     pub results: Results,
     /// Target namespaces that namespaced items need.
     pub namespaces: BTreeSet<String>,
+    /// The transforms' parameters.
+    pub context: TransformContext,
+    /// Resource modifiers applied last.
+    pub modifiers: Option<std::sync::Arc<modifiers::ResourceModifiers>>,
+}
+
+impl RestorePlan {
+    /// Reads an item and applies every transform and the resource modifiers: the object to
+    /// create, and its backed-up status when the restore asks for it.
+    ///
+    /// # Errors
+    /// A message when the item cannot be read or a modifier fails.
+    pub fn materialize(&self, item: &PlannedItem) -> Result<(Value, Option<Value>), String> {
+        let mut obj: Value = std::fs::read(&item.file)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))?;
+        let status = if item.restore_status {
+            obj.get("status").cloned()
+        } else {
+            None
+        };
+        transform::prepare(&item.group_resource, &mut obj, &self.context);
+        if let Some(m) = &self.modifiers {
+            m.apply(
+                &item.group_resource,
+                item.source_namespace.as_deref(),
+                &mut obj,
+            )
+            .map_err(|e| format!("resource modifiers: {e}"))?;
+        }
+        Ok((obj, status))
+    }
 }
 
 fn api_resource_for(group_resource: &str, obj: &Value) -> Option<ApiResource> {
@@ -251,7 +286,9 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         .collect::<Result<Vec<_>, SelectorError>>()?;
     let all_cluster = req.include_cluster_resources.unwrap_or(namespaces.is_all());
     let mut out = RestorePlan::default();
-    let mut read: Vec<(String, Value, Option<String>)> = Vec::new();
+    // (group-resource, item, api resource, restore status) — no object kept in memory.
+    let mut read: Vec<(String, &IndexedItem, ApiResource, bool)> = Vec::new();
+    let mut restored_pvs: BTreeSet<String> = BTreeSet::new();
     for (gr, items) in &index.items {
         if !order::restorable(gr) {
             continue;
@@ -322,14 +359,36 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
                 );
                 continue;
             }
-            read.push((gr.clone(), obj, it.namespace.clone()));
+            if let Disposition::Skip(reason) = transform::disposition(gr, &obj) {
+                out.skipped += 1;
+                let target = it.namespace.as_deref().map(|n| {
+                    req.namespace_mappings
+                        .get(n)
+                        .map(String::as_str)
+                        .unwrap_or(n)
+                        .to_string()
+                });
+                out.results.warnings.add(
+                    target.as_deref(),
+                    format!("{gr} {}: skipped: {reason}", it.name),
+                );
+                continue;
+            }
+            let Some(api_resource) = api_resource_for(gr, &obj) else {
+                out.results.errors.add(
+                    it.namespace.as_deref(),
+                    format!("{gr} {}: item without apiVersion/kind", it.name),
+                );
+                continue;
+            };
+            let restore_status = resource_matches(&req.status_include, gr, kind)
+                && !resource_matches(&req.status_exclude, gr, kind);
+            if gr == "persistentvolumes" {
+                restored_pvs.insert(it.name.clone());
+            }
+            read.push((gr.clone(), it, api_resource, restore_status));
         }
     }
-    let restored_pvs: BTreeSet<String> = read
-        .iter()
-        .filter(|(gr, _, _)| gr == "persistentvolumes")
-        .filter_map(|(_, o, _)| o.pointer("/metadata/name")?.as_str().map(str::to_string))
-        .collect();
     let ctx = TransformContext {
         backup: req.backup.clone(),
         restore: req.name.clone(),
@@ -339,58 +398,16 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         restored_pvs,
     };
     let mut by_gr: BTreeMap<String, Vec<PlannedItem>> = BTreeMap::new();
-    for (gr, mut obj, source_ns) in read {
-        if let Disposition::Skip(reason) = transform::disposition(&gr, &obj) {
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            out.skipped += 1;
-            out.results.warnings.add(
-                source_ns.as_deref().map(|n| ctx.map_namespace(n)),
-                format!("{gr} {name}: skipped: {reason}"),
-            );
-            continue;
-        }
-        let Some(api_resource) = api_resource_for(&gr, &obj) else {
-            out.results.errors.add(
-                source_ns.as_deref(),
-                format!("{gr}: item without apiVersion/kind"),
-            );
-            continue;
-        };
-        let kind = obj
-            .get("kind")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let status = (resource_matches(&req.status_include, &gr, &kind)
-            && !resource_matches(&req.status_exclude, &gr, &kind))
-        .then(|| obj.get("status").cloned())
-        .flatten();
-        transform::prepare(&gr, &mut obj, &ctx);
-        if let Some(m) = &req.modifiers {
-            // Conditions see the namespace the object had in the backup, as in Velero.
-            if let Err(e) = m.apply(&gr, source_ns.as_deref(), &mut obj) {
-                let name = obj
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                out.results.errors.add(
-                    source_ns.as_deref().map(|n| ctx.map_namespace(n)),
-                    format!("{gr} {name}: resource modifiers: {e}"),
-                );
-            }
-        }
-        let namespace = source_ns
+    for (gr, it, api_resource, restore_status) in read {
+        let namespace = it
+            .namespace
             .as_deref()
             .map(|n| ctx.map_namespace(n).to_string());
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let name = if gr == "namespaces" {
+            ctx.map_namespace(&it.name).to_string()
+        } else {
+            it.name.clone()
+        };
         if let Some(ns) = &namespace {
             out.namespaces.insert(ns.clone());
         }
@@ -399,8 +416,9 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
             api_resource,
             namespace,
             name,
-            object: obj,
-            status,
+            source_namespace: it.namespace.clone(),
+            file: it.file.clone(),
+            restore_status,
         });
     }
     for tier in order::tiers(by_gr.keys().map(String::as_str).collect::<Vec<_>>()) {
@@ -412,6 +430,8 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         }
         out.tiers.push(items);
     }
+    out.context = ctx;
+    out.modifiers = req.modifiers.clone();
     Ok(out)
 }
 
@@ -635,16 +655,17 @@ pub async fn run(
         index.len(),
         index.sha256
     ));
-    let planned = plan(&index, req)?;
+    let mut planned = plan(&index, req)?;
     let total: u64 = planned.tiers.iter().map(|t| t.len() as u64).sum::<u64>() + planned.skipped;
     counters.total.store(total, Ordering::Relaxed);
     counters
         .skipped
         .fetch_add(planned.skipped, Ordering::Relaxed);
-    let results = Mutex::new(planned.results);
+    let results = Mutex::new(std::mem::take(&mut planned.results));
     let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
     let applier = Applier {
         client,
+        plan: &planned,
         budget: &settings.budget,
         policy: req.existing_policy,
         counters,
@@ -761,6 +782,7 @@ pub async fn run(
 
 struct Applier<'a> {
     client: &'a Client,
+    plan: &'a RestorePlan,
     budget: &'a Budget,
     policy: ExistingPolicy,
     counters: &'a Counters,
@@ -816,7 +838,11 @@ impl Applier<'_> {
     async fn apply(&self, item: &PlannedItem) {
         let ns = item.namespace.as_deref();
         let what = format!("{} {}", item.group_resource, item.name);
-        let obj: DynamicObject = match serde_json::from_value(item.object.clone()) {
+        let (object, status) = match self.plan.materialize(item) {
+            Ok(x) => x,
+            Err(e) => return self.error(ns, format!("{what}: {e}")),
+        };
+        let obj: DynamicObject = match serde_json::from_value(object.clone()) {
             Ok(o) => o,
             Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),
         };
@@ -826,16 +852,26 @@ impl Applier<'_> {
             Ok(_) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 self.record(item);
-                self.restore_status(item, &api, &what).await;
+                self.restore_status(item, status.as_ref(), &api, &what)
+                    .await;
             }
-            Err(e) if is_already_exists(&e) => self.reconcile_existing(item, &api, &what).await,
+            Err(e) if is_already_exists(&e) => {
+                self.reconcile_existing(item, &object, status.as_ref(), &api, &what)
+                    .await
+            }
             Err(e) => self.error(ns, format!("{what}: {}", describe(&e))),
         }
     }
 
     /// Writes the backed-up status through the status subresource, when asked for.
-    async fn restore_status(&self, item: &PlannedItem, api: &Api<DynamicObject>, what: &str) {
-        let Some(status) = &item.status else { return };
+    async fn restore_status(
+        &self,
+        item: &PlannedItem,
+        status: Option<&Value>,
+        api: &Api<DynamicObject>,
+        what: &str,
+    ) {
+        let Some(status) = status else { return };
         self.budget.acquire().await;
         let pp = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
@@ -853,7 +889,14 @@ impl Applier<'_> {
         }
     }
 
-    async fn reconcile_existing(&self, item: &PlannedItem, api: &Api<DynamicObject>, what: &str) {
+    async fn reconcile_existing(
+        &self,
+        item: &PlannedItem,
+        object: &Value,
+        status: Option<&Value>,
+        api: &Api<DynamicObject>,
+        what: &str,
+    ) {
         let ns = item.namespace.as_deref();
         self.budget.acquire().await;
         let existing = match api.get(&item.name).await {
@@ -866,7 +909,7 @@ impl Applier<'_> {
             }
         };
         let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
-        if transform::is_subset(&item.object, &existing) {
+        if transform::is_subset(object, &existing) {
             self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -884,14 +927,11 @@ impl Applier<'_> {
                     field_manager: Some(FIELD_MANAGER.into()),
                     ..Default::default()
                 };
-                match api
-                    .patch(&item.name, &pp, &Patch::Merge(&item.object))
-                    .await
-                {
+                match api.patch(&item.name, &pp, &Patch::Merge(object)).await {
                     Ok(_) => {
                         self.counters.updated.fetch_add(1, Ordering::Relaxed);
                         self.record(item);
-                        self.restore_status(item, api, what).await;
+                        self.restore_status(item, status, api, what).await;
                     }
                     Err(e) => self.error(ns, format!("{what}: update failed: {}", describe(&e))),
                 }
@@ -1108,7 +1148,8 @@ mod tests {
             backup: "b".into(),
             ..Default::default()
         };
-        let p = plan(&sample(), &req).unwrap();
+        let idx = sample();
+        let p = plan(&idx, &req).unwrap();
         assert_eq!(
             names(&p),
             vec![
@@ -1124,10 +1165,9 @@ mod tests {
         let d = &p.tiers[4][0];
         assert_eq!(d.api_resource.group, "apps");
         assert_eq!(d.api_resource.plural, "deployments");
-        assert_eq!(
-            d.object["metadata"]["labels"]["velero.io/restore-name"],
-            "r"
-        );
+        let (object, status) = p.materialize(d).unwrap();
+        assert_eq!(object["metadata"]["labels"]["velero.io/restore-name"], "r");
+        assert!(status.is_none());
     }
 
     #[test]

@@ -64,6 +64,7 @@ fn label(item: &PlannedItem) -> String {
 
 async fn judge(
     client: &Client,
+    plan: &RestorePlan,
     budget: &Budget,
     policy: ExistingPolicy,
     item: &PlannedItem,
@@ -80,7 +81,11 @@ async fn judge(
         Err(e) => Verdict::Error(describe(&e)),
         Ok(Some(existing)) => {
             let existing = serde_json::to_value(&existing).unwrap_or_default();
-            if transform::is_subset(&item.object, &existing) {
+            let object = match plan.materialize(item) {
+                Ok((o, _)) => o,
+                Err(e) => return Verdict::Error(e),
+            };
+            if transform::is_subset(&object, &existing) {
                 Verdict::Skip
             } else if policy == ExistingPolicy::Update {
                 Verdict::Update
@@ -101,15 +106,18 @@ pub async fn preview(
     concurrency: usize,
 ) -> Preview {
     let items: Vec<&PlannedItem> = plan.tiers.iter().flatten().collect();
-    let verdicts: Vec<(String, Verdict)> = futures::stream::iter(
-        items
-            .into_iter()
-            .map(|item| async move { (label(item), judge(client, budget, policy, item).await) })
-            .collect::<Vec<_>>(),
-    )
-    .buffered(concurrency.max(1))
-    .collect()
-    .await;
+    let verdicts: Vec<(String, Verdict)> =
+        futures::stream::iter(
+            items
+                .into_iter()
+                .map(|item| async move {
+                    (label(item), judge(client, plan, budget, policy, item).await)
+                })
+                .collect::<Vec<_>>(),
+        )
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
     let mut p = Preview {
         skipped_by_rule: plan.skipped,
         ..Default::default()
