@@ -13,15 +13,6 @@ use kube::discovery::{Discovery, Scope};
 use serde_json::{Value, json};
 use support::*;
 
-fn kubectl() -> PathBuf {
-    let cache = std::env::var_os("TIDEMARK_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tidemark")
-        });
-    cache.join("testenv/bin/kubectl")
-}
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -49,7 +40,7 @@ fn sources() -> Vec<(String, Vec<Value>)> {
         .collect();
     let mut out = Vec::new();
     for d in &kust_dirs {
-        let r = std::process::Command::new(kubectl())
+        let r = std::process::Command::new(testenv_kubectl())
             .args(["kustomize", d.to_str().unwrap()])
             .output()
             .unwrap();

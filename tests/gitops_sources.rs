@@ -16,44 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use support::git_commit as commit;
 use support::*;
 use tidemark::api::tidemark::{BackupPolicy, Location, Schedule};
 
 const REVISION: &str = "tidemark.dev/revision";
 const SOURCE: &str = "tidemark.dev/source";
-
-/// Commits `files` (path, content; `None` deletes) on `main` of the repository at `dir`
-/// (created on first use) and returns the commit id.
-fn commit(dir: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
-    let repo = git2::Repository::open(dir).unwrap_or_else(|_| {
-        let mut opts = git2::RepositoryInitOptions::new();
-        opts.initial_head("main");
-        git2::Repository::init_opts(dir, &opts).unwrap()
-    });
-    let mut index = repo.index().unwrap();
-    for (path, content) in files {
-        let full = dir.join(path);
-        match content {
-            Some(c) => {
-                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                std::fs::write(&full, c).unwrap();
-                index.add_path(Path::new(path)).unwrap();
-            }
-            None => {
-                std::fs::remove_file(&full).unwrap();
-                index.remove_path(Path::new(path)).unwrap();
-            }
-        }
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("tester", "tester@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
-        .unwrap()
-        .to_string()
-}
 
 fn policy(name: &str, ttl: &str) -> String {
     format!(

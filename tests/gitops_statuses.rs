@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,27 +13,6 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use support::*;
-
-fn commit(dir: &Path, files: &[(&str, &str)]) -> String {
-    let repo = git2::Repository::open(dir).unwrap_or_else(|_| {
-        let mut opts = git2::RepositoryInitOptions::new();
-        opts.initial_head("main");
-        git2::Repository::init_opts(dir, &opts).unwrap()
-    });
-    let mut index = repo.index().unwrap();
-    for (path, content) in files {
-        std::fs::write(dir.join(path), content).unwrap();
-        index.add_path(Path::new(path)).unwrap();
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("tester", "tester@example.com").unwrap();
-    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
-    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &sig, &sig, "policies", &tree, &parents)
-        .unwrap()
-        .to_string()
-}
 
 type Posted = Arc<Mutex<Vec<(String, Value)>>>;
 
@@ -84,13 +62,14 @@ async fn reconcile_posts_one_status_per_object_and_revision() {
     );
     let policy = "apiVersion: tidemark.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: daily\nspec:\n  template:\n    includedNamespaces: [default]\n";
     let broken = "apiVersion: tidemark.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: broken\nspec:\n  schedule: \"0 1 * * *\"\n  policy: daily\n  colour: blue\n";
-    let sha = commit(
+    let sha = git_commit(
         repo_dir.path(),
         &[
-            ("location.yaml", &location),
-            ("policy.yaml", policy),
-            ("broken.yaml", broken),
+            ("location.yaml", Some(location.as_str())),
+            ("policy.yaml", Some(policy)),
+            ("broken.yaml", Some(broken)),
         ],
+        "policies",
     );
 
     let _server = Server::start(&cluster.kubeconfig, "tidemark", &[]);

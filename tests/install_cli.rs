@@ -9,20 +9,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::Api;
 use support::*;
 
-fn kubectl() -> std::path::PathBuf {
-    let cache = std::env::var_os("TIDEMARK_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/tidemark")
-        });
-    cache.join("testenv/bin/kubectl")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_applies_the_base_and_uninstall_removes_it() {
     let cluster = Cluster::up(&unique("install")).await;
     // The embedded manifests are the rendered base.
-    let rendered = std::process::Command::new(kubectl())
+    let rendered = std::process::Command::new(testenv_kubectl())
         .args(["kustomize", repo().join("kustomize/base").to_str().unwrap()])
         .output()
         .expect("kubectl kustomize");

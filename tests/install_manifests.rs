@@ -8,7 +8,6 @@
 mod support;
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
@@ -22,32 +21,9 @@ const INSTALLS: [&str; 4] = [
     "kustomize/overlays/backup-only",
 ];
 
-/// The kubectl that `scripts/testenv build` puts in its cache (with kustomize built in).
-fn kubectl() -> PathBuf {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/testenv"))
-            .arg("build")
-            .output()
-            .expect("run scripts/testenv build");
-        assert!(
-            out.status.success(),
-            "scripts/testenv build: {}",
-            show(&out)
-        );
-    });
-    let cache = std::env::var_os("TIDEMARK_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME or TIDEMARK_CACHE"))
-                .join(".cache/tidemark")
-        });
-    cache.join("testenv/bin/kubectl")
-}
-
 /// Runs kubectl with `args`, feeding `stdin`.
 fn run_kubectl(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(kubectl())
+    let mut child = Command::new(testenv_kubectl())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -106,26 +105,6 @@ fn revision_files(minio: &Minio) -> Vec<(&'static str, String)> {
         // JSON is YAML.
         ("location.yaml", location.to_string()),
     ]
-}
-
-/// Commits `files` on `main` of a new repository at `dir`; returns the commit id.
-fn commit(dir: &Path, files: &[(&str, String)]) -> String {
-    let mut opts = git2::RepositoryInitOptions::new();
-    opts.initial_head("main");
-    let repo = git2::Repository::init_opts(dir, &opts).unwrap();
-    let mut index = repo.index().unwrap();
-    for (path, content) in files {
-        let full = dir.join(path);
-        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-        std::fs::write(&full, content).unwrap();
-        index.add_path(Path::new(path)).unwrap();
-    }
-    index.write().unwrap();
-    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-    let sig = git2::Signature::now("tester", "tester@example.com").unwrap();
-    repo.commit(Some("HEAD"), &sig, &sig, "plan", &tree, &[])
-        .unwrap()
-        .to_string()
 }
 
 fn plan_json(out: &std::process::Output) -> Value {
@@ -326,7 +305,9 @@ async fn plan_previews_a_revision_without_writing() {
 
     // The same content from Git: the same plan, with the commit's revision.
     let repo_dir = tmp.path().join("repo");
-    let sha = commit(&repo_dir, &files);
+    let files: Vec<(&str, Option<&str>)> =
+        files.iter().map(|(p, c)| (*p, Some(c.as_str()))).collect();
+    let sha = git_commit(&repo_dir, &files, "plan");
     let repo_url = format!("file://{}", repo_dir.display());
     let cache = tmp.path().join("cache").to_string_lossy().to_string();
     let out = tidemark(

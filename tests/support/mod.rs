@@ -636,3 +636,48 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// The kubectl that `scripts/testenv build` caches (same release as the API server, with
+/// kustomize built in).
+pub fn testenv_kubectl() -> PathBuf {
+    ensure_built();
+    std::env::var_os("TIDEMARK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tidemark")
+        })
+        .join("testenv/bin/kubectl")
+}
+
+/// Commits `files` (path, content; `None` deletes) on `main` of the repository at `dir`
+/// (created on first use) with `message`, and returns the commit id.
+pub fn git_commit(dir: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
+    let repo = git2::Repository::open(dir).unwrap_or_else(|_| {
+        let mut opts = git2::RepositoryInitOptions::new();
+        opts.initial_head("main");
+        git2::Repository::init_opts(dir, &opts).expect("git init")
+    });
+    let mut index = repo.index().unwrap();
+    for (path, content) in files {
+        let full = dir.join(path);
+        match content {
+            Some(c) => {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, c).unwrap();
+                index.add_path(Path::new(path)).unwrap();
+            }
+            None => {
+                std::fs::remove_file(&full).unwrap();
+                index.remove_path(Path::new(path)).unwrap();
+            }
+        }
+    }
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("tester", "tester@example.com").unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &sig, &sig, message, &tree, &parents)
+        .unwrap()
+        .to_string()
+}
