@@ -386,12 +386,12 @@ pub async fn run(
         label_selector: filter.label_selector.clone(),
         filter: Arc::new(filter.clone()),
         ordered: Arc::new(req.ordered_resources.clone()),
-        namespaces: Arc::new(namespaces.clone()),
+        namespaces: Arc::new(namespaces),
         per_namespace: filter.namespaces.literal_includes().is_some(),
         out: pipeline.sender(),
         progress: progress.clone(),
         collected: collected.clone(),
-        crd_group_resources: Arc::new(crd_group_resources.clone()),
+        crd_group_resources: Arc::new(crd_group_resources),
     };
     // Each resource is listed by its own task, so decoding and encoding run on every core.
     let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(
@@ -451,7 +451,7 @@ pub async fn run(
         }
         related_ok = futures::stream::iter(
             jobs.iter()
-                .map(|(r, n)| boxed(lister.fetch_one(r, n)))
+                .map(|(r, n)| lister.fetch_one(r, n))
                 .collect::<Vec<_>>(),
         )
         .buffer_unordered(settings.concurrency.max(1))
@@ -534,14 +534,6 @@ pub async fn run(
         results,
         duration: started.elapsed(),
     })
-}
-
-/// Boxes a future as `Send`: keeps the engine's futures provably `Send` when driven from
-/// controller tasks (works around higher-ranked lifetime inference on borrowed closures).
-fn boxed<'a, T>(
-    f: impl std::future::Future<Output = T> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
-    Box::pin(f)
 }
 
 async fn write_side_files(

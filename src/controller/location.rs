@@ -84,8 +84,11 @@ pub async fn store_for_in(
         CrdAccess::ReadOnly => AccessMode::ReadOnly,
     };
     let prefix = s.prefix.clone().unwrap_or_default();
+    // `profile` picks the credentials file's section; it is not a store setting.
+    let mut config = s.config.clone();
+    config.remove("profile");
     let url = match s.provider {
-        CrdProvider::S3 => LocationUrl::s3(&s.bucket, &prefix, s.config.clone(), mode),
+        CrdProvider::S3 => LocationUrl::s3(&s.bucket, &prefix, config, mode),
         CrdProvider::Filesystem => {
             let dir = std::path::Path::new(&s.bucket).join(prefix.trim_matches('/'));
             if !std::path::Path::new(&s.bucket).is_absolute() {
@@ -127,13 +130,6 @@ pub async fn store_for_in(
             })?;
     }
     secrets.ca_cert_pem = s.ca_cert.clone();
-    let mut config = s.config.clone();
-    config.remove("profile");
-    let url = if matches!(s.provider, CrdProvider::S3) {
-        LocationUrl::s3(&s.bucket, &prefix, config, mode)
-    } else {
-        url
-    };
     Store::open_with(&url, &secrets).map_err(|e| LocationProblem::Invalid {
         field: "spec".into(),
         message: e.to_string(),
@@ -198,13 +194,17 @@ async fn sync(ctx: &Context, loc: &Location, store: &Store) -> Result<(usize, us
         .into_iter()
         .collect();
     let api: Api<Backup> = ctx.api();
-    let records = api
-        .list(&ListParams::default().labels(&format!("{LOCATION_LABEL}={name}")))
+    // One LIST: every record's name (a name under another location must not be re-imported
+    // here) and this location's records.
+    let all = api
+        .list(&ListParams::default())
         .await
         .map_err(|e| e.to_string())?;
+    let all_names: BTreeSet<String> = all.iter().map(|b| b.name_any()).collect();
     // Failed records never had data in the store: they stay (the user's evidence of a failure).
-    let views: Vec<RecordView> = records
+    let views: Vec<RecordView> = all
         .iter()
+        .filter(|b| b.labels().get(LOCATION_LABEL) == Some(&name))
         .filter(|b| {
             !matches!(
                 b.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -220,14 +220,6 @@ async fn sync(ctx: &Context, loc: &Location, store: &Store) -> Result<(usize, us
                 .as_ref()
                 .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0)),
         })
-        .collect();
-    // Records of this name under another location must not be re-imported here.
-    let all_names: BTreeSet<String> = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|b| b.name_any())
         .collect();
     let (mut imported, mut forgotten) = (0, 0);
     for action in plan_sync(
