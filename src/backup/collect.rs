@@ -1,18 +1,18 @@
 //! Listing objects: paginated LISTs (server-side `limit`/`continue`) of many resources at once
 //! under the run's QPS budget, each object filtered and handed to the archive pipeline as it
-//! arrives.
+//! arrives, as the API server's bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::TypeMeta;
-use kube::{Client, ResourceExt};
+use kube::api::{DynamicObject, GetParams, ListParams};
+use kube::{Client, Resource};
 use tokio::sync::mpsc;
 
-use super::filter::object_excluded;
+use super::filter::excluded;
 use super::pipeline::ArchiveItem;
+use super::raw::{RawItem, RawList};
 use crate::archive::ItemKey;
 use crate::cluster::{Budget, ServedResource, describe};
 use crate::report::Results;
@@ -79,32 +79,46 @@ pub struct Lister {
 #[error("the archive pipeline stopped")]
 pub struct PipelineClosed;
 
+/// One LIST request under the budget; the response body as text.
+async fn fetch_page(
+    client: Client,
+    budget: Budget,
+    url: String,
+    lp: ListParams,
+) -> Result<String, kube::Error> {
+    budget.acquire().await;
+    let req = kube::core::Request::new(&url)
+        .list(&lp)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request_text(req).await
+}
+
 impl Lister {
-    /// Lists every matching object of `r`, page by page, sending each to the pipeline.
-    /// Request failures are recorded as errors in the results and do not stop other resources.
+    /// Lists every matching object of `r`, page by page, sending each to the pipeline. The next
+    /// page is requested as soon as the current one's continue token is known, so the API server
+    /// works while this page is filtered and archived. Items stay the API server's bytes (see
+    /// [`super::raw`]). Request failures are recorded as errors in the results and do not stop
+    /// other resources.
     ///
     /// # Errors
     /// [`PipelineClosed`] when the archive pipeline has stopped (then the backup fails).
     pub async fn list_resource(&self, r: &ServedResource) -> Result<(), PipelineClosed> {
         let ar = r.api_resource();
+        let api_version = r.api_version();
         let order = self
             .ordered
             .iter()
             .find(|(res, _)| r.matches_name(res))
             .map(|(_, list)| list.as_str());
-        let mut held: Vec<DynamicObject> = Vec::new();
+        let mut held: Vec<RawItem> = Vec::new();
         let scopes: Vec<Option<String>> = if r.namespaced && self.per_namespace {
             self.namespaces.iter().cloned().map(Some).collect()
         } else {
             vec![None]
         };
         for ns in scopes {
-            let api: Api<DynamicObject> = match &ns {
-                Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
-                None => Api::all_with(self.client.clone(), &ar),
-            };
-            let mut token: Option<String> = None;
-            loop {
+            let url = DynamicObject::url_path(&ar, ns.as_deref());
+            let params = |token: Option<String>| {
                 let mut lp = ListParams::default().limit(self.page_size);
                 if let Some(sel) = &self.label_selector {
                     lp = lp.labels(sel);
@@ -112,36 +126,72 @@ impl Lister {
                 if let Some(t) = &token {
                     lp = lp.continue_token(t);
                 }
-                self.budget.acquire().await;
-                let page = match api.list(&lp).await {
-                    Ok(p) => p,
+                lp
+            };
+            let spawn = |lp: ListParams| {
+                tokio::spawn(fetch_page(
+                    self.client.clone(),
+                    self.budget.clone(),
+                    url.clone(),
+                    lp,
+                ))
+            };
+            let mut next = Some(spawn(params(None)));
+            while let Some(pending) = next.take() {
+                let failed = |msg: String| {
+                    let mut c = self.collected.lock().expect("collected lock");
+                    c.results.errors.add(ns.as_deref(), msg);
+                };
+                let text = match pending.await {
+                    Ok(Ok(text)) => text,
+                    Ok(Err(e)) => {
+                        failed(format!("listing {}: {}", r.group_resource(), describe(&e)));
+                        break;
+                    }
                     Err(e) => {
-                        let msg = format!("listing {}: {}", r.group_resource(), describe(&e));
-                        let mut c = self.collected.lock().expect("collected lock");
-                        c.results.errors.add(ns.as_deref(), msg);
+                        failed(format!("listing {}: {e}", r.group_resource()));
                         break;
                     }
                 };
-                for obj in page.items {
-                    if order.is_some() {
-                        held.push(obj);
-                    } else {
-                        self.take(r, obj, false).await?;
+                let page: RawList = match serde_json::from_str(&text) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        failed(format!(
+                            "listing {}: undecodable list: {e}",
+                            r.group_resource()
+                        ));
+                        break;
                     }
+                };
+                if let Some(token) = page.metadata.continue_.clone().filter(|t| !t.is_empty()) {
+                    next = Some(spawn(params(Some(token))));
                 }
-                token = page.metadata.continue_.filter(|t| !t.is_empty());
-                if token.is_none() {
-                    break;
+                for raw in page.items {
+                    let item = match RawItem::parse(raw.get(), &api_version, &r.kind) {
+                        Ok(item) => item,
+                        Err(e) => {
+                            failed(format!("decoding an item of {}: {e}", r.group_resource()));
+                            continue;
+                        }
+                    };
+                    if order.is_some() {
+                        held.push(item);
+                    } else if let Err(closed) = self.take(r, item, false).await {
+                        if let Some(pending) = next {
+                            pending.abort();
+                        }
+                        return Err(closed);
+                    }
                 }
             }
         }
         if let Some(list) = order {
             // Named objects first, in the given order; the rest after, as listed.
             held.sort_by_key(|o| {
-                super::filter::order_position(list, o.metadata.namespace.as_deref(), &o.name_any())
+                super::filter::order_position(list, o.namespace.as_deref(), &o.name)
             });
-            for obj in held {
-                self.take(r, obj, false).await?;
+            for item in held {
+                self.take(r, item, false).await?;
             }
         }
         self.progress.resources_done.fetch_add(1, Ordering::Relaxed);
@@ -153,19 +203,35 @@ impl Lister {
     /// # Errors
     /// [`PipelineClosed`].
     pub async fn fetch_one(&self, r: &ServedResource, name: &str) -> Result<(), PipelineClosed> {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &r.api_resource());
+        let url = DynamicObject::url_path(&r.api_resource(), None);
         self.budget.acquire().await;
-        match api.get_opt(name).await {
-            Ok(Some(obj)) => self.take(r, obj, true).await,
-            Ok(None) => Ok(()),
+        let got = match kube::core::Request::new(&url).get(name, &GetParams::default()) {
+            Ok(req) => self.client.request_text(req).await,
+            Err(e) => Err(kube::Error::BuildRequest(e)),
+        };
+        let failed = |msg: String| {
+            self.collected
+                .lock()
+                .expect("collected lock")
+                .results
+                .errors
+                .add(None, msg);
+        };
+        match got {
+            Ok(text) => match RawItem::parse(&text, &r.api_version(), &r.kind) {
+                Ok(item) => self.take(r, item, true).await,
+                Err(e) => {
+                    failed(format!("decoding {} {name}: {e}", r.group_resource()));
+                    Ok(())
+                }
+            },
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => {
-                let msg = format!("getting {} {name}: {}", r.group_resource(), describe(&e));
-                self.collected
-                    .lock()
-                    .expect("collected lock")
-                    .results
-                    .errors
-                    .add(None, msg);
+                failed(format!(
+                    "getting {} {name}: {}",
+                    r.group_resource(),
+                    describe(&e)
+                ));
                 Ok(())
             }
         }
@@ -176,48 +242,34 @@ impl Lister {
     async fn take(
         &self,
         r: &ServedResource,
-        mut obj: DynamicObject,
+        item: RawItem,
         related: bool,
     ) -> Result<(), PipelineClosed> {
-        if object_excluded(&obj.metadata) {
+        if excluded(item.deleting, Some(&item.labels)) {
             return Ok(());
         }
-        if !related && !self.filter.or_selectors.is_empty() {
-            let labels = obj.metadata.labels.clone().unwrap_or_default();
-            if !self.filter.labels_match(&labels) {
-                return Ok(());
-            }
+        if !related
+            && !self.filter.or_selectors.is_empty()
+            && !self.filter.labels_match(&item.labels)
+        {
+            return Ok(());
         }
-        let namespace = obj.metadata.namespace.clone().filter(|n| !n.is_empty());
+        let RawItem {
+            name,
+            namespace,
+            volume_name,
+            json,
+            ..
+        } = item;
         if let Some(ns) = &namespace
             && !self.namespaces.contains(ns)
         {
             return Ok(());
         }
         // Namespace objects follow the namespace filter too.
-        if r.group.is_empty()
-            && r.resource == "namespaces"
-            && !self.namespaces.contains(&obj.name_any())
-        {
+        if r.group.is_empty() && r.resource == "namespaces" && !self.namespaces.contains(&name) {
             return Ok(());
         }
-        let name = obj.name_any();
-        // List items of built-in types come without apiVersion/kind: set them.
-        obj.types = Some(TypeMeta {
-            api_version: r.api_version(),
-            kind: r.kind.clone(),
-        });
-        let json = match serde_json::to_vec(&obj) {
-            Ok(j) => j,
-            Err(e) => {
-                let mut c = self.collected.lock().expect("collected lock");
-                c.results.errors.add(
-                    namespace.as_deref(),
-                    format!("encoding {} {name}: {e}", r.group_resource()),
-                );
-                return Ok(());
-            }
-        };
         {
             let mut c = self.collected.lock().expect("collected lock");
             let key = format!("{}/{}", r.api_version(), r.kind);
@@ -231,13 +283,9 @@ impl Lister {
             }
             if r.group.is_empty()
                 && r.resource == "persistentvolumeclaims"
-                && let Some(pv) = obj
-                    .data
-                    .pointer("/spec/volumeName")
-                    .and_then(|v| v.as_str())
-                    .filter(|v| !v.is_empty())
+                && let Some(pv) = volume_name
             {
-                c.referenced_pvs.insert(pv.to_string());
+                c.referenced_pvs.insert(pv);
             }
             let gr = r.group_resource();
             if self.crd_group_resources.contains(&gr) {

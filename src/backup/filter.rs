@@ -288,10 +288,17 @@ impl BackupFilter {
 /// Whether an object must be skipped whatever the filters: being deleted, or labelled
 /// `velero.io/exclude-from-backup=true`.
 pub fn object_excluded(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    meta.deletion_timestamp.is_some()
-        || meta
-            .labels
-            .as_ref()
+    excluded(meta.deletion_timestamp.is_some(), meta.labels.as_ref())
+}
+
+/// [`object_excluded`] on the two fields it reads: whether `metadata.deletionTimestamp` is set,
+/// and `metadata.labels`.
+pub fn excluded(
+    deleting: bool,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    deleting
+        || labels
             .and_then(|l| l.get(EXCLUDE_LABEL))
             .is_some_and(|v| v == "true")
 }

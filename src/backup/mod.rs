@@ -9,6 +9,7 @@
 mod collect;
 pub mod filter;
 mod pipeline;
+pub mod raw;
 
 pub use collect::Progress;
 pub use filter::{BackupFilter, FilterError, Patterns, ResourceFilter, ResourcePlan};
