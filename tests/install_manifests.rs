@@ -14,11 +14,12 @@ use serde_json::Value;
 use support::*;
 
 /// Every kustomization a user may apply.
-const INSTALLS: [&str; 4] = [
+const INSTALLS: [&str; 5] = [
     "kustomize/base",
     "kustomize/overlays/local-minio",
     "kustomize/overlays/production",
     "kustomize/overlays/backup-only",
+    "kustomize/overlays/git-source",
 ];
 
 /// Runs kubectl with `args`, feeding `stdin`.

@@ -110,6 +110,11 @@ pub(crate) struct ServerArgs {
     /// Identity in the Lease (default: the pod name from $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Configuration file (YAML). Its `source:` section makes the controller read tidemark
+    /// manifests from a Git repository or a directory as `tidemark reconcile` does (see
+    /// `examples/gitops/controller-source/`); without it the cluster is the only source.
+    #[arg(long, env = "TIDEMARK_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -257,13 +262,34 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
         Command::Server(args) => {
+            let server_config = match &args.config {
+                Some(path) => crate::source::config::ServerConfig::load(path)?,
+                None => crate::source::config::ServerConfig::default(),
+            };
+            let source = match server_config.source {
+                Some(cfg) => Some(reconcile::Loop::new(cfg, &args.namespace, false)?),
+                None => None,
+            };
             let client = crate::cluster::connect(&target).await?;
             let identity = args.identity.clone().unwrap_or_else(|| {
                 std::fs::read_to_string("/etc/hostname")
                     .map(|h| h.trim().to_string())
                     .unwrap_or_else(|_| format!("tidemark-{}", std::process::id()))
             });
-            crate::controller::run(
+            let alongside = {
+                let client = client.clone();
+                async move {
+                    match &source {
+                        Some(l) => {
+                            if let Err(e) = l.run(&client, std::future::pending()).await {
+                                tracing::error!("the source loop stopped: {e:#}");
+                            }
+                        }
+                        None => std::future::pending().await,
+                    }
+                }
+            };
+            crate::controller::run_with(
                 client,
                 crate::controller::Config {
                     namespace: args.namespace,
@@ -275,6 +301,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     burst: args.client.client_burst,
                     concurrency: args.client.concurrency,
                 },
+                alongside,
             )
             .await?;
             Ok(ExitCode::SUCCESS)

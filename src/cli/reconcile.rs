@@ -40,6 +40,7 @@ use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
 use crate::cluster::{self, Target};
 use crate::controller::apply_status;
 use crate::report::status::{Forge, ForgeConfig, Reporter, State, StatusUpdate, token_from};
+use crate::source::config::{self, CommitStatusConfig, SourceConfig};
 use crate::source::{
     DirSource, GitAuth, GitSource, GitSpec, InvalidManifest, Kind, Manifest, Rendered, Revision,
     manifests, redact_url, render, stable_id,
@@ -142,6 +143,39 @@ pub(crate) struct ReconcileArgs {
     cache_dir: Option<PathBuf>,
 }
 
+impl ReconcileArgs {
+    /// The flags as the controller's `source:` settings (one code path for both).
+    fn to_config(&self) -> SourceConfig {
+        SourceConfig {
+            kind: match self.source {
+                SourceKind::Git => config::SourceKind::Git,
+                SourceKind::Dir => config::SourceKind::Dir,
+            },
+            url: self.url.clone(),
+            reference: self.reference.clone(),
+            path: self.path.clone(),
+            interval: self.interval,
+            prune: !self.no_prune,
+            namespace: Some(self.namespace.clone()),
+            username: self.username.clone(),
+            token_file: self.token_file.clone(),
+            ssh_key_file: self.ssh_key.clone(),
+            known_hosts_file: self.known_hosts.clone(),
+            commit_status: match (&self.forge, &self.forge_url, &self.forge_repository) {
+                (Some(forge), Some(url), Some(repository)) => Some(CommitStatusConfig {
+                    forge: forge.clone(),
+                    url: url.clone(),
+                    repository: repository.clone(),
+                    token_file: self.forge_token_file.clone(),
+                }),
+                _ => None,
+            },
+            status_timeout: self.status_timeout,
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
 /// A source as configured.
 enum Source {
     Git(Arc<GitSource>),
@@ -216,38 +250,52 @@ impl Source {
     }
 }
 
-fn git_auth(args: &ReconcileArgs) -> Result<GitAuth> {
-    Ok(GitAuth::from_options(
-        &args.username,
-        args.token_file.as_deref(),
-        args.ssh_key.as_deref(),
-        args.known_hosts.as_deref(),
-    )?)
-}
-
-fn source_of(args: &ReconcileArgs) -> Result<Source> {
-    Ok(match args.source {
-        SourceKind::Git => {
-            let url = args
+fn source_of(cfg: &SourceConfig) -> Result<Source> {
+    Ok(match cfg.kind {
+        config::SourceKind::Git => {
+            let url = cfg
                 .url
                 .clone()
-                .context("--url is required with --source git")?;
+                .context("a URL is required for a git source (--url, source.url)")?;
+            let auth = GitAuth::from_options(
+                &cfg.username,
+                cfg.token_file.as_deref(),
+                cfg.ssh_key_file.as_deref(),
+                cfg.known_hosts_file.as_deref(),
+            )?;
             Source::Git(Arc::new(GitSource::new(GitSpec {
                 url,
-                reference: args.reference.clone(),
-                path: args.path.clone().unwrap_or_else(|| PathBuf::from(".")),
-                auth: git_auth(args)?,
-                cache_root: args.cache_dir.clone(),
+                reference: cfg.reference.clone(),
+                path: cfg.path.clone().unwrap_or_else(|| PathBuf::from(".")),
+                auth,
+                cache_root: cfg.cache_dir.clone(),
             })?))
         }
-        SourceKind::Dir => {
-            let path = args
+        config::SourceKind::Dir => {
+            let path = cfg
                 .path
                 .clone()
-                .context("--path is required with --source dir")?;
+                .context("a path is required for a dir source (--path, source.path)")?;
             Source::Dir(DirSource::new(path)?)
         }
     })
+}
+
+fn reporter_of(cfg: &SourceConfig) -> Result<Option<Reporter>> {
+    let Some(c) = &cfg.commit_status else {
+        return Ok(None);
+    };
+    let forge: Forge = c
+        .forge
+        .parse()
+        .map_err(|e| anyhow::anyhow!("commit status forge: {e}"))?;
+    let token = token_from(c.token_file.as_deref(), Some("TIDEMARK_FORGE_TOKEN"))?;
+    Ok(Some(Reporter::new(ForgeConfig {
+        forge,
+        base_url: c.url.clone(),
+        repository: c.repository.clone(),
+        token,
+    })?))
 }
 
 /// The record of the last revision reconciled from a source into a cluster.
@@ -650,13 +698,13 @@ async fn prune(
 /// Applies one revision's content.
 async fn reconcile_revision(
     client: &Client,
-    args: &ReconcileArgs,
+    loop_: &Loop,
     id: &str,
     revision: Revision,
     rendered: &Rendered,
 ) -> Report {
     let mut report = Report::new(revision);
-    let parsed = manifests::parse(&rendered.documents, &args.namespace);
+    let parsed = manifests::parse(&rendered.documents, &loop_.namespace);
     let (mut valid, mut invalid): (Vec<Manifest>, Vec<InvalidManifest>) = (Vec::new(), Vec::new());
     for p in parsed {
         match p {
@@ -667,7 +715,7 @@ async fn reconcile_revision(
     valid.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
     // What the revision holds, valid or not: never pruned.
     let mut keep: BTreeSet<(Kind, String, String)> = BTreeSet::new();
-    let mut namespaces: BTreeSet<String> = BTreeSet::from([args.namespace.clone()]);
+    let mut namespaces: BTreeSet<String> = BTreeSet::from([loop_.namespace.clone()]);
     for m in &valid {
         keep.insert((m.kind, m.namespace.clone(), m.name.clone()));
         namespaces.insert(m.namespace.clone());
@@ -750,8 +798,8 @@ async fn reconcile_revision(
         };
         report.invalid.push((i, stalled));
     }
-    if args.no_prune {
-        report.prune_skipped = Some("--no-prune".into());
+    if !loop_.config.prune {
+        report.prune_skipped = Some("pruning is off (--no-prune, source.prune: false)".into());
     } else if !unidentified.is_empty() {
         report.prune_skipped = Some(format!(
             "documents whose kind and name cannot be read ({}) could name any object",
@@ -763,49 +811,136 @@ async fn reconcile_revision(
     report
 }
 
-/// One pass: poll the source and reconcile a new revision. Returns whether `--once` succeeds.
-async fn pass(
-    client: &Client,
-    args: &ReconcileArgs,
-    source: &Source,
-    id: &str,
-    reporter: Option<&Reporter>,
-) -> Result<bool> {
-    let started = Instant::now();
-    let record = read_record(client, &args.namespace, id).await?;
-    let since = record.as_ref().map(|r| r.revision.clone());
-    let (revision, rendered, fetch_time) = source.poll(since.as_ref(), args.force).await?;
-    let Some(rendered) = rendered else {
-        let invalid = record.map(|r| r.invalid).unwrap_or(0);
-        println!(
-            "revision {revision}: unchanged (already reconciled{}), skipped in {fetch_time:.1?}",
-            if invalid > 0 {
-                format!("; {invalid} invalid manifest(s)")
-            } else {
-                String::new()
-            }
-        );
-        return Ok(invalid == 0);
-    };
-    if let Some(r) = &rendered.renderer {
-        tracing::info!(renderer = %r, "rendered the kustomization");
+/// A configured reconcile loop: the source, its settings and where statuses go.
+pub(crate) struct Loop {
+    config: SourceConfig,
+    namespace: String,
+    source: Source,
+    id: String,
+    reporter: Option<Reporter>,
+    force: bool,
+}
+
+impl Loop {
+    /// Sets up a loop from settings; `namespace` is used when the settings name none.
+    ///
+    /// # Errors
+    /// Invalid settings, unreadable credentials or token files.
+    pub(crate) fn new(config: SourceConfig, namespace: &str, force: bool) -> Result<Loop> {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("source.{e}"))?;
+        let namespace = config
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace.to_string());
+        let source = source_of(&config)?;
+        let reporter = reporter_of(&config)?;
+        let id = source.id(&namespace);
+        Ok(Loop {
+            config,
+            namespace,
+            source,
+            id,
+            reporter,
+            force,
+        })
     }
-    let report = reconcile_revision(client, args, id, revision, &rendered).await;
-    if report.failed.is_empty() {
-        // Record the revision only when every request went through, so failures are retried.
-        if let Err(e) = write_record(client, &args.namespace, id, &source.describe(), &report).await
+
+    /// One pass: poll the source and reconcile a new revision. Returns whether everything was
+    /// valid and applied.
+    ///
+    /// # Errors
+    /// The source could not be fetched or rendered, or the record could not be read.
+    pub(crate) async fn pass(&self, client: &Client) -> Result<bool> {
+        let started = Instant::now();
+        let record = read_record(client, &self.namespace, &self.id).await?;
+        let since = record.as_ref().map(|r| r.revision.clone());
+        let (revision, rendered, fetch_time) = self.source.poll(since.as_ref(), self.force).await?;
+        let Some(rendered) = rendered else {
+            let invalid = record.map(|r| r.invalid).unwrap_or(0);
+            println!(
+                "revision {revision}: unchanged (already reconciled{}), skipped in {fetch_time:.1?}",
+                if invalid > 0 {
+                    format!("; {invalid} invalid manifest(s)")
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(invalid == 0);
+        };
+        if let Some(r) = &rendered.renderer {
+            tracing::info!(renderer = %r, "rendered the kustomization");
+        }
+        let report = reconcile_revision(client, self, &self.id, revision, &rendered).await;
+        if report.failed.is_empty() {
+            // Record the revision only when every request went through, so failures are retried.
+            if let Err(e) = write_record(
+                client,
+                &self.namespace,
+                &self.id,
+                &self.source.describe(),
+                &report,
+            )
+            .await
+            {
+                tracing::warn!("recording the revision failed: {}", cluster::describe(&e));
+            }
+        }
+        report.print(started.elapsed());
+        if let Some(reporter) = &self.reporter
+            && let Some(sha) = report.revision.commit_id()
         {
-            tracing::warn!("recording the revision failed: {}", cluster::describe(&e));
+            let parsed = manifests::parse(&rendered.documents, &self.namespace);
+            post_statuses(client, reporter, sha, &parsed, self.config.status_timeout).await;
+        }
+        Ok(report.failed.is_empty() && report.invalid.is_empty())
+    }
+
+    /// Runs passes every `interval` (and on each change of a directory source) until `stop`
+    /// completes. A failed pass is logged and retried at the next interval.
+    ///
+    /// # Errors
+    /// The directory watcher could not be started.
+    pub(crate) async fn run(
+        &self,
+        client: &Client,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
+        tracing::info!(
+            source = %self.source.describe(),
+            namespace = %self.namespace,
+            id = %self.id,
+            interval = %humantime::format_duration(self.config.interval),
+            "reconciling a source"
+        );
+        let mut watcher = match &self.source {
+            Source::Dir(d) => Some(d.watch(Duration::from_millis(500))?),
+            Source::Git(_) => None,
+        };
+        tokio::pin!(stop);
+        loop {
+            if let Err(e) = self.pass(client).await {
+                tracing::error!("reconciling {}: {e:#}", self.source.describe());
+                eprintln!("error: {e:#}");
+            }
+            let changed = async {
+                match watcher.as_mut() {
+                    Some(w) => match w.changed().await {
+                        Some(Err(e)) => tracing::warn!("{e}"),
+                        Some(Ok(paths)) => tracing::debug!(?paths, "changed"),
+                        None => std::future::pending().await,
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.interval) => {}
+                _ = changed => {}
+                _ = &mut stop => return Ok(()),
+            }
         }
     }
-    report.print(started.elapsed());
-    if let Some(reporter) = reporter
-        && let Some(sha) = report.revision.commit_id()
-    {
-        let parsed = manifests::parse(&rendered.documents, &args.namespace);
-        post_statuses(client, reporter, sha, &parsed, args.status_timeout).await;
-    }
-    Ok(report.failed.is_empty() && report.invalid.is_empty())
 }
 
 /// One line describing an object's health for its commit status, and the state.
@@ -911,28 +1046,10 @@ async fn post_statuses(
 
 /// Runs `tidemark reconcile`.
 pub(crate) async fn run(target: &Target, args: ReconcileArgs) -> Result<ExitCode> {
-    let source = source_of(&args)?;
+    let reconcile = Loop::new(args.to_config(), &args.namespace, args.force)?;
     let client = cluster::connect(target).await?;
-    let id = source.id(&args.namespace);
-    tracing::info!(source = %source.describe(), id = %id, "reconciling");
-    let reporter = match (&args.forge, &args.forge_url, &args.forge_repository) {
-        (Some(f), Some(url), Some(repo)) => {
-            let forge: Forge = f.parse().map_err(|e| anyhow::anyhow!("--forge: {e}"))?;
-            let token = token_from(
-                args.forge_token_file.as_deref(),
-                Some("TIDEMARK_FORGE_TOKEN"),
-            )?;
-            Some(Reporter::new(ForgeConfig {
-                forge,
-                base_url: url.clone(),
-                repository: repo.clone(),
-                token,
-            })?)
-        }
-        _ => None,
-    };
     if args.once {
-        let ok = pass(&client, &args, &source, &id, reporter.as_ref()).await?;
+        let ok = reconcile.pass(&client).await?;
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
@@ -940,35 +1057,18 @@ pub(crate) async fn run(target: &Target, args: ReconcileArgs) -> Result<ExitCode
         });
     }
     println!(
-        "reconciling {} into namespace {} every {} (source id {id})",
-        source.describe(),
-        args.namespace,
-        humantime::format_duration(args.interval)
+        "reconciling {} into namespace {} every {} (source id {})",
+        reconcile.source.describe(),
+        reconcile.namespace,
+        humantime::format_duration(args.interval),
+        reconcile.id
     );
-    let mut watcher = match &source {
-        Source::Dir(d) => Some(d.watch(Duration::from_millis(500))?),
-        Source::Git(_) => None,
-    };
-    loop {
-        if let Err(e) = pass(&client, &args, &source, &id, reporter.as_ref()).await {
-            eprintln!("error: {e:#}");
-        }
-        let changed = async {
-            match watcher.as_mut() {
-                Some(w) => match w.changed().await {
-                    Some(Err(e)) => tracing::warn!("{e}"),
-                    Some(Ok(paths)) => tracing::debug!(?paths, "changed"),
-                    None => std::future::pending().await,
-                },
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(args.interval) => {}
-            _ = changed => {}
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
-        }
-    }
+    reconcile
+        .run(&client, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

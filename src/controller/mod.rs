@@ -314,6 +314,19 @@ async fn serve_metrics(ctx: Arc<Context>, address: SocketAddr) -> Result<(), Con
 /// # Errors
 /// [`ControllerError`] from the servers, leader election or the start-up recovery.
 pub async fn run(client: Client, config: Config) -> Result<(), ControllerError> {
+    run_with(client, config, std::future::pending()).await
+}
+
+/// [`run`], with `alongside` (e.g. a Git source's reconcile loop) run by the leader next to the
+/// controllers: it starts once leadership is held and stops with them.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    client: Client,
+    config: Config,
+    alongside: impl std::future::Future<Output = ()>,
+) -> Result<(), ControllerError> {
     let budget = Budget::new(config.qps, config.burst)
         .map_err(|e| ControllerError::Config(e.to_string()))?;
     let ctx = Arc::new(Context {
@@ -350,6 +363,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), ControllerError> 
             backup::run(ctx.clone()),
             restore::run(ctx.clone()),
             restoreplan::run(ctx.clone()),
+            alongside,
         );
     };
     let lost = async {
