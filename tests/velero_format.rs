@@ -971,7 +971,7 @@ fn velero_style_tarball_is_indexed_by_tidemark() {
             .iter()
             .find(|i| i.name == it.name() && i.namespace.as_deref() == it.namespace())
             .unwrap_or_else(|| panic!("{} {} not indexed", it.group_resource, it.name()));
-        let obj: Value = serde_json::from_slice(&std::fs::read(&found.file).unwrap()).unwrap();
+        let obj: Value = serde_json::from_slice(&idx.read(found).unwrap()).unwrap();
         assert_eq!(obj, it.object, "{} {}", it.group_resource, it.name());
     }
 }

@@ -1,14 +1,20 @@
-//! Validating extraction of a backup tarball into a private temporary directory.
+//! Validating extraction of a backup tarball into a private spool file.
 //!
 //! Every entry is checked before a byte is written: only regular files and directories, only
 //! relative paths made of plain components under `metadata/` or `resources/`, bounded entry size,
 //! total size (which also caps gzip bombs) and entry count. The sha256 of the compressed stream is
 //! computed on the way and compared with the recorded one; the caller restores nothing unless
 //! [`extract`] returns `Ok`.
+//!
+//! Items are appended to one anonymous temporary file (unlinked at once, gone when the last
+//! handle closes) and indexed by offset and length: no file per item, and the index costs a few
+//! dozen bytes per item whatever the item's size.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Component, Path};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -42,14 +48,44 @@ pub struct IndexedItem {
     pub namespace: Option<String>,
     /// Object name (the file name without `.json`).
     pub name: String,
-    /// Where the item's JSON was extracted.
-    pub file: PathBuf,
+    /// Where the item's JSON is in the spool.
+    pub at: SpoolRef,
 }
 
-/// An extracted, validated archive. The files live as long as this value.
+/// The place of one item's bytes in a [`Spool`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpoolRef {
+    /// Offset in the spool file, bytes.
+    pub offset: u64,
+    /// Length, bytes.
+    pub len: u64,
+}
+
+/// The extracted items' bytes: one anonymous temporary file, read by offset (positional reads,
+/// so many tasks can read at once). Removed when the last handle is dropped.
+#[derive(Debug)]
+pub struct Spool {
+    file: std::fs::File,
+}
+
+impl Spool {
+    /// Reads one item's bytes.
+    ///
+    /// # Errors
+    /// The I/O error of the read.
+    pub fn read(&self, at: SpoolRef) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(at.len).map_err(io::Error::other)?;
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, at.offset)?;
+        Ok(buf)
+    }
+}
+
+/// An extracted, validated archive. The items' bytes live as long as the [`Spool`] does.
 #[derive(Debug)]
 pub struct ArchiveIndex {
-    dir: tempfile::TempDir,
+    /// The items' bytes.
+    pub spool: Arc<Spool>,
     /// The content of `metadata/version`.
     pub version: String,
     /// Items by group-resource (`deployments.apps`), in archive order within each.
@@ -61,9 +97,12 @@ pub struct ArchiveIndex {
 }
 
 impl ArchiveIndex {
-    /// The directory holding the extracted files.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// Reads one item's JSON bytes.
+    ///
+    /// # Errors
+    /// The I/O error of the read.
+    pub fn read(&self, item: &IndexedItem) -> io::Result<Vec<u8>> {
+        self.spool.read(item.at)
     }
 
     /// Total number of items.
@@ -196,9 +235,11 @@ pub fn extract<R: Read>(
     limits: ExtractLimits,
     expected_sha256: Option<&str>,
 ) -> Result<ArchiveIndex, ArchiveError> {
-    let dir = tempfile::Builder::new()
-        .prefix("tidemark-restore-")
-        .tempdir()?;
+    let spool_file = tempfile::tempfile()?;
+    let mut spool = CountingWriter {
+        inner: BufWriter::with_capacity(1 << 20, spool_file.try_clone()?),
+        written: 0,
+    };
     let mut hashing = HashingReader {
         inner: raw,
         hasher: Sha256::new(),
@@ -275,19 +316,22 @@ pub fn extract<R: Read>(
                     {
                         continue; // the plain copy wins
                     }
-                    let mut rel = PathBuf::from(&p.group_resource);
-                    match &p.namespace {
-                        Some(ns) => rel.push(format!("ns-{ns}")),
-                        None => rel.push("cluster"),
-                    }
-                    let target_dir = dir.path().join(&rel);
-                    std::fs::create_dir_all(&target_dir)?;
-                    let file = target_dir.join(format!("{}.json", p.name));
-                    let mut out = std::fs::File::create(&file)?;
-                    io::copy(&mut (&mut entry).take(limits.max_entry_bytes), &mut out)
+                    let offset = spool.written;
+                    io::copy(&mut (&mut entry).take(limits.max_entry_bytes), &mut spool)
                         .map_err(map_cap)?;
+                    let at = SpoolRef {
+                        offset,
+                        len: spool.written - offset,
+                    };
                     match existing {
                         Some((idx, _)) => {
+                            // The plain copy replaces the preferred-version one read before.
+                            if let Some(item) = items
+                                .get_mut(&p.group_resource)
+                                .and_then(|l| l.get_mut(idx))
+                            {
+                                item.at = at;
+                            }
                             seen.insert(key, (idx, plain));
                         }
                         None => {
@@ -296,7 +340,7 @@ pub fn extract<R: Read>(
                             list.push(IndexedItem {
                                 namespace: p.namespace,
                                 name: p.name,
-                                file,
+                                at,
                             });
                         }
                     }
@@ -305,6 +349,7 @@ pub fn extract<R: Read>(
             }
         }
     }
+    spool.inner.flush()?;
     // Consume whatever follows the tar end (gzip trailer, padding) so the digest covers it all.
     io::copy(&mut hashing, &mut io::sink())?;
     let sha256 = hex::encode(hashing.hasher.finalize());
@@ -324,12 +369,30 @@ pub fn extract<R: Read>(
         )));
     }
     Ok(ArchiveIndex {
-        dir,
+        spool: Arc::new(Spool { file: spool_file }),
         version,
         items,
         sha256,
         compressed_bytes: hashing.bytes,
     })
+}
+
+/// A writer that counts what went through it (the spool's next offset).
+struct CountingWriter<W> {
+    inner: W,
+    written: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn map_cap(e: io::Error) -> ArchiveError {
@@ -408,7 +471,8 @@ mod tests {
         assert_eq!(idx.len(), 3);
         let cms = &idx.items["configmaps"];
         assert_eq!(cms[0].namespace.as_deref(), Some("a"));
-        assert_eq!(std::fs::read(&cms[1].file).unwrap(), br#"{"n":2}"#);
+        assert_eq!(idx.read(&cms[1]).unwrap(), br#"{"n":2}"#);
+        assert_eq!(idx.read(&cms[0]).unwrap(), br#"{"n":1}"#);
         assert_eq!(idx.items["namespaces"][0].namespace, None);
         assert_eq!(idx.compressed_bytes, bytes.len() as u64);
     }
@@ -530,5 +594,29 @@ mod tests {
         ]);
         let idx = extract(&a[..], ExtractLimits::default(), None).unwrap();
         assert_eq!(idx.items["widgets.example.com"].len(), 1);
+        assert_eq!(
+            idx.read(&idx.items["widgets.example.com"][0]).unwrap(),
+            b"{\"v\":2}"
+        );
+        // Both trees, the preferred-version copy first: the plain copy wins.
+        let b = raw_archive(&[
+            ("metadata/version", tar::EntryType::Regular, b"1.1.0"),
+            (
+                "resources/widgets.example.com/v2-preferredversion/namespaces/x/w.json",
+                tar::EntryType::Regular,
+                b"{\"v\":2}",
+            ),
+            (
+                "resources/widgets.example.com/namespaces/x/w.json",
+                tar::EntryType::Regular,
+                b"{\"v\":1}",
+            ),
+        ]);
+        let idx = extract(&b[..], ExtractLimits::default(), None).unwrap();
+        assert_eq!(idx.items["widgets.example.com"].len(), 1);
+        assert_eq!(
+            idx.read(&idx.items["widgets.example.com"][0]).unwrap(),
+            b"{\"v\":1}"
+        );
     }
 }

@@ -14,7 +14,7 @@
 
 mod extract;
 
-pub use extract::{ArchiveIndex, ExtractLimits, IndexedItem, extract};
+pub use extract::{ArchiveIndex, ExtractLimits, IndexedItem, Spool, SpoolRef, extract};
 
 use std::io::Write;
 

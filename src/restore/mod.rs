@@ -27,7 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use serde_json::Value;
 
 use crate::api::velero::{self, Backup, Restore, RestoreProgress, TidemarkBackupMeta};
-use crate::archive::{ArchiveError, ArchiveIndex, ExtractLimits, IndexedItem};
+use crate::archive::{ArchiveError, ArchiveIndex, ExtractLimits, IndexedItem, Spool, SpoolRef};
 use crate::backup::{Patterns, validate_name};
 use crate::cluster::selector::{self, LabelMatcher, SelectorError};
 use crate::cluster::{Budget, describe, is_already_exists, is_not_found};
@@ -181,8 +181,8 @@ pub struct PlannedItem {
     pub name: String,
     /// Namespace in the backup (resource-modifier conditions match on it, as in Velero).
     pub source_namespace: Option<String>,
-    /// The extracted item.
-    pub file: std::path::PathBuf,
+    /// The extracted item's place in the plan's spool.
+    pub at: SpoolRef,
     /// Whether its `status` is restored too (through the status subresource).
     pub restore_status: bool,
 }
@@ -202,6 +202,8 @@ pub struct RestorePlan {
     pub context: TransformContext,
     /// Resource modifiers applied last.
     pub modifiers: Option<std::sync::Arc<modifiers::ResourceModifiers>>,
+    /// The extracted archive's items (`None` only for an empty default plan).
+    pub spool: Option<std::sync::Arc<Spool>>,
 }
 
 impl RestorePlan {
@@ -211,7 +213,9 @@ impl RestorePlan {
     /// # Errors
     /// A message when the item cannot be read or a modifier fails.
     pub fn materialize(&self, item: &PlannedItem) -> Result<(Value, Option<Value>), String> {
-        let mut obj: Value = std::fs::read(&item.file)
+        let spool = self.spool.as_ref().ok_or("the plan has no archive")?;
+        let mut obj: Value = spool
+            .read(item.at)
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))?;
         let status = if item.restore_status {
@@ -285,7 +289,10 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         .map(|s| LabelMatcher::new(&selector::parse(s)?))
         .collect::<Result<Vec<_>, SelectorError>>()?;
     let all_cluster = req.include_cluster_resources.unwrap_or(namespaces.is_all());
-    let mut out = RestorePlan::default();
+    let mut out = RestorePlan {
+        spool: Some(index.spool.clone()),
+        ..RestorePlan::default()
+    };
     // (group-resource, item, api resource, restore status) — no object kept in memory.
     let mut read: Vec<(String, &IndexedItem, ApiResource, bool)> = Vec::new();
     let mut restored_pvs: BTreeSet<String> = BTreeSet::new();
@@ -294,7 +301,8 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
             continue;
         }
         for it in items {
-            let obj: Value = match std::fs::read(&it.file)
+            let obj: Value = match index
+                .read(it)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
             {
@@ -417,7 +425,7 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
             namespace,
             name,
             source_namespace: it.namespace.clone(),
-            file: it.file.clone(),
+            at: it.at,
             restore_status,
         });
     }

@@ -509,16 +509,31 @@ pub async fn compare_clusters(
 /// Applies documents with server-side apply (field manager `fixture`), resolving each kind
 /// through discovery (re-run per call, so CRDs applied just before are known).
 pub async fn apply_docs(client: &Client, docs: &[Value]) {
-    let discovery = Discovery::new(client.clone())
+    let mut discovery = Discovery::new(client.clone())
         .run_aggregated()
         .await
         .expect("discovery");
     for d in docs {
         let obj: DynamicObject = serde_json::from_value(d.clone()).expect("object");
         let tm = obj.types.clone().expect("apiVersion/kind");
-        let (ar, caps) = discovery
-            .resolve_typemeta(&tm)
-            .unwrap_or_else(|| panic!("{}/{} not served", tm.api_version, tm.kind));
+        // A CRD created just before may take a moment to be served: re-discover for up to 30 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let (ar, caps) = loop {
+            if let Some(found) = discovery.resolve_typemeta(&tm) {
+                break found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}/{} not served",
+                tm.api_version,
+                tm.kind
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            discovery = Discovery::new(client.clone())
+                .run_aggregated()
+                .await
+                .expect("discovery");
+        };
         let api: Api<DynamicObject> = match (&caps.scope, &obj.metadata.namespace) {
             (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
             _ => Api::all_with(client.clone(), &ar),
