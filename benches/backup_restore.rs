@@ -33,8 +33,8 @@
 //!    the API server's list limit; as a diagnostic, (a') the same LISTs decoding every item into
 //!    a kube-rs `DynamicObject` (the client-side cost any kube-rs lister pays); (b) `tidemark
 //!    backup create` of the whole cluster into MinIO with a client budget high enough (`--qps`,
-//!    default 1000, burst 2x) not to be the limit; and (c) the peak RSS (and CPU time) of that
-//!    tidemark process;
+//!    default 1000, burst 2x) not to be the limit, best of two runs like (a) (the first under
+//!    another name); and (c) the peak RSS (the larger of the two runs) and CPU time of tidemark;
 //! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
 //!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
 //!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
@@ -944,37 +944,48 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     // 2b/c. tidemark backup.
     let mut env_a = minio.env.clone();
     env_a.insert("KUBECONFIG".into(), a.kubeconfig.display().to_string());
-    let run = tidemark(
-        &[
+    // Best of two, as for (a): a first backup under another name, then the one restored below.
+    let mut runs = Vec::new();
+    for name in [format!("{backup}-first"), backup.clone()] {
+        let run = tidemark(
+            &[
+                "backup",
+                "create",
+                &name,
+                "--location",
+                &location,
+                "--client-qps",
+                &qps,
+                "--client-burst",
+                &burst,
+            ],
+            &env_a,
+            logs,
             "backup",
-            "create",
-            &backup,
-            "--location",
-            &location,
-            "--client-qps",
-            &qps,
-            "--client-burst",
-            &burst,
-        ],
-        &env_a,
-        logs,
-        "backup",
-    )
-    .await?;
-    ensure!(
-        run.stdout.contains("Completed"),
-        "backup did not complete:\n{}",
-        run.stdout
-    );
+        )
+        .await?;
+        ensure!(
+            run.stdout.contains("Completed"),
+            "backup did not complete:\n{}",
+            run.stdout
+        );
+        runs.push(run);
+    }
+    let slowest_s = runs.iter().map(|r| secs(r.elapsed)).fold(0.0, f64::max);
+    let peak_rss_kib = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+    let run = runs
+        .into_iter()
+        .min_by_key(|r| r.elapsed)
+        .expect("two backup runs");
     row.backup_s = secs(run.elapsed);
     row.backup_over_list = ratio(row.backup_s, row.list_s);
-    row.backup_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
+    row.backup_peak_rss_mb = (peak_rss_kib as f64 / 1024.0).round();
     row.backup_cpu_s = (run.cpu_s * 100.0).round() / 100.0;
     row.backup_summary = first_lines(&run.stdout, 1);
     step(
         n,
         &format!(
-            "backup (b): {:.2}s, peak RSS {} MB, {:.2}s CPU: {}",
+            "backup (b): {:.2}s (best of two; other {slowest_s:.2}s), peak RSS {} MB, {:.2}s CPU: {}",
             row.backup_s, row.backup_peak_rss_mb, row.backup_cpu_s, row.backup_summary
         ),
     );
