@@ -322,22 +322,35 @@ pub async fn run(
     let mut record = req.record()?;
     let log = RunLog::new("backup", &format!("{}/{}", req.record_namespace, req.name));
 
-    store.check().await?;
     let layout = store.layout();
-    if store.folder_exists(&layout.backup_dir(&req.name)).await? {
-        return Err(BackupError::AlreadyExists {
-            name: req.name.clone(),
-            location: store.url().to_string(),
-        });
-    }
-    let upload = store.upload(&layout.backup_archive(&req.name)).await?;
-
+    // The store's checks and the start of the archive upload run while the cluster is
+    // discovered: both are round trips the backup would otherwise wait for one after another.
+    let prepare_store = async {
+        store.check().await?;
+        if store.folder_exists(&layout.backup_dir(&req.name)).await? {
+            return Err(BackupError::AlreadyExists {
+                name: req.name.clone(),
+                location: store.url().to_string(),
+            });
+        }
+        Ok(store.upload(&layout.backup_archive(&req.name)).await?)
+    };
+    let inspect_cluster = async {
+        let (discovered, namespaces) = tokio::join!(
+            discover(client, &settings.budget),
+            // Namespaces taking part: matching the filter, active, not labelled for exclusion.
+            included_namespaces(client, &settings.budget, &filter)
+        );
+        Ok::<_, BackupError>((discovered?, namespaces?))
+    };
+    let (upload, inspected) = tokio::join!(prepare_store, inspect_cluster);
+    let upload = upload?;
     log.info(&format!("Starting backup to {}", store.url()));
-    let discovered = match discover(client, &settings.budget).await {
-        Ok(d) => d,
+    let (discovered, namespaces) = match inspected {
+        Ok(found) => found,
         Err(e) => {
             upload.abort().await;
-            return Err(e.into());
+            return Err(e);
         }
     };
     let mut results = Results::default();
@@ -345,15 +358,6 @@ pub async fn run(
         log.error(&format!("API group {g}"));
         results.errors.add_general(format!("API group {g}"));
     }
-
-    // Namespaces taking part: matching the filter, active, not labelled for exclusion.
-    let namespaces = match included_namespaces(client, &settings.budget, &filter).await {
-        Ok(n) => n,
-        Err(e) => {
-            upload.abort().await;
-            return Err(e.into());
-        }
-    };
 
     let mut listed: Vec<&ServedResource> = Vec::new();
     let mut related: BTreeMap<String, &ServedResource> = BTreeMap::new();
@@ -547,33 +551,26 @@ async fn write_side_files(
     log: &RunLog,
 ) -> Result<(), StoreError> {
     let layout = store.layout();
-    store
-        .put(
-            &layout.backup_resource_list(name),
-            gzip_json(resource_list),
-            false,
-        )
-        .await?;
-    store
-        .put(&layout.backup_results(name), gzip_json(results), false)
-        .await?;
     let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
-    store
-        .put(
-            &layout.backup_file(name, layout::TIDEMARK_BACKUP_FILE),
-            Bytes::from(meta_json),
-            false,
-        )
-        .await?;
     let mut logs = log.finish();
     if logs.is_empty() {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let _ = gz.write_all(b"");
         logs = gz.finish().unwrap_or_default();
     }
-    store
-        .put(&layout.backup_logs(name), Bytes::from(logs), false)
-        .await?;
+    // The side files at once; the record only after all of them.
+    let (list_path, results_path, meta_path, logs_path) = (
+        layout.backup_resource_list(name),
+        layout.backup_results(name),
+        layout.backup_file(name, layout::TIDEMARK_BACKUP_FILE),
+        layout.backup_logs(name),
+    );
+    tokio::try_join!(
+        store.put(&list_path, gzip_json(resource_list), false),
+        store.put(&results_path, gzip_json(results), false),
+        store.put(&meta_path, Bytes::from(meta_json), false),
+        store.put(&logs_path, Bytes::from(logs), false),
+    )?;
     // Last: the record. Its presence is what makes the backup exist.
     let record_json = serde_json::to_vec_pretty(record).unwrap_or_default();
     store

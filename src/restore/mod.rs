@@ -699,14 +699,15 @@ pub async fn run(
                 .await;
             namespaces_ready = true;
         }
-        futures::stream::iter(
-            tier.iter()
-                .map(|item| applier.apply(item))
-                .collect::<Vec<_>>(),
-        )
-        .buffer_unordered(settings.concurrency.max(1))
-        .collect::<Vec<()>>()
-        .await;
+        // Futures are made as slots free up: a tier of 100,000 objects must not hold 100,000
+        // unstarted request futures (kilobytes each) at once.
+        // Indices, not references: the closure then has no higher-ranked lifetime, which the
+        // controller's `Send` futures need.
+        futures::stream::iter(0..tier.len())
+            .map(|i| applier.apply(&tier[i]))
+            .buffer_unordered(settings.concurrency.max(1))
+            .for_each(|()| async {})
+            .await;
         if first == "customresourcedefinitions.apiextensions.k8s.io" {
             applier
                 .wait_crds_established(tier, settings.wait_timeout)
@@ -957,9 +958,10 @@ impl Applier<'_> {
         restore: &str,
     ) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let jobs = namespaces.iter().map(|ns| {
+        let jobs = namespaces.iter().cloned().map(|ns| {
             let api = api.clone();
             async move {
+                let ns = ns.as_str();
                 let deadline = Instant::now() + timeout;
                 loop {
                     self.budget.acquire().await;
@@ -983,7 +985,7 @@ impl Applier<'_> {
                         }
                         Ok(None) => {
                             let mut n = Namespace::default();
-                            n.metadata.name = Some(ns.clone());
+                            n.metadata.name = Some(ns.to_string());
                             n.metadata.labels = Some(
                                 [
                                     (velero::BACKUP_NAME_LABEL.to_string(), backup.to_string()),
@@ -1013,9 +1015,9 @@ impl Applier<'_> {
                 }
             }
         });
-        futures::stream::iter(jobs.collect::<Vec<_>>())
+        futures::stream::iter(jobs)
             .buffer_unordered(16)
-            .collect::<Vec<()>>()
+            .for_each(|()| async {})
             .await;
     }
 
