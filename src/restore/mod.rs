@@ -173,8 +173,8 @@ pub fn parse_mappings(s: &str) -> Result<BTreeMap<String, String>, RestoreError>
 pub struct PlannedItem {
     /// Its group-resource.
     pub group_resource: String,
-    /// The resource to create it with.
-    pub api_resource: ApiResource,
+    /// The resource to create it with (shared by the items of one kind and version).
+    pub api_resource: std::sync::Arc<ApiResource>,
     /// Target namespace (`None` = cluster-scoped).
     pub namespace: Option<String>,
     /// Target name.
@@ -294,7 +294,9 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
         ..RestorePlan::default()
     };
     // (group-resource, item, api resource, restore status) — no object kept in memory.
-    let mut read: Vec<(String, &IndexedItem, ApiResource, bool)> = Vec::new();
+    let mut read: Vec<(String, &IndexedItem, std::sync::Arc<ApiResource>, bool)> = Vec::new();
+    let mut api_resources: BTreeMap<(String, String), std::sync::Arc<ApiResource>> =
+        BTreeMap::new();
     let mut restored_pvs: BTreeSet<String> = BTreeSet::new();
     for (gr, items) in &index.items {
         if !order::restorable(gr) {
@@ -389,6 +391,10 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
                 );
                 continue;
             };
+            let api_resource = api_resources
+                .entry((gr.clone(), api_resource.api_version.clone()))
+                .or_insert_with(|| std::sync::Arc::new(api_resource))
+                .clone();
             let restore_status = resource_matches(&req.status_include, gr, kind)
                 && !resource_matches(&req.status_exclude, gr, kind);
             if gr == "persistentvolumes" {
@@ -803,8 +809,8 @@ struct Applier<'a> {
 impl Applier<'_> {
     fn api(&self, item: &PlannedItem) -> Api<DynamicObject> {
         match &item.namespace {
-            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &item.api_resource),
-            None => Api::all_with(self.client.clone(), &item.api_resource),
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &*item.api_resource),
+            None => Api::all_with(self.client.clone(), &*item.api_resource),
         }
     }
 

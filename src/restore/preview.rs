@@ -70,8 +70,8 @@ async fn judge(
     item: &PlannedItem,
 ) -> Verdict {
     let api: Api<DynamicObject> = match &item.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &item.api_resource),
-        None => Api::all_with(client.clone(), &item.api_resource),
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &*item.api_resource),
+        None => Api::all_with(client.clone(), &*item.api_resource),
     };
     budget.acquire().await;
     match api.get_opt(&item.name).await {
