@@ -398,22 +398,20 @@ pub async fn run(
         collected: collected.clone(),
         crd_group_resources: Arc::new(crd_group_resources),
     };
-    // Each resource is listed by its own task, so decoding and encoding run on every core.
-    let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(
-        listed
-            .iter()
-            .map(|r| {
-                let (lister, r) = (lister.clone(), (*r).clone());
-                tokio::spawn(async move { lister.list_resource(&r).await })
-            })
-            .collect::<Vec<_>>(),
-    )
-    .buffer_unordered(settings.concurrency.max(1))
-    .map(|joined| joined.unwrap_or(Err(collect::PipelineClosed)))
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect();
+    // Each resource is listed by its own task, so parsing runs on every core; tasks are spawned
+    // as slots free up, so at most `concurrency` resources are listed at once.
+    let owned: Vec<ServedResource> = listed.iter().map(|r| (*r).clone()).collect();
+    let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(owned)
+        .map(|r| {
+            let lister = lister.clone();
+            tokio::spawn(async move { lister.list_resource(&r).await })
+        })
+        .buffer_unordered(settings.concurrency.max(1))
+        .map(|joined| joined.unwrap_or(Err(collect::PipelineClosed)))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect();
 
     // Related cluster-scoped objects (auto mode): namespaces of items, PVs of PVCs, CRDs of CRs.
     let mut related_ok = listing.map(|_| ());
