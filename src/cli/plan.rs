@@ -15,16 +15,16 @@
 //! Location or backup is missing, its spec is invalid).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use super::reconcile::{SourceArgs, read_once};
 use super::{ClientArgs, OutputFormat};
 use crate::api::tidemark::{AccessMode, Backup, Location, RestorePlan, Schedule};
 use crate::api::velero::SCHEDULE_NAME_LABEL;
@@ -36,39 +36,14 @@ use crate::plan::expiry::expired;
 use crate::plan::restore_plan::{restore_name, spec_hash};
 use crate::plan::schedule::{CronSchedule, ScheduleDecision, ScheduleObserved, decide};
 use crate::restore;
-use crate::source::{
-    DirSource, GitAuth, GitSource, GitSpec, InvalidManifest, Kind, Manifest, Rendered, Revision,
-    manifests, redact_url, render,
-};
+use crate::source::{InvalidManifest, Kind, Manifest, manifests};
 use crate::store::Store;
-
-/// Where the revision comes from.
-#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum PlanSource {
-    /// A Git repository (`--url`, `--ref`, `--path`).
-    Git,
-    /// A local directory (`--path`).
-    Dir,
-}
 
 /// Options of `tidemark plan`.
 #[derive(Args, Debug)]
 pub(crate) struct PlanArgs {
-    /// Where the manifests come from.
-    #[arg(long, value_enum, default_value_t = PlanSource::Git)]
-    source: PlanSource,
-    /// Repository URL (`--source git`): `https://…`, `ssh://…`, `git@host:org/repo.git`,
-    /// `file:///…`.
-    #[arg(long, required_if_eq("source", "git"))]
-    url: Option<String>,
-    /// Branch, tag, or full ref (`refs/pull/1/head`) to plan.
-    #[arg(long = "ref", default_value = "main", value_name = "REF")]
-    reference: String,
-    /// Path inside the repository (default: its root), or the directory (`--source dir`). A
-    /// kustomization there is rendered with `kustomize build` (or `kubectl kustomize`);
-    /// otherwise every *.yaml/*.yml below it is read.
-    #[arg(long, required_if_eq("source", "dir"))]
-    path: Option<PathBuf>,
+    #[command(flatten)]
+    from: SourceArgs,
     /// Namespace of manifests that name none, and of the Backup records checked for expiry.
     #[arg(
         short = 'n',
@@ -80,23 +55,6 @@ pub(crate) struct PlanArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = OutputFormat::Table)]
     output: OutputFormat,
-    /// User name sent with an HTTPS token, or for SSH when the URL has none.
-    #[arg(long, env = "TIDEMARK_GIT_USERNAME", default_value = "git")]
-    username: String,
-    /// File holding an HTTPS token (e.g. a mounted Secret key). Default: $TIDEMARK_GIT_TOKEN.
-    #[arg(long, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    /// SSH private key file (passphrase, if any, from $TIDEMARK_GIT_SSH_PASSPHRASE).
-    #[arg(long, value_name = "PATH")]
-    ssh_key: Option<PathBuf>,
-    /// known_hosts file the SSH server's key must be in (default: libgit2 checks
-    /// ~/.ssh/known_hosts).
-    #[arg(long, value_name = "PATH")]
-    known_hosts: Option<PathBuf>,
-    /// Cache root: repositories are kept in <DIR>/git/<id of the URL> (default:
-    /// $TIDEMARK_CACHE, else ~/.cache/tidemark).
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -206,56 +164,6 @@ fn rfc(t: DateTime<Utc>) -> String {
 fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
     s.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
         .map(|t| t.with_timezone(&Utc))
-}
-
-/// Reads the revision: fetches (Git) or reads (directory) and renders it.
-async fn read_revision(args: &PlanArgs) -> Result<(Revision, Rendered, String)> {
-    match args.source {
-        PlanSource::Git => {
-            let url = args
-                .url
-                .clone()
-                .context("--url is required with --source git")?;
-            let auth = GitAuth::from_options(
-                &args.username,
-                args.token_file.as_deref(),
-                args.ssh_key.as_deref(),
-                args.known_hosts.as_deref(),
-            )?;
-            let path = args.path.clone().unwrap_or_else(|| PathBuf::from("."));
-            let describe = format!(
-                "git {} {} {}",
-                redact_url(&url),
-                args.reference,
-                path.display()
-            );
-            let src = GitSource::new(GitSpec {
-                url,
-                reference: args.reference.clone(),
-                path,
-                auth,
-                cache_root: args.cache_dir.clone(),
-            })?;
-            let (rev, rendered) = tokio::task::spawn_blocking(move || {
-                let fetched = src.fetch(None)?;
-                // Rendered while the fetch holds the cache's lock.
-                let rendered = render(&fetched.path)?;
-                Ok::<_, crate::source::SourceError>((fetched.revision, rendered))
-            })
-            .await??;
-            Ok((rev, rendered, describe))
-        }
-        PlanSource::Dir => {
-            let path = args
-                .path
-                .clone()
-                .context("--path is required with --source dir")?;
-            let dir = DirSource::new(path)?;
-            let describe = format!("dir {}", dir.path().display());
-            let (rev, rendered) = tokio::task::spawn_blocking(move || dir.read()).await??;
-            Ok((rev, rendered, describe))
-        }
-    }
 }
 
 /// Lists `K` in `namespace`; nothing when the kind is not served (CRDs not installed).
@@ -610,7 +518,7 @@ async fn preview_restore_plan(
 
 /// Runs `tidemark plan`.
 pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
-    let (revision, rendered, source) = read_revision(&args).await?;
+    let (revision, rendered, source) = read_once(&args.from.to_config()).await?;
     let parsed = manifests::parse(&rendered.documents, &args.namespace);
     let valid: Vec<&Manifest> = parsed.iter().filter_map(|r| r.as_ref().ok()).collect();
     let invalid: Vec<InvalidEntry> = parsed

@@ -68,9 +68,9 @@ pub(crate) enum SourceKind {
     Dir,
 }
 
-/// Options of `tidemark reconcile`.
+/// Where manifests come from: the flags `tidemark reconcile` and `tidemark plan` share.
 #[derive(Args, Debug)]
-pub(crate) struct ReconcileArgs {
+pub(crate) struct SourceArgs {
     /// Where the manifests come from.
     #[arg(long, value_enum, default_value_t = SourceKind::Git)]
     source: SourceKind,
@@ -78,14 +78,76 @@ pub(crate) struct ReconcileArgs {
     /// `file:///…`.
     #[arg(long, required_if_eq("source", "git"))]
     url: Option<String>,
-    /// Branch, tag, or full ref (`refs/pull/1/head`) to follow.
+    /// Branch, tag, or full ref (`refs/pull/1/head`).
     #[arg(long = "ref", default_value = "main", value_name = "REF")]
     reference: String,
     /// Path inside the repository (default: its root), or the directory (`--source dir`). A
     /// kustomization there is rendered with `kustomize build` (or `kubectl kustomize`);
     /// otherwise every *.yaml/*.yml below it is read.
-    #[arg(long)]
+    #[arg(long, required_if_eq("source", "dir"))]
     path: Option<PathBuf>,
+    /// User name sent with an HTTPS token, or for SSH when the URL has none.
+    #[arg(long, env = "TIDEMARK_GIT_USERNAME", default_value = "git")]
+    username: String,
+    /// File holding an HTTPS token (e.g. a mounted Secret key). Default: $TIDEMARK_GIT_TOKEN.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// SSH private key file (passphrase, if any, from $TIDEMARK_GIT_SSH_PASSPHRASE).
+    #[arg(long, value_name = "PATH")]
+    ssh_key: Option<PathBuf>,
+    /// known_hosts file the SSH server's key must be in (default: libgit2 checks
+    /// ~/.ssh/known_hosts).
+    #[arg(long, value_name = "PATH")]
+    known_hosts: Option<PathBuf>,
+    /// Cache root: repositories are kept in <DIR>/git/<id of the URL> (default:
+    /// $TIDEMARK_CACHE, else ~/.cache/tidemark).
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The flags as source settings (the other settings at their defaults).
+    pub(crate) fn to_config(&self) -> SourceConfig {
+        SourceConfig {
+            kind: match self.source {
+                SourceKind::Git => config::SourceKind::Git,
+                SourceKind::Dir => config::SourceKind::Dir,
+            },
+            url: self.url.clone(),
+            reference: self.reference.clone(),
+            path: self.path.clone(),
+            interval: Duration::from_secs(60),
+            prune: true,
+            namespace: None,
+            username: self.username.clone(),
+            token_file: self.token_file.clone(),
+            ssh_key_file: self.ssh_key.clone(),
+            known_hosts_file: self.known_hosts.clone(),
+            commit_status: None,
+            status_timeout: Duration::from_secs(120),
+            cache_dir: self.cache_dir.clone(),
+        }
+    }
+}
+
+/// Reads a source's current revision once (fetched or read, and rendered), whether or not it
+/// was seen before: the revision, its documents and a description of the source.
+///
+/// # Errors
+/// Invalid settings, credentials, or the source's fetch/render error.
+pub(crate) async fn read_once(cfg: &SourceConfig) -> Result<(Revision, Rendered, String)> {
+    cfg.validate().map_err(|e| anyhow::anyhow!("source.{e}"))?;
+    let source = source_of(cfg)?;
+    let (revision, rendered, _) = source.poll(None, true).await?;
+    let rendered = rendered.context("the source returned no content")?;
+    Ok((revision, rendered, source.describe()))
+}
+
+/// Options of `tidemark reconcile`.
+#[derive(Args, Debug)]
+pub(crate) struct ReconcileArgs {
+    #[command(flatten)]
+    from: SourceArgs,
     /// How often to look for a new revision.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     interval: Duration,
@@ -107,19 +169,6 @@ pub(crate) struct ReconcileArgs {
         default_value = "tidemark"
     )]
     namespace: String,
-    /// User name sent with an HTTPS token, or for SSH when the URL has none.
-    #[arg(long, env = "TIDEMARK_GIT_USERNAME", default_value = "git")]
-    username: String,
-    /// File holding an HTTPS token (e.g. a mounted Secret key). Default: $TIDEMARK_GIT_TOKEN.
-    #[arg(long, value_name = "PATH")]
-    token_file: Option<PathBuf>,
-    /// SSH private key file (passphrase, if any, from $TIDEMARK_GIT_SSH_PASSPHRASE).
-    #[arg(long, value_name = "PATH")]
-    ssh_key: Option<PathBuf>,
-    /// known_hosts file the SSH server's key must be in (default: libgit2 checks
-    /// ~/.ssh/known_hosts).
-    #[arg(long, value_name = "PATH")]
-    known_hosts: Option<PathBuf>,
     /// Post a commit status per object and revision to this forge (`github`, `gitlab`, `gitea`).
     #[arg(long, value_name = "FORGE", requires_all = ["forge_url", "forge_repository"])]
     forge: Option<String>,
@@ -137,30 +186,15 @@ pub(crate) struct ReconcileArgs {
     /// commit status pending.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     status_timeout: Duration,
-    /// Cache root: repositories are kept in <DIR>/git/<id of the URL> (default:
-    /// $TIDEMARK_CACHE, else ~/.cache/tidemark).
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
 }
 
 impl ReconcileArgs {
     /// The flags as the controller's `source:` settings (one code path for both).
     fn to_config(&self) -> SourceConfig {
         SourceConfig {
-            kind: match self.source {
-                SourceKind::Git => config::SourceKind::Git,
-                SourceKind::Dir => config::SourceKind::Dir,
-            },
-            url: self.url.clone(),
-            reference: self.reference.clone(),
-            path: self.path.clone(),
             interval: self.interval,
             prune: !self.no_prune,
             namespace: Some(self.namespace.clone()),
-            username: self.username.clone(),
-            token_file: self.token_file.clone(),
-            ssh_key_file: self.ssh_key.clone(),
-            known_hosts_file: self.known_hosts.clone(),
             commit_status: match (&self.forge, &self.forge_url, &self.forge_repository) {
                 (Some(forge), Some(url), Some(repository)) => Some(CommitStatusConfig {
                     forge: forge.clone(),
@@ -171,7 +205,7 @@ impl ReconcileArgs {
                 _ => None,
             },
             status_timeout: self.status_timeout,
-            cache_dir: self.cache_dir.clone(),
+            ..self.from.to_config()
         }
     }
 }
