@@ -568,6 +568,8 @@ pub fn crds()
         RestorePlan::crd(),
         Backup::crd(),
         Restore::crd(),
+        super::podvolume::PodVolumeBackup::crd(),
+        super::podvolume::PodVolumeRestore::crd(),
     ]
 }
 
@@ -592,7 +594,7 @@ mod tests {
     #[test]
     fn crds_have_status_columns_short_names_and_rules() {
         let all = crds();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 8);
         for c in &all {
             let v = &c.spec.versions[0];
             assert!(

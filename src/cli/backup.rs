@@ -484,6 +484,21 @@ async fn delete(args: DeleteArgs) -> Result<ExitCode> {
                 store.delete_folder(&store.layout().restore_dir(r)).await?;
             }
         }
+        // Pod volume data: the backup's restic snapshots are forgotten (data freed by
+        // `tidemark repo prune`).
+        match crate::volumes::podvolume::forget_on_expiry(
+            None,
+            "",
+            &store,
+            name,
+            &crate::volumes::podvolume::PodVolumeSettings::from_env(),
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(k) => println!("Backup {name:?}: {k} restic snapshot(s) forgotten."),
+            Err(e) => eprintln!("warning: backup {name:?}: {e}"),
+        }
         store
             .delete(
                 &store

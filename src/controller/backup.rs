@@ -341,6 +341,20 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
                 .await;
         }
     }
+    // Pod volume data: forget the backup's restic snapshots (its records are in the folder).
+    match crate::volumes::podvolume::forget_on_expiry(
+        Some(&ctx.client),
+        &b.namespace().unwrap_or_default(),
+        &store,
+        &name,
+        &crate::volumes::podvolume::PodVolumeSettings::from_env(),
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(backup = %name, "forgot {n} restic snapshot(s)"),
+        Err(e) => tracing::warn!(backup = %name, "{e}"),
+    }
     // The record file first, so a half-deleted folder never looks like a backup.
     if let Err(e) = store
         .delete(

@@ -478,6 +478,8 @@ pub struct Settings {
     pub budget: Budget,
     /// How long to wait for CRDs to become Established and terminating namespaces to go.
     pub wait_timeout: Duration,
+    /// File-system volume restore: the wait init container's image and the timeout.
+    pub pod_volumes: crate::volumes::podvolume::PodVolumeSettings,
 }
 
 /// Reads a backup's record from the store.
@@ -662,6 +664,31 @@ pub async fn run(
         .skipped
         .fetch_add(planned.skipped, Ordering::Relaxed);
     let results = Mutex::new(std::mem::take(&mut planned.results));
+    // File-system backed-up pod volumes: restored pods get the wait init container and, once
+    // created, one PodVolumeRestore per volume (carried out by the node agents).
+    let pod_volumes = match crate::volumes::podvolume::PodVolumeRestorer::load(
+        client,
+        store,
+        &req.backup,
+        crate::volumes::podvolume::RestoreVolumesRequest {
+            restore: req.name.clone(),
+            record_namespace: req.record_namespace.clone(),
+        },
+        settings.pod_volumes.clone(),
+    )
+    .await
+    {
+        Ok(p) => (!p.is_empty()).then_some(p),
+        Err(e) => {
+            log.error(&e.to_string());
+            results
+                .lock()
+                .expect("results lock")
+                .errors
+                .add_general(e.to_string());
+            None
+        }
+    };
     let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
     let applier = Applier {
         client,
@@ -672,6 +699,7 @@ pub async fn run(
         results: &results,
         resource_list: &resource_list,
         log: &log,
+        pod_volumes: pod_volumes.as_ref(),
     };
     let mut namespaces_ready = false;
     for tier in &planned.tiers {
@@ -703,6 +731,13 @@ pub async fn run(
             applier
                 .wait_crds_established(tier, settings.wait_timeout)
                 .await;
+        }
+    }
+    if let Some(pv) = &pod_volumes {
+        let (done, errors) = pv.finish().await;
+        log.info(&format!("Pod volumes restored: {done}"));
+        for (ns, msg) in errors {
+            applier.error(Some(ns.as_str()), msg);
         }
     }
     let results = results.into_inner().expect("results lock");
@@ -789,6 +824,7 @@ struct Applier<'a> {
     results: &'a Mutex<Results>,
     resource_list: &'a Mutex<BTreeMap<String, Vec<String>>>,
     log: &'a RunLog,
+    pod_volumes: Option<&'a crate::volumes::podvolume::PodVolumeRestorer>,
 }
 
 impl Applier<'_> {
@@ -838,10 +874,14 @@ impl Applier<'_> {
     async fn apply(&self, item: &PlannedItem) {
         let ns = item.namespace.as_deref();
         let what = format!("{} {}", item.group_resource, item.name);
-        let (object, status) = match self.plan.materialize(item) {
+        let (mut object, status) = match self.plan.materialize(item) {
             Ok(x) => x,
             Err(e) => return self.error(ns, format!("{what}: {e}")),
         };
+        let source_ns = item.source_namespace.as_deref().or(ns).unwrap_or_default();
+        let pod_volumes = self.pod_volumes.filter(|pv| {
+            item.group_resource == "pods" && pv.prepare_pod(source_ns, &item.name, &mut object)
+        });
         let obj: DynamicObject = match serde_json::from_value(object.clone()) {
             Ok(o) => o,
             Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),
@@ -849,9 +889,14 @@ impl Applier<'_> {
         let api = self.api(item);
         self.budget.acquire().await;
         match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => {
+            Ok(created) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 self.record(item);
+                if let Some(pv) = pod_volumes {
+                    for (ns, msg) in pv.pod_created(source_ns, &item.name, &created).await {
+                        self.error(Some(ns.as_str()), msg);
+                    }
+                }
                 self.restore_status(item, status.as_ref(), &api, &what)
                     .await;
             }

@@ -91,6 +91,17 @@ impl Layout {
         self.backup_file(name, &format!("{name}-volumesnapshots.json.gz"))
     }
 
+    /// `<prefix>/backups/<name>/<name>-podvolumebackups.json.gz` (the PodVolumeBackup records of
+    /// file-system backed-up volumes, a gzipped JSON list, Velero's file name).
+    pub fn backup_pod_volume_backups(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-podvolumebackups.json.gz"))
+    }
+
+    /// `<prefix>/restic/<namespace>`: the restic repository of a namespace's pod volumes.
+    pub fn restic_repo(&self, namespace: &str) -> Path {
+        self.join("restic").join(namespace)
+    }
+
     /// `<prefix>/restores/<name>`
     pub fn restore_dir(&self, name: &str) -> Path {
         self.restores_dir().join(name)
@@ -148,6 +159,11 @@ mod tests {
             l.restore_results("r1").as_ref(),
             "cluster-a/restores/r1/restore-r1-results.gz"
         );
+        assert_eq!(
+            l.backup_pod_volume_backups("b1").as_ref(),
+            "cluster-a/backups/b1/b1-podvolumebackups.json.gz"
+        );
+        assert_eq!(l.restic_repo("shop").as_ref(), "cluster-a/restic/shop");
         let root = Layout::new("");
         assert_eq!(root.backup_dir("x").as_ref(), "backups/x");
         assert!(root.root().is_none());

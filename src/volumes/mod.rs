@@ -15,6 +15,9 @@
 //!
 //! The decision types here ([`VolumeChoice`], [`VolumeSettings`]) are shared by both methods.
 
+pub mod agent;
+pub mod fs;
+pub mod podvolume;
 pub mod policy;
 mod select;
 
