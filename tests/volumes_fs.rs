@@ -333,6 +333,34 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     assert_eq!(progress.bytes_done, Some(total), "{st:?}");
     assert_eq!(st.path.as_deref(), Some(source.to_str().unwrap()));
 
+    // The backup folder holds the record as Velero's PodVolumeBackup.
+    let bucket = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(minio.bucket())
+        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
+        .with_region(&minio.env["AWS_REGION"])
+        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
+        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let gz = object_store::ObjectStoreExt::get(
+        &bucket,
+        &object_store::path::Path::from("cluster-a/backups/vb1/vb1-podvolumebackups.json.gz"),
+    )
+    .await
+    .expect("podvolumebackups.json.gz in the backup folder")
+    .bytes()
+    .await
+    .unwrap();
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut json).unwrap();
+    let records: Vec<Value> = serde_json::from_slice(&json).unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["apiVersion"], "velero.io/v1");
+    assert_eq!(records[0]["kind"], "PodVolumeBackup");
+    assert_eq!(records[0]["status"]["snapshotID"], snapshot_id.as_str());
+    assert_eq!(records[0]["spec"]["volume"], "data");
+
     // The plain restic CLI reads the repository.
     let repo = format!(
         "s3:{}/{}/cluster-a/restic/shop",
@@ -421,14 +449,9 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
         "metadata": {"name": "db-0", "namespace": "shop"},
         "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
     pods_b
-        .create_subresource::<Value>(
-            "binding",
-            "db-0",
-            &PostParams::default(),
-            serde_json::to_vec(&binding).unwrap(),
-        )
+        .create_subresource::<Value, Value>("binding", "db-0", &PostParams::default(), &binding)
         .await
-        .ok();
+        .expect("bind the restored pod to the test node");
     let target = volume_dir(&root_b, &new_uid, "data");
     std::fs::create_dir_all(&target).unwrap();
     let out = tokio::task::spawn_blocking(move || restore.wait_with_output().unwrap())
@@ -491,6 +514,11 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     assert!(snaps.is_empty(), "{snaps:?}");
     let out = tidemark(&["repo", "prune", "--location", &s3], &env_a);
     assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("pruned 1 repositories: shop"),
+        "{}",
+        show(&out)
+    );
     let out = restic(&minio, &repo, &password_file, &["check"]);
     assert!(out.status.success(), "{}", show(&out));
     drop(agent_a);

@@ -97,9 +97,14 @@ impl Layout {
         self.backup_file(name, &format!("{name}-podvolumebackups.json.gz"))
     }
 
+    /// `<prefix>/restic`: the folder of the restic repositories of pod volumes.
+    pub fn restic_dir(&self) -> Path {
+        self.join("restic")
+    }
+
     /// `<prefix>/restic/<namespace>`: the restic repository of a namespace's pod volumes.
     pub fn restic_repo(&self, namespace: &str) -> Path {
-        self.join("restic").join(namespace)
+        self.restic_dir().join(namespace)
     }
 
     /// `<prefix>/restores/<name>`

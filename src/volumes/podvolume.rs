@@ -680,7 +680,7 @@ pub async fn prune_all(
     store: &Store,
     password: &RepoPassword,
 ) -> Result<Vec<String>, VolumesError> {
-    let root = store.layout().restic_repo("");
+    let root = store.layout().restic_dir();
     let files = store
         .list_sizes(&root)
         .await
