@@ -9,6 +9,7 @@
 mod backup;
 mod leader;
 mod location;
+mod maintenance;
 mod metrics;
 mod policy;
 mod restore;
@@ -350,6 +351,7 @@ pub async fn run(client: Client, config: Config) -> Result<(), ControllerError> 
             backup::run(ctx.clone()),
             restore::run(ctx.clone()),
             restoreplan::run(ctx.clone()),
+            maintenance::run(ctx.clone()),
         );
     };
     let lost = async {
