@@ -58,6 +58,9 @@ pub fn request_from_template(
         req.ttl = crate::plan::expiry::parse_duration("spec.template.ttl", ttl)
             .map_err(|e| e.to_string())?;
     }
+    if let Some(v) = &t.volumes {
+        crate::volumes::apply_template(&mut req, v)?;
+    }
     req.filter().map_err(|e| format!("spec.template: {e}"))?;
     Ok(req)
 }
@@ -339,6 +342,26 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
             let _ = restores
                 .delete(&r.name_any(), &DeleteParams::default())
                 .await;
+        }
+    }
+    // CSI snapshots: deleted through VolumeSnapshotContents with deletionPolicy Delete. If that
+    // fails the backup stays (its records are the only reference to the storage snapshots).
+    match crate::volumes::csi::delete_for_backup(Some(&ctx.client), &store, &name).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(backup = %name, "deleted {n} CSI snapshot(s)"),
+        Err(e) => {
+            apply_status(
+                &api,
+                b,
+                &existing,
+                keep,
+                &Health::NotReady {
+                    reason: "ExpiryBlocked".into(),
+                    message: format!("expired, but its CSI snapshots were not deleted: {e}"),
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
         }
     }
     // Pod volume data: forget the backup's restic snapshots (its records are in the folder).

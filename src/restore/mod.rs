@@ -658,6 +658,38 @@ pub async fn run(
         index.sha256
     ));
     let mut planned = plan(&index, req)?;
+    // CSI snapshots: claims that had one are provisioned from it (VolumeSnapshotContent +
+    // VolumeSnapshot pre-provisioned, `dataSource` set); their PersistentVolumes are not restored.
+    let csi =
+        match crate::volumes::csi::CsiRestorer::load(client, store, &req.backup, &req.name).await {
+            Ok(c) => c,
+            Err(e) => {
+                log.error(&e.to_string());
+                planned.results.errors.add_general(e.to_string());
+                None
+            }
+        };
+    if let Some(c) = &csi {
+        let pvs = c.snapshot_pvs();
+        for tier in &mut planned.tiers {
+            tier.retain(|it| {
+                let skip = it.group_resource == "persistentvolumes" && pvs.contains(&it.name);
+                if skip {
+                    planned.skipped += 1;
+                    planned.results.warnings.add(
+                        None,
+                        format!(
+                            "persistentvolumes {}: not restored: its claim is provisioned from \
+                             its CSI snapshot",
+                            it.name
+                        ),
+                    );
+                }
+                !skip
+            });
+        }
+        planned.context.restored_pvs.retain(|p| !pvs.contains(p));
+    }
     let total: u64 = planned.tiers.iter().map(|t| t.len() as u64).sum::<u64>() + planned.skipped;
     counters.total.store(total, Ordering::Relaxed);
     counters
@@ -700,6 +732,7 @@ pub async fn run(
         resource_list: &resource_list,
         log: &log,
         pod_volumes: pod_volumes.as_ref(),
+        csi: csi.as_ref(),
     };
     let mut namespaces_ready = false;
     for tier in &planned.tiers {
@@ -825,6 +858,7 @@ struct Applier<'a> {
     resource_list: &'a Mutex<BTreeMap<String, Vec<String>>>,
     log: &'a RunLog,
     pod_volumes: Option<&'a crate::volumes::podvolume::PodVolumeRestorer>,
+    csi: Option<&'a crate::volumes::csi::CsiRestorer>,
 }
 
 impl Applier<'_> {
@@ -882,6 +916,15 @@ impl Applier<'_> {
         let pod_volumes = self.pod_volumes.filter(|pv| {
             item.group_resource == "pods" && pv.prepare_pod(source_ns, &item.name, &mut object)
         });
+        if let Some(csi) = self
+            .csi
+            .filter(|_| item.group_resource == "persistentvolumeclaims")
+            && let Err(e) = csi
+                .prepare_claim(source_ns, &item.name, ns.unwrap_or_default(), &mut object)
+                .await
+        {
+            return self.error(ns, format!("{what}: {e}"));
+        }
         let obj: DynamicObject = match serde_json::from_value(object.clone()) {
             Ok(o) => o,
             Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),

@@ -16,16 +16,21 @@
 //! The decision types here ([`VolumeChoice`], [`VolumeSettings`]) are shared by both methods.
 
 pub mod agent;
+pub mod csi;
 pub mod fs;
+pub mod phase;
 pub mod podvolume;
 pub mod policy;
+pub mod report;
 mod select;
+mod settings;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub use select::select;
+pub use settings::{apply_template, configmap_ref, record_spec, template_of};
 
 /// Velero's pod annotation listing the volumes to back up by file system (opt-in), comma-separated.
 pub const BACKUP_VOLUMES_ANNOTATION: &str = "backup.velero.io/backup-volumes";
