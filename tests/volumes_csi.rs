@@ -569,6 +569,20 @@ async fn csi_snapshots_backup_restore_and_delete() {
     assert!(pvs_b.get_opt("pv-app-logs").await.unwrap().is_some());
     let logs_b = serde_json::to_value(pvcs.get("logs").await.unwrap()).unwrap();
     assert!(logs_b["spec"].get("dataSource").is_none(), "{logs_b:#}");
+    let out = tidemark(
+        &["restore", "describe", "r1", "--details", "--location", &loc],
+        &env_b,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("app-copy/-") && l.contains(" data "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains("snapshot") && row.contains("succeeded") && row.contains(&new_vs),
+        "{row}"
+    );
     drop(fake_b);
 
     // --- Annotation case: the opted-in claim goes to file-system backup, not a snapshot (the

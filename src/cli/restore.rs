@@ -372,6 +372,12 @@ async fn describe(args: DescribeArgs) -> Result<ExitCode> {
             None
         };
         print!("{}", output::describe_restore(&r, &results, list.as_ref()));
+        if args.details {
+            print!(
+                "\n{}",
+                crate::volumes::report::describe_restore(&store, &name).await
+            );
+        }
         println!();
     }
     Ok(ExitCode::SUCCESS)

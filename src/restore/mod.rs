@@ -826,6 +826,11 @@ pub async fn run(
                 gzip_json(&resource_list),
                 false,
             ),
+            (
+                l.restore_volume_info(&req.name),
+                gzip_json(&csi.as_ref().map(|c| c.volume_infos()).unwrap_or_default()),
+                false,
+            ),
             (l.restore_logs(&req.name), Bytes::from(log.finish()), false),
             (
                 l.restore_file(&req.name, layout::RESTORE_RECORD_FILE),

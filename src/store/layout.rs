@@ -146,6 +146,12 @@ impl Layout {
         self.restore_file(name, &format!("restore-{name}-logs.gz"))
     }
 
+    /// `<prefix>/restores/<name>/restore-<name>-volumeinfo.json.gz` (one entry per restored
+    /// volume; Velero 1.14+'s `RestoreVolumeInfo` list).
+    pub fn restore_volume_info(&self, name: &str) -> Path {
+        self.restore_file(name, &format!("restore-{name}-volumeinfo.json.gz"))
+    }
+
     /// `<prefix>/restores/<name>/restore-<name>-results.gz`
     pub fn restore_results(&self, name: &str) -> Path {
         self.restore_file(name, &format!("restore-{name}-results.gz"))

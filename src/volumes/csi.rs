@@ -782,6 +782,8 @@ pub struct CsiRestorer {
     restore: String,
     /// (source namespace, claim) → snapshot.
     snapshots: BTreeMap<(String, String), SnapshotRef>,
+    /// What was done, as Velero's `RestoreVolumeInfo` entries.
+    restored: std::sync::Mutex<Vec<Value>>,
 }
 
 impl CsiRestorer {
@@ -802,6 +804,7 @@ impl CsiRestorer {
         Ok(Some(Self {
             client: client.clone(),
             restore: restore.into(),
+            restored: std::sync::Mutex::default(),
             snapshots: snaps
                 .into_iter()
                 .map(|s| ((s.namespace.clone(), s.pvc.clone()), s))
@@ -838,6 +841,40 @@ impl CsiRestorer {
         else {
             return Ok(false);
         };
+        let result = self.provision(s, name, target_ns, pvc).await;
+        let info = json!({
+            "pvcName": name,
+            "pvcNamespace": target_ns,
+            "restoreMethod": METHOD_CSI,
+            "snapshotDataMoved": false,
+            "csiSnapshotInfo": {"snapshotHandle": s.handle, "size": s.size, "driver": s.driver,
+                                "vscName": result.as_ref().map(|(_, c)| c.clone()).unwrap_or_default()},
+            "vsName": result.as_ref().map(|(v, _)| v.clone()).unwrap_or_default(),
+            "sourceNamespace": source_ns,
+            "result": if result.is_ok() { "succeeded" } else { "failed" },
+            "error": result.as_ref().err(),
+        });
+        if let Ok(mut r) = self.restored.lock() {
+            r.push(info);
+        }
+        result.map(|_| true)
+    }
+
+    /// The `restore-<name>-volumeinfo.json.gz` entries (Velero's `RestoreVolumeInfo` fields plus
+    /// tidemark's `vsName`, `sourceNamespace`, `result`, `error`).
+    #[must_use]
+    pub fn volume_infos(&self) -> Vec<Value> {
+        self.restored.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Creates the content and snapshot; returns their names.
+    async fn provision(
+        &self,
+        s: &SnapshotRef,
+        name: &str,
+        target_ns: &str,
+        pvc: &mut Value,
+    ) -> Result<(String, String), String> {
         let key = format!("{}/{target_ns}/{name}", self.restore);
         let vs_name = object_name("tidemark", name, &key);
         let vsc_name = object_name("tidemark-vsc", name, &key);
@@ -871,7 +908,7 @@ impl CsiRestorer {
             .await
             .map_err(|e| format!("create VolumeSnapshot {target_ns}/{vs_name}: {e}"))?;
         point_claim_at(pvc, &vs_name, s.size);
-        Ok(true)
+        Ok((vs_name, vsc_name))
     }
 }
 

@@ -316,6 +316,73 @@ pub async fn describe_backup(store: &Store, backup: &str) -> Result<String, Volu
     Ok(render(&rows(&choices, &infos, &pvbs)))
 }
 
+/// Rows of a restore (pure): CSI entries of `restore-<name>-volumeinfo.json.gz` and the
+/// file-system records (Velero PodVolumeRestore JSON, if the restore wrote them).
+#[must_use]
+pub fn restore_rows(infos: &[Value], pvrs: &[Value]) -> Vec<VolumeRow> {
+    let s = |v: &Value, p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut out: Vec<VolumeRow> = infos
+        .iter()
+        .map(|i| VolumeRow {
+            pod: format!("{}/-", s(i, "/pvcNamespace")),
+            volume: "-".into(),
+            pvc: s(i, "/pvcName"),
+            method: if s(i, "/restoreMethod") == csi::METHOD_CSI {
+                "snapshot".into()
+            } else {
+                s(i, "/restoreMethod")
+            },
+            size: i
+                .pointer("/csiSnapshotInfo/size")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0),
+            duration: None,
+            result: match s(i, "/result") {
+                r if r.is_empty() => "unknown".into(),
+                r => r,
+            },
+            detail: match s(i, "/error") {
+                e if e.is_empty() => format!("from VolumeSnapshot {}", s(i, "/vsName")),
+                e => e,
+            },
+        })
+        .collect();
+    out.extend(pvrs.iter().map(|r| {
+        let (size, duration, result, detail) = pvb_facts(r);
+        VolumeRow {
+            pod: format!("{}/{}", s(r, "/spec/pod/namespace"), s(r, "/spec/pod/name")),
+            volume: s(r, "/spec/volume"),
+            pvc: "-".into(),
+            method: "fs-backup".into(),
+            size,
+            duration,
+            result,
+            detail,
+        }
+    }));
+    out
+}
+
+/// The `Volumes:` section of a restore (reads its folder).
+pub async fn describe_restore(store: &Store, restore: &str) -> String {
+    let l = store.layout();
+    let infos = read_gz_list(store, &l.restore_volume_info(restore)).await;
+    let pvrs = read_gz_list(
+        store,
+        &l.restore_file(
+            restore,
+            &format!("restore-{restore}-podvolumerestores.json.gz"),
+        ),
+    )
+    .await;
+    render(&restore_rows(&infos, &pvrs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +441,16 @@ mod tests {
         assert!(text.contains("1.0 GiB"), "{text}");
         assert!(text.contains("2.0 KiB"), "{text}");
         assert!(text.contains("fs-backup"), "{text}");
+        let rr = restore_rows(
+            &[
+                json!({"pvcName": "data", "pvcNamespace": "copy", "restoreMethod": "CSISnapshot",
+                     "csiSnapshotInfo": {"size": 1024}, "vsName": "vs1", "result": "succeeded"}),
+            ],
+            &[],
+        );
+        assert_eq!(rr[0].pod, "copy/-");
+        assert_eq!(rr[0].method, "snapshot");
+        assert_eq!(rr[0].detail, "from VolumeSnapshot vs1");
         // A Velero backup: rows from volumeinfo alone.
         let r = rows(&[], &infos, &[]);
         assert_eq!(r[0].method, "snapshot");
