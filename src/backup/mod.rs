@@ -395,7 +395,7 @@ pub async fn run(
         Ok(v) => v,
         Err(e) => {
             upload.abort().await;
-            cleanup(store, &req.name).await;
+            cleanup(client, store, &req.name).await;
             return Err(e.into());
         }
     };
@@ -518,11 +518,11 @@ pub async fn run(
     let summary = match (related_ok, pipeline.finish().await) {
         (Ok(()), Ok(s)) => s,
         (_, Err(e)) => {
-            cleanup(store, &req.name).await;
+            cleanup(client, store, &req.name).await;
             return Err(e.into());
         }
         (Err(_), Ok(_)) => {
-            cleanup(store, &req.name).await;
+            cleanup(client, store, &req.name).await;
             return Err(PipelineError::Stopped("listing stopped early".into()).into());
         }
     };
@@ -587,7 +587,7 @@ pub async fn run(
     )
     .await;
     if let Err(e) = written {
-        cleanup(store, &req.name).await;
+        cleanup(client, store, &req.name).await;
         return Err(e.into());
     }
     Ok(BackupOutcome {
@@ -646,7 +646,11 @@ async fn write_side_files(
         .await
 }
 
-async fn cleanup(store: &Store, name: &str) {
+async fn cleanup(client: &Client, store: &Store, name: &str) {
+    // Storage snapshots taken by the volume phase are deleted while their records still exist.
+    if let Err(e) = crate::volumes::csi::delete_for_backup(Some(client), store, name).await {
+        tracing::warn!(backup = name, "could not delete the partial backup's snapshots: {e}");
+    }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
         tracing::warn!(backup = name, "could not remove the partial backup: {e}");
     }

@@ -93,7 +93,7 @@ pub(crate) struct BackupCreate {
     annotations: Vec<(String, String)>,
     /// Take CSI snapshots of persistent volume claims (default true; false: only where a
     /// volume policy says `snapshot`).
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     snapshot_volumes: Option<bool>,
     /// Copy every pod volume by file system (node agent) unless the pod opts it out with
     /// `backup.velero.io/backup-volumes-excludes`.
