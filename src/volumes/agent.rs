@@ -15,7 +15,8 @@
 //! `kubernetes.io~empty-dir`, `kubernetes.io~nfs`, `kubernetes.io~local-volume`, ... and name
 //! the pod's volume name (inline volumes) or the PersistentVolume's name (claims); CSI volumes
 //! (`kubernetes.io~csi/<pv or volume>/mount`) keep their data in the `mount` subdirectory.
-//! Records left `InProgress` by an agent that stopped are marked `Failed` when it starts again.
+//! Records of its node left `InProgress` by an agent that stopped are marked `Failed` when it
+//! starts again.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -192,7 +193,18 @@ async fn pv_of(client: &Client, pod: &Pod, volume: &str) -> Result<Option<String
 struct Ctx {
     client: Client,
     config: AgentConfig,
-    running: Mutex<BTreeSet<String>>,
+    /// Records being worked on or finished by this process (`pvb/<name>`, `pvr/<name>`): the
+    /// controller's cache may still show an older phase of a record just written.
+    taken: Mutex<BTreeSet<String>>,
+}
+
+impl Ctx {
+    /// Takes a record for this process; `false` when it was already taken.
+    fn take(&self, key: &str) -> bool {
+        self.taken
+            .lock()
+            .is_ok_and(|mut t| t.insert(key.to_string()))
+    }
 }
 
 fn open_store(url: &str, record: &str) -> Result<Store, AgentError> {
@@ -483,24 +495,7 @@ async fn reconcile_pvb(pvb: Arc<PodVolumeBackup>, ctx: Arc<Ctx>) -> Result<Actio
     let name = pvb.name_any();
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let phase = pvb.status.as_ref().and_then(|s| s.phase.as_deref());
-    let k = key("pvb", &name);
-    match phase {
-        None | Some(phase::NEW) => {}
-        Some(phase::IN_PROGRESS) => {
-            if !ctx.running.lock().is_ok_and(|r| r.contains(&k)) {
-                let mut s = pvb.status.clone().unwrap_or_default();
-                s.phase = Some(phase::FAILED.into());
-                s.message = Some("the node agent stopped while backing up this volume".into());
-                s.completion_timestamp = Some(crate::controller::now_rfc3339());
-                patch_pvb(&api, &name, &s).await?;
-            }
-            return Ok(Action::await_change());
-        }
-        _ => return Ok(Action::await_change()),
-    }
-    if let Ok(mut r) = ctx.running.lock()
-        && !r.insert(k.clone())
-    {
+    if !matches!(phase, None | Some(phase::NEW)) || !ctx.take(&key("pvb", &name)) {
         return Ok(Action::await_change());
     }
     let result = backup_one(&ctx, &pvb).await;
@@ -516,11 +511,7 @@ async fn reconcile_pvb(pvb: Arc<PodVolumeBackup>, ctx: Arc<Ctx>) -> Result<Actio
             }
         }
     };
-    let r = patch_pvb(&api, &name, &status).await;
-    if let Ok(mut run) = ctx.running.lock() {
-        run.remove(&k);
-    }
-    r?;
+    patch_pvb(&api, &name, &status).await?;
     Ok(Action::await_change())
 }
 
@@ -543,19 +534,7 @@ async fn reconcile_pvr(pvr: Arc<PodVolumeRestore>, ctx: Arc<Ctx>) -> Result<Acti
     }
     let name = pvr.name_any();
     let api: Api<PodVolumeRestore> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
-    let k = key("pvr", &name);
-    if phase == Some(phase::IN_PROGRESS) {
-        if !ctx.running.lock().is_ok_and(|r| r.contains(&k)) {
-            let mut s = pvr.status.clone().unwrap_or_default();
-            s.phase = Some(phase::FAILED.into());
-            s.message = Some("the node agent stopped while restoring this volume".into());
-            patch_pvr(&api, &name, &s).await?;
-        }
-        return Ok(Action::await_change());
-    }
-    if let Ok(mut r) = ctx.running.lock()
-        && !r.insert(k.clone())
-    {
+    if phase == Some(phase::IN_PROGRESS) || !ctx.take(&key("pvr", &name)) {
         return Ok(Action::await_change());
     }
     let status = match restore_one(&ctx, &pvr, &pod).await {
@@ -570,17 +549,68 @@ async fn reconcile_pvr(pvr: Arc<PodVolumeRestore>, ctx: Arc<Ctx>) -> Result<Acti
             }
         }
     };
-    let r = patch_pvr(&api, &name, &status).await;
-    if let Ok(mut run) = ctx.running.lock() {
-        run.remove(&k);
-    }
-    r?;
+    patch_pvr(&api, &name, &status).await?;
     Ok(Action::await_change())
 }
 
 fn error_policy<K>(_o: Arc<K>, err: &kube::Error, _ctx: Arc<Ctx>) -> Action {
     tracing::warn!("node agent reconcile failed: {err}");
     Action::requeue(Duration::from_secs(5))
+}
+
+/// At start-up: records of this node left `InProgress` by an agent that stopped are marked
+/// `Failed` (their copy was cut short; the engine reports it).
+async fn recover(client: &Client, config: &AgentConfig) -> Result<(), AgentError> {
+    let kube_err = |what: &str| {
+        let what = format!("{what} in {}", config.namespace);
+        move |source| AgentError::Kube { what, source }
+    };
+    let now = crate::controller::now_rfc3339();
+    let pvbs: Api<PodVolumeBackup> = Api::namespaced(client.clone(), &config.namespace);
+    for r in pvbs
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list PodVolumeBackups"))?
+    {
+        let mut s = r.status.clone().unwrap_or_default();
+        if r.spec.node == config.node_name && s.phase.as_deref() == Some(phase::IN_PROGRESS) {
+            s.phase = Some(phase::FAILED.into());
+            s.message = Some("the node agent stopped while backing up this volume".into());
+            s.completion_timestamp = Some(now.clone());
+            patch_pvb(&pvbs, &r.name_any(), &s)
+                .await
+                .map_err(kube_err("update PodVolumeBackup"))?;
+        }
+    }
+    let pvrs: Api<PodVolumeRestore> = Api::namespaced(client.clone(), &config.namespace);
+    for r in pvrs
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("list PodVolumeRestores"))?
+    {
+        let mut s = r.status.clone().unwrap_or_default();
+        if s.phase.as_deref() != Some(phase::IN_PROGRESS) {
+            continue;
+        }
+        let ns = r.spec.pod.namespace.clone().unwrap_or_default();
+        let pod_name = r.spec.pod.name.clone().unwrap_or_default();
+        let on_this_node = Api::<Pod>::namespaced(client.clone(), &ns)
+            .get_opt(&pod_name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.spec.and_then(|s| s.node_name))
+            .is_some_and(|n| n == config.node_name);
+        if on_this_node {
+            s.phase = Some(phase::FAILED.into());
+            s.message = Some("the node agent stopped while restoring this volume".into());
+            s.completion_timestamp = Some(now.clone());
+            patch_pvr(&pvrs, &r.name_any(), &s)
+                .await
+                .map_err(kube_err("update PodVolumeRestore"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the agent until the process stops: one controller for PodVolumeBackups, one for
@@ -607,11 +637,12 @@ pub async fn run(client: Client, config: AgentConfig) -> Result<(), AgentError> 
             source,
         })?;
     }
+    recover(&client, &config).await?;
     tracing::info!(node = %config.node_name, root = %config.kubelet_root.display(), "node agent started");
     let ctx = Arc::new(Ctx {
         client,
         config,
-        running: Mutex::new(BTreeSet::new()),
+        taken: Mutex::new(BTreeSet::new()),
     });
     let backups = Controller::new(pvbs, watcher::Config::default())
         .run(reconcile_pvb, error_policy, ctx.clone())
