@@ -356,6 +356,11 @@ async fn csi_snapshots_backup_restore_and_delete() {
     docs.extend(claim("app", "data", "pv-app-data", "fast"));
     docs.extend(claim("app", "logs", "pv-app-logs", "slow"));
     docs.extend(claim("annot", "files", "pv-annot-files", "fast"));
+    // A claim whose driver has no labelled VolumeSnapshotClass: its snapshot fails.
+    docs.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "noclass"}}));
+    let mut orphan = claim("noclass", "data", "pv-noclass-data", "fast");
+    orphan[0]["spec"]["csi"]["driver"] = json!("unknown.csi.test");
+    docs.extend(orphan);
     docs.push(pod("app", "db-0", &["data", "logs"], json!({})));
     docs.push(pod(
         "annot",
@@ -364,7 +369,12 @@ async fn csi_snapshots_backup_restore_and_delete() {
         json!({"backup.velero.io/backup-volumes": "files"}),
     ));
     apply_docs(&a.client, &docs).await;
-    for (ns, c) in [("app", "data"), ("app", "logs"), ("annot", "files")] {
+    for (ns, c) in [
+        ("app", "data"),
+        ("app", "logs"),
+        ("annot", "files"),
+        ("noclass", "data"),
+    ] {
         wait_bound(&a.client, ns, c).await;
     }
 
@@ -668,6 +678,31 @@ async fn csi_snapshots_backup_restore_and_delete() {
         .find(|l| l.contains("annot/web-0") && l.contains(" files "))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(row.contains("fs-backup"), "{row}");
+
+    // --- A volume that cannot be snapshotted is a backup error (PartiallyFailed, exit 2), the
+    // rest of the backup is kept.
+    let out = tidemark(
+        &[
+            "backup",
+            "create",
+            "fail1",
+            "--include-namespaces",
+            "noclass",
+            "--location",
+            &loc,
+        ],
+        &env_a,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let text = stdout(&out);
+    assert!(text.contains("PartiallyFailed"), "{text}");
+    assert!(
+        text.contains("no VolumeSnapshotClass for driver \"unknown.csi.test\""),
+        "{text}"
+    );
+    let info = gunzip_json(&dir.path().join("backups/fail1/fail1-volumeinfo.json.gz"));
+    assert_eq!(info[0]["result"], "failed", "{info:#}");
+    assert!(dir.path().join("backups/fail1/fail1.tar.gz").exists());
 
     // --- Deleting the backup deletes the storage snapshot: a content with deletionPolicy
     // Delete for the recorded handle is created, then deleted.
