@@ -649,7 +649,10 @@ async fn write_side_files(
 async fn cleanup(client: &Client, store: &Store, name: &str) {
     // Storage snapshots taken by the volume phase are deleted while their records still exist.
     if let Err(e) = crate::volumes::csi::delete_for_backup(Some(client), store, name).await {
-        tracing::warn!(backup = name, "could not delete the partial backup's snapshots: {e}");
+        tracing::warn!(
+            backup = name,
+            "could not delete the partial backup's snapshots: {e}"
+        );
     }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
         tracing::warn!(backup = name, "could not remove the partial backup: {e}");
