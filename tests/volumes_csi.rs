@@ -738,3 +738,96 @@ async fn csi_snapshots_backup_restore_and_delete() {
         .await;
     drop(fake_a);
 }
+
+/// The controller: a Backup with `spec.template.volumes` takes the snapshot, and when its TTL has
+/// passed, expiry deletes the storage snapshot (a `Delete` content for the handle, then deleted)
+/// with the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controller_backup_snapshots_and_expiry_deletes_them() {
+    let cluster = Cluster::up(&unique("csi-ctl")).await;
+    let minio = Minio::up(&unique("csi-ctl-minio"));
+    let c = cluster.client.clone();
+    install_crds(&c).await;
+    install_snapshot_crds(&c).await;
+    let creds = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        minio.env["AWS_ACCESS_KEY_ID"], minio.env["AWS_SECRET_ACCESS_KEY"]
+    );
+    let mut docs = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": "tidemark"},
+               "stringData": {"cloud": creds}}),
+        json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": "tidemark"},
+               "spec": {"provider": "s3", "bucket": minio.bucket(), "prefix": "csi", "default": true,
+                        "accessMode": "ReadWrite",
+                        "config": {"region": minio.env["AWS_REGION"], "s3Url": minio.env["AWS_ENDPOINT_URL"], "s3ForcePathStyle": "true"},
+                        "credential": {"name": "s3-credentials", "key": "cloud"},
+                        "syncPeriod": "3s", "validationPeriod": "3s"}}),
+        json!({"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
+               "metadata": {"name": "test-snapclass",
+                            "labels": {"velero.io/csi-volumesnapshot-class": "true"}},
+               "driver": DRIVER, "deletionPolicy": "Delete"}),
+    ];
+    docs.extend(claim("app", "data", "pv-app-data", "fast"));
+    docs.push(pod("app", "db-0", &["data"], json!({})));
+    apply_docs(&c, &docs).await;
+    wait_bound(&c, "app", "data").await;
+    let fake = FakeSnapshotter::start(&c);
+    let server = Server::start(&cluster.kubeconfig, "tidemark", &[]);
+    let backups: Api<tidemark::api::tidemark::Backup> = Api::namespaced(c.clone(), "tidemark");
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+                 "metadata": {"name": "short", "namespace": "tidemark"},
+                 "spec": {"template": {"includedNamespaces": ["app"], "ttl": "20s",
+                                       "volumes": {"csiSnapshotTimeout": "1m"}}}}),
+        ],
+    )
+    .await;
+    wait_for(
+        "backup short Completed",
+        Duration::from_secs(90),
+        || async {
+            let b = serde_json::to_value(backups.get("short").await.ok()?).ok()?;
+            (b["status"]["phase"] == "Completed").then_some(())
+        },
+    )
+    .await;
+    let vs = fake
+        .wait_event(
+            "the controller's VolumeSnapshot",
+            "VolumeSnapshot",
+            |e, o| e == "apply" && o["metadata"]["labels"]["velero.io/backup-name"] == "short",
+        )
+        .await;
+    assert_eq!(vs["spec"]["source"]["persistentVolumeClaimName"], "data");
+    let handle = format!("{HANDLE_PREFIX}app-data");
+
+    // TTL: the record goes, and the storage snapshot is deleted through a `Delete` content.
+    wait_for("backup short expired", Duration::from_secs(120), || async {
+        backups.get_opt("short").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let deleter = fake
+        .wait_event(
+            "a deleting content for the handle",
+            "VolumeSnapshotContent",
+            |e, o| {
+                e == "apply"
+                    && o["spec"]["source"]["snapshotHandle"] == handle.as_str()
+                    && o["spec"]["deletionPolicy"] == "Delete"
+            },
+        )
+        .await;
+    let name = deleter["metadata"]["name"].as_str().unwrap().to_string();
+    fake.wait_event(
+        "the deleting content deleted",
+        "VolumeSnapshotContent",
+        |e, o| e == "delete" && o["metadata"]["name"] == name.as_str(),
+    )
+    .await;
+    drop(server);
+}
