@@ -271,7 +271,11 @@ async fn write(
     infos: &[VolumeInfo],
     choices: &[VolumeChoice],
 ) -> Result<(), VolumesError> {
-    if store.is_read_only() {
+    // Nothing to record when no volume holds data worth a line (only configMap, secret,
+    // projected... volumes, or none): the folder then has exactly the files of a backup
+    // without volume data.
+    let any = !infos.is_empty() || choices.iter().any(|c| c.method != VolumeMethod::Skip);
+    if store.is_read_only() || !any {
         return Ok(());
     }
     let path = store
