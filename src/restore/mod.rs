@@ -826,11 +826,6 @@ pub async fn run(
                 gzip_json(&resource_list),
                 false,
             ),
-            (
-                l.restore_volume_info(&req.name),
-                gzip_json(&csi.as_ref().map(|c| c.volume_infos()).unwrap_or_default()),
-                false,
-            ),
             (l.restore_logs(&req.name), Bytes::from(log.finish()), false),
             (
                 l.restore_file(&req.name, layout::RESTORE_RECORD_FILE),
@@ -838,6 +833,16 @@ pub async fn run(
                 true,
             ),
         ];
+        // Restored CSI claims (only when the backup had snapshots).
+        if let Some(c) = &csi {
+            store
+                .put(
+                    &l.restore_volume_info(&req.name),
+                    gzip_json(&c.volume_infos()),
+                    false,
+                )
+                .await?;
+        }
         for (path, data, create_only) in files {
             store.put(&path, data, create_only).await?;
         }
