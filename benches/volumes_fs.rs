@@ -188,7 +188,7 @@ fn main() {
     let (s2, pw2, src2, h2) = (store.clone(), pw.clone(), src.clone(), handle.clone());
     let t = Instant::now();
     let summary = rt
-        .block_on(tokio::task::spawn_blocking(move || {
+        .block_on(rt.spawn_blocking(move || {
             let repo = ResticRepo::open_or_init(
                 &s2,
                 "bench",
@@ -205,7 +205,7 @@ fn main() {
     let dest = work.path().join("restored");
     let (dest2, id) = (dest.clone(), summary.snapshot_id.clone());
     let t = Instant::now();
-    rt.block_on(tokio::task::spawn_blocking(move || {
+    rt.block_on(rt.spawn_blocking(move || {
         let repo = ResticRepo::open_or_init(
             &store,
             "bench",
