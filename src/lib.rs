@@ -12,6 +12,7 @@
 //! - [`source`]: Git and directory sources, kustomize rendering, manifest parsing.
 //! - [`controller`]: the in-cluster reconciler (`tidemark server`).
 //! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
+//! - [`volumes`]: persistent volume data (method selection, CSI snapshots, file-system backup).
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -25,3 +26,4 @@ pub mod report;
 pub mod restore;
 pub mod source;
 pub mod store;
+pub mod volumes;

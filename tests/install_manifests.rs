@@ -95,8 +95,8 @@ fn every_install_keeps_rbac_least_privilege_and_the_pod_hardened() {
                 .iter()
                 .filter(|k| **k == "CustomResourceDefinition")
                 .count(),
-            6,
-            "{dir}: the six tidemark.dev CRDs"
+            8,
+            "{dir}: the eight tidemark.dev CRDs"
         );
 
         for o in &objs {
@@ -287,6 +287,67 @@ fn every_install_keeps_rbac_least_privilege_and_the_pod_hardened() {
     }
 }
 
+#[test]
+fn node_agent_is_least_privilege_and_outside_the_restricted_namespace() {
+    let objs = docs(&render("kustomize/node-agent"));
+    let ns = find(&objs, "Namespace", "tidemark-node-agent").expect("its Namespace");
+    assert_eq!(
+        ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"],
+        "privileged"
+    );
+    for o in &objs {
+        let kind = o["kind"].as_str().unwrap();
+        for rule in o["rules"].as_array().into_iter().flatten() {
+            for verb in strs(&rule["verbs"]) {
+                assert!(
+                    !["escalate", "bind", "impersonate", "*", "create", "delete"].contains(&verb),
+                    "{kind} grants {verb}"
+                );
+            }
+            assert!(!strs(&rule["resources"]).contains(&"*"));
+            assert!(!strs(&rule["resources"]).contains(&"secrets"));
+        }
+        if kind.ends_with("Binding") {
+            let subjects = o["subjects"].as_array().unwrap();
+            assert_eq!(subjects.len(), 1);
+            assert_eq!(subjects[0]["name"], "tidemark-node-agent");
+            assert_eq!(subjects[0]["namespace"], "tidemark-node-agent");
+        }
+    }
+    // Records are read in tidemark; only pods and claims cluster-wide, read-only.
+    let role = find(&objs, "Role", "tidemark-node-agent").unwrap();
+    assert_eq!(role["metadata"]["namespace"], "tidemark");
+    let cr = find(&objs, "ClusterRole", "tidemark-node-agent").unwrap();
+    for rule in cr["rules"].as_array().unwrap() {
+        assert_eq!(strs(&rule["verbs"]), ["get"]);
+    }
+    let ds = find(&objs, "DaemonSet", "tidemark-node-agent").expect("DaemonSet");
+    assert_eq!(ds["metadata"]["namespace"], "tidemark-node-agent");
+    let pod = &ds["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "tidemark-node-agent");
+    let c = &pod["containers"][0];
+    assert!(strs(&c["args"]).contains(&"--namespace=tidemark"));
+    let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(strs(&sc["capabilities"]["drop"]), ["ALL"]);
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "kubelet-pods")
+        .expect("kubelet pods mount");
+    assert_eq!(mount["mountPropagation"], "HostToContainer");
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "kubelet-pods")
+        .unwrap();
+    assert_eq!(vol["hostPath"]["path"], "/var/lib/kubelet/pods");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_install_is_accepted_by_a_real_api_server() {
     let cluster = Cluster::up(&unique("install")).await;
@@ -308,7 +369,7 @@ async fn every_install_is_accepted_by_a_real_api_server() {
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(crd_names.len(), 6);
+    assert_eq!(crd_names.len(), 8);
     wait_established(&cluster.client, &crd_names).await;
 
     // The namespace for real (with its Pod Security labels, so the dry runs below are
@@ -360,6 +421,24 @@ async fn every_install_is_accepted_by_a_real_api_server() {
                 String::from_utf8_lossy(&out.stdout).trim_end()
             );
         }
+    }
+
+    // The node agent: its namespace for real, then the rest (DaemonSet, RBAC) as a dry run.
+    let agent = docs(&render("kustomize/node-agent"));
+    let agent_ns = find(&agent, "Namespace", "tidemark-node-agent").unwrap();
+    let out = k(
+        &["apply", "--server-side", "-f", "-"],
+        &to_yaml(&[agent_ns]),
+    );
+    assert!(out.status.success(), "apply namespace: {}", show(&out));
+    let rest: Vec<&Value> = agent.iter().filter(|o| o["kind"] != "Namespace").collect();
+    let out = k(
+        &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+        &to_yaml(&rest),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || stderr.contains("Warning") {
+        failures.push(format!("kustomize/node-agent: {}", show(&out)));
     }
 
     // The Argo CD health checks' test inputs are valid objects too (their spec; status is a

@@ -3,5 +3,6 @@
 //! share buckets), with tidemark's own metadata files.
 
 pub mod conditions;
+pub mod podvolume;
 pub mod tidemark;
 pub mod velero;

@@ -182,6 +182,32 @@ pub struct BackupSpecTemplate {
     /// Time to live (`720h`; default 720h).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
+    /// How the data of persistent volumes is backed up (default: CSI snapshots of claims).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<VolumesTemplate>,
+}
+
+/// Volume data settings of a backup (`spec.template.volumes`), after `velero backup create`'s
+/// `--snapshot-volumes`, `--default-volumes-to-fs-backup`, `--csi-snapshot-timeout` and
+/// `--resource-policies-configmap`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumesTemplate {
+    /// Take CSI snapshots of claims (unset = yes; `false` = only where a volume policy says
+    /// `snapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_volumes: Option<bool>,
+    /// Copy every pod volume by file system unless the pod opts it out
+    /// (`backup.velero.io/backup-volumes-excludes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_volumes_to_fs_backup: Option<bool>,
+    /// How long to wait for each VolumeSnapshot to become ready (Go duration, default `10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi_snapshot_timeout: Option<String>,
+    /// Name of a ConfigMap in the policy's namespace holding Velero volume policies (one data
+    /// entry, `version: v1` + `volumePolicies`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_policy: Option<String>,
 }
 
 /// A reusable backup definition.
@@ -568,6 +594,8 @@ pub fn crds()
         RestorePlan::crd(),
         Backup::crd(),
         Restore::crd(),
+        super::podvolume::PodVolumeBackup::crd(),
+        super::podvolume::PodVolumeRestore::crd(),
     ]
 }
 
@@ -592,7 +620,7 @@ mod tests {
     #[test]
     fn crds_have_status_columns_short_names_and_rules() {
         let all = crds();
-        assert_eq!(all.len(), 6);
+        assert_eq!(all.len(), 8);
         for c in &all {
             let v = &c.spec.versions[0];
             assert!(

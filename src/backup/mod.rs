@@ -68,6 +68,9 @@ pub enum BackupError {
     /// Writing or uploading the archive failed.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The volume phase could not start (unusable volume policy, pods/claims not listable).
+    #[error(transparent)]
+    Volumes(#[from] crate::volumes::VolumesError),
 }
 
 /// What to back up: the options of `velero backup create` / a BackupPolicy.
@@ -109,6 +112,11 @@ pub struct BackupRequest {
     pub labels: BTreeMap<String, String>,
     /// Annotations put on the Backup record.
     pub annotations: BTreeMap<String, String>,
+    /// How volume data is backed up (flags / `spec.template.volumes`); `volumes.policy` is
+    /// filled from [`BackupRequest::resource_policy_configmap`] when the backup runs.
+    pub volumes: crate::volumes::VolumeSettings,
+    /// `--resource-policies-configmap`: a ConfigMap in `record_namespace` holding volume policies.
+    pub resource_policy_configmap: Option<String>,
 }
 
 /// How hard to drive the API server.
@@ -190,6 +198,8 @@ impl BackupRequest {
             ttl: DEFAULT_TTL,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            volumes: crate::volumes::VolumeSettings::default(),
+            resource_policy_configmap: None,
         }
     }
 
@@ -293,6 +303,11 @@ impl BackupRequest {
         };
         b.spec.ttl = Some(velero::go_duration(self.ttl));
         b.spec.storage_location = Some(self.location_name.clone());
+        crate::volumes::record_spec(
+            &mut b.spec,
+            &self.volumes,
+            self.resource_policy_configmap.as_deref(),
+        );
         b.status.phase = Some("New".into());
         Ok(b)
     }
@@ -357,6 +372,43 @@ pub async fn run(
     for g in &discovered.failed_groups {
         log.error(&format!("API group {g}"));
         results.errors.add_general(format!("API group {g}"));
+    }
+
+    // Volume data (CSI snapshots, file-system backup): before the listing, so the snapshot
+    // objects made and removed here never enter the archive.
+    let takes = |gr: &str| {
+        discovered
+            .by_group_resource(gr)
+            .is_some_and(|r| filter.plan(r) == ResourcePlan::ListAll)
+    };
+    let volume_phase = crate::volumes::phase::PhaseRequest {
+        backup: &req.name,
+        record_namespace: &req.record_namespace,
+        location_name: &req.location_name,
+        annotations: &req.annotations,
+        settings: &req.volumes,
+        policy_configmap: req.resource_policy_configmap.as_deref(),
+        namespaces: &namespaces,
+        label_selector: filter.label_selector.as_deref(),
+        or_selectors: &filter.or_selectors,
+        take_pods: takes("pods"),
+        take_claims: takes("persistentvolumeclaims"),
+        concurrency: settings.concurrency,
+        budget: &settings.budget,
+    };
+    let volumes = match crate::volumes::phase::run(client, store, &volume_phase).await {
+        Ok(v) => v,
+        Err(e) => {
+            upload.abort().await;
+            cleanup(client, store, &req.name).await;
+            return Err(e.into());
+        }
+    };
+    for (ns, msg) in &volumes.errors {
+        log.error(msg);
+        results
+            .errors
+            .add(Some(ns.as_str()).filter(|n| !n.is_empty()), msg.clone());
     }
 
     let mut listed: Vec<&ServedResource> = Vec::new();
@@ -469,11 +521,11 @@ pub async fn run(
     let summary = match (related_ok, pipeline.finish().await) {
         (Ok(()), Ok(s)) => s,
         (_, Err(e)) => {
-            cleanup(store, &req.name).await;
+            cleanup(client, store, &req.name).await;
             return Err(e.into());
         }
         (Err(_), Ok(_)) => {
-            cleanup(store, &req.name).await;
+            cleanup(client, store, &req.name).await;
             return Err(PipelineError::Stopped("listing stopped early".into()).into());
         }
     };
@@ -510,6 +562,16 @@ pub async fn run(
         }),
         extra: BTreeMap::new(),
     };
+    if volumes.csi_attempted > 0 {
+        record.status.extra.insert(
+            "csiVolumeSnapshotsAttempted".into(),
+            volumes.csi_attempted.into(),
+        );
+        record.status.extra.insert(
+            "csiVolumeSnapshotsCompleted".into(),
+            volumes.csi_completed.into(),
+        );
+    }
     let meta = TidemarkBackupMeta {
         archive_sha256: summary.sha256.clone(),
         archive_bytes: summary.bytes,
@@ -528,7 +590,7 @@ pub async fn run(
     )
     .await;
     if let Err(e) = written {
-        cleanup(store, &req.name).await;
+        cleanup(client, store, &req.name).await;
         return Err(e.into());
     }
     Ok(BackupOutcome {
@@ -580,7 +642,14 @@ async fn write_side_files(
         .await
 }
 
-async fn cleanup(store: &Store, name: &str) {
+async fn cleanup(client: &Client, store: &Store, name: &str) {
+    // Storage snapshots taken by the volume phase are deleted while their records still exist.
+    if let Err(e) = crate::volumes::csi::delete_for_backup(Some(client), store, name).await {
+        tracing::warn!(
+            backup = name,
+            "could not delete the partial backup's snapshots: {e}"
+        );
+    }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
         tracing::warn!(backup = name, "could not remove the partial backup: {e}");
     }

@@ -91,6 +91,21 @@ pub(crate) struct BackupCreate {
     /// Annotations for the backup record (`k=v,k2=v2`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
     annotations: Vec<(String, String)>,
+    /// Take CSI snapshots of persistent volume claims (default true; false: only where a
+    /// volume policy says `snapshot`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    snapshot_volumes: Option<bool>,
+    /// Copy every pod volume by file system (node agent) unless the pod opts it out with
+    /// `backup.velero.io/backup-volumes-excludes`.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    default_volumes_to_fs_backup: Option<bool>,
+    /// How long to wait for each CSI VolumeSnapshot to become ready (`10m`).
+    #[arg(long, value_parser = parse_duration)]
+    csi_snapshot_timeout: Option<Duration>,
+    /// ConfigMap holding Velero volume policies (`version: v1`, `volumePolicies: [...]`):
+    /// `name` (in the `tidemark` namespace, where records live) or `namespace/name`.
+    #[arg(long)]
+    resource_policies_configmap: Option<String>,
     /// Objects per LIST page (server-side pagination).
     #[arg(long, default_value_t = 500)]
     page_size: u32,
@@ -180,7 +195,7 @@ pub(crate) async fn run(target: &Target, cmd: BackupCommand) -> Result<ExitCode>
         BackupCommand::Describe(args) => describe(args).await,
         BackupCommand::Logs(args) => logs(args).await,
         BackupCommand::Download(args) => download(args).await,
-        BackupCommand::Delete(args) => delete(args).await,
+        BackupCommand::Delete(args) => delete(target, args).await,
     }
 }
 
@@ -213,6 +228,12 @@ fn request(args: &BackupCreate) -> Result<BackupRequest> {
     req.ttl = args.ttl;
     req.labels = args.labels.iter().cloned().collect();
     req.annotations = args.annotations.iter().cloned().collect();
+    req.volumes.snapshot_volumes = args.snapshot_volumes;
+    req.volumes.default_volumes_to_fs_backup = args.default_volumes_to_fs_backup.unwrap_or(false);
+    if let Some(t) = args.csi_snapshot_timeout {
+        req.volumes.csi_snapshot_timeout = t;
+    }
+    req.resource_policy_configmap = args.resource_policies_configmap.clone();
     // Validate every option before anything runs.
     req.filter()?;
     Ok(req)
@@ -242,6 +263,7 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
             ordered_resources: s.ordered_resources,
             location: args.location.location.clone(),
             ttl: s.ttl,
+            volumes: crate::volumes::template_of(&req),
         };
         let client = cluster::connect(target).await?;
         return super::objects::create_backup_record(
@@ -353,6 +375,12 @@ async fn describe(args: DescribeArgs) -> Result<ExitCode> {
             "{}",
             output::describe_backup(&b, meta.as_ref(), &results, resource_list.as_ref())
         );
+        if args.details {
+            match crate::volumes::report::describe_backup(&store, &name).await {
+                Ok(v) => print!("\n{v}"),
+                Err(e) => println!("\nVolumes:  <error: {e}>"),
+            }
+        }
         println!();
     }
     Ok(ExitCode::SUCCESS)
@@ -404,7 +432,7 @@ async fn download(args: DownloadArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn delete(args: DeleteArgs) -> Result<ExitCode> {
+async fn delete(target: &Target, args: DeleteArgs) -> Result<ExitCode> {
     let selected = [!args.names.is_empty(), args.all, args.selector.is_some()]
         .iter()
         .filter(|b| **b)
@@ -468,8 +496,24 @@ async fn delete(args: DeleteArgs) -> Result<ExitCode> {
         bail!("location {} is read-only: nothing was deleted", store.url());
     }
     let restores = store.list_restores().await?;
+    let mut client: Option<kube::Client> = None;
+    let mut kept = 0;
     for b in &targets {
         let name = b.name();
+        // CSI snapshots first: if they cannot be deleted, the backup (the only record of their
+        // handles) stays.
+        if crate::volumes::csi::has_snapshots(&store, name).await && client.is_none() {
+            client = cluster::connect(target).await.ok();
+        }
+        match crate::volumes::csi::delete_for_backup(client.as_ref(), &store, name).await {
+            Ok(0) => {}
+            Ok(k) => println!("Backup {name:?}: {k} CSI snapshot(s) deleted."),
+            Err(e) => {
+                eprintln!("error: backup {name:?} kept: its CSI snapshots were not deleted: {e}");
+                kept += 1;
+                continue;
+            }
+        }
         // The backup's restores first, then its folder (record last would leave a visible
         // half-deleted backup; removing the whole folder makes it disappear at once).
         for r in &restores {
@@ -484,6 +528,21 @@ async fn delete(args: DeleteArgs) -> Result<ExitCode> {
                 store.delete_folder(&store.layout().restore_dir(r)).await?;
             }
         }
+        // Pod volume data: the backup's restic snapshots are forgotten (data freed by
+        // `tidemark repo prune`).
+        match crate::volumes::podvolume::forget_on_expiry(
+            None,
+            "",
+            &store,
+            name,
+            &crate::volumes::podvolume::PodVolumeSettings::from_env(),
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(k) => println!("Backup {name:?}: {k} restic snapshot(s) forgotten."),
+            Err(e) => eprintln!("warning: backup {name:?}: {e}"),
+        }
         store
             .delete(
                 &store
@@ -495,6 +554,9 @@ async fn delete(args: DeleteArgs) -> Result<ExitCode> {
             .delete_folder(&store.layout().backup_dir(name))
             .await?;
         println!("Backup {name:?} deleted ({} objects removed).", n + 1);
+    }
+    if kept > 0 {
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -193,7 +193,7 @@ mod tests {
             docs.iter()
                 .filter(|d| d["kind"] == "CustomResourceDefinition")
                 .count(),
-            6
+            8
         );
     }
 }

@@ -4,6 +4,7 @@
 //! Verbs and flags follow `velero`'s. Exit codes: 0 success; 1 error (nothing or not everything
 //! was done); 2 the run finished `PartiallyFailed`.
 
+mod agent;
 mod backup;
 mod install;
 mod objects;
@@ -88,6 +89,14 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Print tidemark's CustomResourceDefinitions (YAML), e.g. `tidemark crds | kubectl apply -f -`.
     Crds,
+    /// Run the node agent (DaemonSet): back up and restore pod volumes of this node.
+    NodeAgent(Box<agent::NodeAgentArgs>),
+    /// Wait until the node agent has restored the given volume directories (the
+    /// `tidemark-restore-wait` init container of restored pods).
+    RestoreWait(agent::RestoreWaitArgs),
+    /// Maintain the restic repositories of pod volume data.
+    #[command(subcommand)]
+    Repo(agent::RepoCommand),
     /// Print the version.
     Version,
 }
@@ -314,6 +323,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             println!("tidemark {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::NodeAgent(args) => agent::node_agent(&target, *args).await,
+        Command::RestoreWait(args) => agent::restore_wait(args).await,
+        Command::Repo(cmd) => agent::repo(cmd).await,
         Command::Backup(cmd) => backup::run(&target, cmd).await,
         Command::Restore(cmd) => restore::run(&target, cmd).await,
     }

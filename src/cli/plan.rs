@@ -531,6 +531,7 @@ pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
         concurrency: args.client.concurrency.max(1),
         budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
         wait_timeout: std::time::Duration::from_secs(120),
+        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };
     let now = Utc::now();
     let mut locations = Locations::new(&client, &valid);

@@ -221,6 +221,7 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         concurrency: args.client.concurrency.max(1),
         budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
         wait_timeout: args.wait_timeout,
+        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };
     if args.dry_run {
         let p = restore::dry_run(&client, &store, &req, &settings)
@@ -371,6 +372,12 @@ async fn describe(args: DescribeArgs) -> Result<ExitCode> {
             None
         };
         print!("{}", output::describe_restore(&r, &results, list.as_ref()));
+        if args.details {
+            print!(
+                "\n{}",
+                crate::volumes::report::describe_restore(&store, &name).await
+            );
+        }
         println!();
     }
     Ok(ExitCode::SUCCESS)

@@ -58,6 +58,9 @@ pub fn request_from_template(
         req.ttl = crate::plan::expiry::parse_duration("spec.template.ttl", ttl)
             .map_err(|e| e.to_string())?;
     }
+    if let Some(v) = &t.volumes {
+        crate::volumes::apply_template(&mut req, v)?;
+    }
     req.filter().map_err(|e| format!("spec.template: {e}"))?;
     Ok(req)
 }
@@ -340,6 +343,40 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
                 .delete(&r.name_any(), &DeleteParams::default())
                 .await;
         }
+    }
+    // CSI snapshots: deleted through VolumeSnapshotContents with deletionPolicy Delete. If that
+    // fails the backup stays (its records are the only reference to the storage snapshots).
+    match crate::volumes::csi::delete_for_backup(Some(&ctx.client), &store, &name).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(backup = %name, "deleted {n} CSI snapshot(s)"),
+        Err(e) => {
+            apply_status(
+                &api,
+                b,
+                &existing,
+                keep,
+                &Health::NotReady {
+                    reason: "ExpiryBlocked".into(),
+                    message: format!("expired, but its CSI snapshots were not deleted: {e}"),
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    }
+    // Pod volume data: forget the backup's restic snapshots (its records are in the folder).
+    match crate::volumes::podvolume::forget_on_expiry(
+        Some(&ctx.client),
+        &b.namespace().unwrap_or_default(),
+        &store,
+        &name,
+        &crate::volumes::podvolume::PodVolumeSettings::from_env(),
+    )
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(backup = %name, "forgot {n} restic snapshot(s)"),
+        Err(e) => tracing::warn!(backup = %name, "{e}"),
     }
     // The record file first, so a half-deleted folder never looks like a backup.
     if let Err(e) = store

@@ -9,6 +9,7 @@
 mod backup;
 mod leader;
 mod location;
+mod maintenance;
 mod metrics;
 mod policy;
 mod restore;
@@ -363,6 +364,7 @@ pub async fn run_with(
             backup::run(ctx.clone()),
             restore::run(ctx.clone()),
             restoreplan::run(ctx.clone()),
+            maintenance::run(ctx.clone()),
             alongside,
         );
     };

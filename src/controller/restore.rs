@@ -224,6 +224,7 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
         concurrency: ctx.concurrency,
         budget: ctx.budget.clone(),
         wait_timeout: std::time::Duration::from_secs(120),
+        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };
     let counters = restore::Counters::default();
     let result = restore::run(&ctx.client, &store, &req, &settings, &counters).await;

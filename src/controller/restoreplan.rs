@@ -166,6 +166,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
                 concurrency: ctx.concurrency,
                 budget: ctx.budget.clone(),
                 wait_timeout: std::time::Duration::from_secs(120),
+                pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
             };
             let preview = match restore::dry_run(&ctx.client, &store, &req, &settings).await {
                 Ok(pv) => json!({"create": pv.create.len(), "update": pv.update.len(),

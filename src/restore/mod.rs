@@ -492,6 +492,8 @@ pub struct Settings {
     pub budget: Budget,
     /// How long to wait for CRDs to become Established and terminating namespaces to go.
     pub wait_timeout: Duration,
+    /// File-system volume restore: the wait init container's image and the timeout.
+    pub pod_volumes: crate::volumes::podvolume::PodVolumeSettings,
 }
 
 /// Reads a backup's record from the store.
@@ -670,12 +672,69 @@ pub async fn run(
         index.sha256
     ));
     let mut planned = plan(&index, req)?;
+    // CSI snapshots: claims that had one are provisioned from it (VolumeSnapshotContent +
+    // VolumeSnapshot pre-provisioned, `dataSource` set); their PersistentVolumes are not restored.
+    let csi =
+        match crate::volumes::csi::CsiRestorer::load(client, store, &req.backup, &req.name).await {
+            Ok(c) => c,
+            Err(e) => {
+                log.error(&e.to_string());
+                planned.results.errors.add_general(e.to_string());
+                None
+            }
+        };
+    if let Some(c) = &csi {
+        let pvs = c.snapshot_pvs();
+        for tier in &mut planned.tiers {
+            tier.retain(|it| {
+                let skip = it.group_resource == "persistentvolumes" && pvs.contains(&it.name);
+                if skip {
+                    planned.skipped += 1;
+                    planned.results.warnings.add(
+                        None,
+                        format!(
+                            "persistentvolumes {}: not restored: its claim is provisioned from \
+                             its CSI snapshot",
+                            it.name
+                        ),
+                    );
+                }
+                !skip
+            });
+        }
+        planned.context.restored_pvs.retain(|p| !pvs.contains(p));
+    }
     let total: u64 = planned.tiers.iter().map(|t| t.len() as u64).sum::<u64>() + planned.skipped;
     counters.total.store(total, Ordering::Relaxed);
     counters
         .skipped
         .fetch_add(planned.skipped, Ordering::Relaxed);
     let results = Mutex::new(std::mem::take(&mut planned.results));
+    // File-system backed-up pod volumes: restored pods get the wait init container and, once
+    // created, one PodVolumeRestore per volume (carried out by the node agents).
+    let pod_volumes = match crate::volumes::podvolume::PodVolumeRestorer::load(
+        client,
+        store,
+        &req.backup,
+        crate::volumes::podvolume::RestoreVolumesRequest {
+            restore: req.name.clone(),
+            record_namespace: req.record_namespace.clone(),
+        },
+        settings.pod_volumes.clone(),
+    )
+    .await
+    {
+        Ok(p) => (!p.is_empty()).then_some(p),
+        Err(e) => {
+            log.error(&e.to_string());
+            results
+                .lock()
+                .expect("results lock")
+                .errors
+                .add_general(e.to_string());
+            None
+        }
+    };
     let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
     let applier = Applier {
         client,
@@ -686,6 +745,8 @@ pub async fn run(
         results: &results,
         resource_list: &resource_list,
         log: &log,
+        pod_volumes: pod_volumes.as_ref(),
+        csi: csi.as_ref(),
     };
     let mut namespaces_ready = false;
     for tier in &planned.tiers {
@@ -718,6 +779,13 @@ pub async fn run(
             applier
                 .wait_crds_established(tier, settings.wait_timeout)
                 .await;
+        }
+    }
+    if let Some(pv) = &pod_volumes {
+        let (done, errors) = pv.finish().await;
+        log.info(&format!("Pod volumes restored: {done}"));
+        for (ns, msg) in errors {
+            applier.error(Some(ns.as_str()), msg);
         }
     }
     let results = results.into_inner().expect("results lock");
@@ -780,6 +848,16 @@ pub async fn run(
                 true,
             ),
         ];
+        // Restored CSI claims (only when the backup had snapshots).
+        if let Some(c) = &csi {
+            store
+                .put(
+                    &l.restore_volume_info(&req.name),
+                    gzip_json(&c.volume_infos()),
+                    false,
+                )
+                .await?;
+        }
         for (path, data, create_only) in files {
             store.put(&path, data, create_only).await?;
         }
@@ -804,6 +882,8 @@ struct Applier<'a> {
     results: &'a Mutex<Results>,
     resource_list: &'a Mutex<BTreeMap<String, Vec<String>>>,
     log: &'a RunLog,
+    pod_volumes: Option<&'a crate::volumes::podvolume::PodVolumeRestorer>,
+    csi: Option<&'a crate::volumes::csi::CsiRestorer>,
 }
 
 impl Applier<'_> {
@@ -853,10 +933,23 @@ impl Applier<'_> {
     async fn apply(&self, item: &PlannedItem) {
         let ns = item.namespace.as_deref();
         let what = format!("{} {}", item.group_resource, item.name);
-        let (object, status) = match self.plan.materialize(item) {
+        let (mut object, status) = match self.plan.materialize(item) {
             Ok(x) => x,
             Err(e) => return self.error(ns, format!("{what}: {e}")),
         };
+        let source_ns = item.source_namespace.as_deref().or(ns).unwrap_or_default();
+        let pod_volumes = self.pod_volumes.filter(|pv| {
+            item.group_resource == "pods" && pv.prepare_pod(source_ns, &item.name, &mut object)
+        });
+        if let Some(csi) = self
+            .csi
+            .filter(|_| item.group_resource == "persistentvolumeclaims")
+            && let Err(e) = csi
+                .prepare_claim(source_ns, &item.name, ns.unwrap_or_default(), &mut object)
+                .await
+        {
+            return self.error(ns, format!("{what}: {e}"));
+        }
         let obj: DynamicObject = match serde_json::from_value(object.clone()) {
             Ok(o) => o,
             Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),
@@ -864,9 +957,14 @@ impl Applier<'_> {
         let api = self.api(item);
         self.budget.acquire().await;
         match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => {
+            Ok(created) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 self.record(item);
+                if let Some(pv) = pod_volumes {
+                    for (ns, msg) in pv.pod_created(source_ns, &item.name, &created).await {
+                        self.error(Some(ns.as_str()), msg);
+                    }
+                }
                 self.restore_status(item, status.as_ref(), &api, &what)
                     .await;
             }

@@ -91,6 +91,46 @@ impl Layout {
         self.backup_file(name, &format!("{name}-volumesnapshots.json.gz"))
     }
 
+    /// `<prefix>/backups/<name>/<name>-csi-volumesnapshots.json.gz` (the backup's CSI
+    /// VolumeSnapshots as they were when ready, a gzipped JSON list; Velero's file name).
+    pub fn backup_csi_volume_snapshots(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-csi-volumesnapshots.json.gz"))
+    }
+
+    /// `<prefix>/backups/<name>/<name>-csi-volumesnapshotcontents.json.gz` (their
+    /// VolumeSnapshotContents, with the snapshot handles; Velero's file name).
+    pub fn backup_csi_volume_snapshot_contents(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-csi-volumesnapshotcontents.json.gz"))
+    }
+
+    /// `<prefix>/backups/<name>/<name>-csi-volumesnapshotclasses.json.gz` (the
+    /// VolumeSnapshotClasses used; Velero's file name).
+    pub fn backup_csi_volume_snapshot_classes(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-csi-volumesnapshotclasses.json.gz"))
+    }
+
+    /// `<prefix>/backups/<name>/<name>-volumeinfo.json.gz` (one entry per volume: method,
+    /// result, snapshot handle and size; Velero 1.13+'s `BackupVolumeInfo` list).
+    pub fn backup_volume_info(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-volumeinfo.json.gz"))
+    }
+
+    /// `<prefix>/backups/<name>/<name>-podvolumebackups.json.gz` (the PodVolumeBackup records of
+    /// file-system backed-up volumes, a gzipped JSON list, Velero's file name).
+    pub fn backup_pod_volume_backups(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-podvolumebackups.json.gz"))
+    }
+
+    /// `<prefix>/restic`: the folder of the restic repositories of pod volumes.
+    pub fn restic_dir(&self) -> Path {
+        self.join("restic")
+    }
+
+    /// `<prefix>/restic/<namespace>`: the restic repository of a namespace's pod volumes.
+    pub fn restic_repo(&self, namespace: &str) -> Path {
+        self.restic_dir().join(namespace)
+    }
+
     /// `<prefix>/restores/<name>`
     pub fn restore_dir(&self, name: &str) -> Path {
         self.restores_dir().join(name)
@@ -104,6 +144,12 @@ impl Layout {
     /// `<prefix>/restores/<name>/restore-<name>-logs.gz`
     pub fn restore_logs(&self, name: &str) -> Path {
         self.restore_file(name, &format!("restore-{name}-logs.gz"))
+    }
+
+    /// `<prefix>/restores/<name>/restore-<name>-volumeinfo.json.gz` (one entry per restored
+    /// volume; Velero 1.14+'s `RestoreVolumeInfo` list).
+    pub fn restore_volume_info(&self, name: &str) -> Path {
+        self.restore_file(name, &format!("restore-{name}-volumeinfo.json.gz"))
     }
 
     /// `<prefix>/restores/<name>/restore-<name>-results.gz`
@@ -147,6 +193,19 @@ mod tests {
         assert_eq!(
             l.restore_results("r1").as_ref(),
             "cluster-a/restores/r1/restore-r1-results.gz"
+        );
+        assert_eq!(
+            l.backup_pod_volume_backups("b1").as_ref(),
+            "cluster-a/backups/b1/b1-podvolumebackups.json.gz"
+        );
+        assert_eq!(l.restic_repo("shop").as_ref(), "cluster-a/restic/shop");
+        assert_eq!(
+            l.backup_csi_volume_snapshot_contents("b1").as_ref(),
+            "cluster-a/backups/b1/b1-csi-volumesnapshotcontents.json.gz"
+        );
+        assert_eq!(
+            l.backup_volume_info("b1").as_ref(),
+            "cluster-a/backups/b1/b1-volumeinfo.json.gz"
         );
         let root = Layout::new("");
         assert_eq!(root.backup_dir("x").as_ref(), "backups/x");

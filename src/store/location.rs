@@ -152,6 +152,32 @@ impl LocationUrl {
         self.access_mode
     }
 
+    /// The bucket (S3) or absolute directory (filesystem).
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The provider config (`region`, `s3Url`, ...), as parsed from the query and `with_config`.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
+    }
+
+    /// The URL with its provider config in the query (`s3://b/p?region=..&s3Url=..`), which
+    /// parses back to an equal [`LocationUrl`]; never holds credentials. Handed to node agents.
+    pub fn to_string_with_config(&self) -> String {
+        let mut s = self.to_string();
+        let mut pairs = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in &self.config {
+            pairs.append_pair(k, v);
+        }
+        let q = pairs.finish();
+        if !q.is_empty() {
+            s.push(if s.contains('?') { '&' } else { '?' });
+            s.push_str(&q);
+        }
+        s
+    }
+
     /// Returns a copy with the access mode set.
     pub fn with_access_mode(mut self, mode: AccessMode) -> Self {
         self.access_mode = mode;

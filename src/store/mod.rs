@@ -280,6 +280,39 @@ impl Store {
         r.bytes().await.map_err(|e| self.err("get", path, e))
     }
 
+    /// Every object under `dir` (recursively) with its size in bytes; an absent folder lists as
+    /// empty. Used by the restic repositories of pod volumes (`src/volumes/fs.rs`).
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] on a failed listing.
+    pub async fn list_sizes(&self, dir: &Path) -> Result<Vec<(Path, u64)>, StoreError> {
+        let mut out = Vec::new();
+        let mut s = self.inner.list(Some(dir));
+        while let Some(item) = s.next().await {
+            match item {
+                Ok(meta) => out.push((meta.location, meta.size)),
+                Err(object_store::Error::NotFound { .. }) => break,
+                Err(e) => return Err(self.err("list", dir, e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the byte range `range` (offsets in bytes, end exclusive) of an object.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] or [`StoreError::Request`].
+    pub async fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, StoreError> {
+        self.inner
+            .get_range(path, range)
+            .await
+            .map_err(|e| self.err("get", path, e))
+    }
+
     /// Opens an object as a stream of byte chunks (for archives: never read whole).
     ///
     /// # Errors
