@@ -86,8 +86,30 @@ pub async fn load_policy(
     VolumePolicies::from_configmap(&cm)
 }
 
-async fn list_all<K>(
-    client: &Client,
+/// Namespaces listed one by one (instead of one cluster-wide LIST) up to this many: a backup of
+/// a few namespaces then needs no cluster-wide read permission and reads no other namespace.
+const PER_NAMESPACE_LISTS: usize = 16;
+
+/// The APIs to list a namespaced `K` in `namespaces` with: one per namespace when there are
+/// few, else one cluster-wide (the caller filters).
+fn namespaced_apis<K>(client: &Client, namespaces: &BTreeSet<String>) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = ()>,
+    K::Scope: kube::core::NamespaceScope,
+{
+    if namespaces.len() <= PER_NAMESPACE_LISTS {
+        namespaces
+            .iter()
+            .map(|ns| Api::all(client.clone()).constrain(ns))
+            .collect()
+    } else {
+        vec![Api::all(client.clone())]
+    }
+}
+
+/// Lists everything `apis` reach, page by page under the budget.
+async fn list_in<K>(
+    apis: Vec<Api<K>>,
     budget: &Budget,
     selector: Option<&str>,
     what: &str,
@@ -95,26 +117,52 @@ async fn list_all<K>(
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let api: Api<K> = Api::all(client.clone());
     let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut lp = ListParams::default().limit(500);
-        if let Some(s) = selector {
-            lp = lp.labels(s);
+    for api in apis {
+        let mut token: Option<String> = None;
+        loop {
+            let mut lp = ListParams::default().limit(500);
+            if let Some(s) = selector {
+                lp = lp.labels(s);
+            }
+            if let Some(t) = &token {
+                lp = lp.continue_token(t);
+            }
+            budget.acquire().await;
+            let page = api.list(&lp).await.map_err(|source| VolumesError::Kube {
+                what: format!("list {what}"),
+                source,
+            })?;
+            out.extend(page.items);
+            token = page.metadata.continue_.filter(|t| !t.is_empty());
+            if token.is_none() {
+                break;
+            }
         }
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
-        budget.acquire().await;
-        let page = api.list(&lp).await.map_err(|source| VolumesError::Kube {
-            what: format!("list {what}"),
-            source,
-        })?;
-        out.extend(page.items);
-        token = page.metadata.continue_.filter(|t| !t.is_empty());
-        if token.is_none() {
-            return Ok(out);
+    }
+    Ok(out)
+}
+
+/// [`list_in`], with a failure (e.g. a forbidden list) recorded as a backup error instead of
+/// failing the backup: the volumes it would have found are not taken.
+async fn list_or_record<K>(
+    apis: Vec<Api<K>>,
+    budget: &Budget,
+    selector: Option<&str>,
+    what: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match list_in::<K>(apis, budget, selector, what).await {
+        Ok(items) => items,
+        Err(e) => {
+            errors.push((
+                String::new(),
+                format!("volume data: {e}; the volumes it would find are not backed up"),
+            ));
+            Vec::new()
         }
     }
 }
@@ -134,8 +182,8 @@ fn in_scope<K: Resource>(o: &K, req: &PhaseRequest<'_>) -> bool {
 ///
 /// # Errors
 /// [`VolumesError::PolicyConfigMap`] / [`VolumesError::Policy`] for an unusable policy (the
-/// backup fails before anything is taken), [`VolumesError::Kube`] when pods, claims or PVs
-/// cannot be listed. Per-volume failures are in [`PhaseOutcome::errors`].
+/// backup fails before anything is taken). Pods, claims or PVs that cannot be listed (e.g.
+/// forbidden) and per-volume failures are in [`PhaseOutcome::errors`] (`PartiallyFailed`).
 pub async fn run(
     client: &Client,
     store: &Store,
@@ -148,23 +196,31 @@ pub async fn run(
     if req.namespaces.is_empty() || !(req.take_pods || req.take_claims) {
         return Ok(PhaseOutcome::default());
     }
+    let mut list_errors: Vec<(String, String)> = Vec::new();
     let pods: Vec<Pod> = if req.take_pods {
-        list_all::<Pod>(client, req.budget, req.label_selector, "pods")
-            .await?
-            .into_iter()
-            .filter(|p| in_scope(p, req))
-            .collect()
+        list_or_record::<Pod>(
+            namespaced_apis(client, req.namespaces),
+            req.budget,
+            req.label_selector,
+            "pods",
+            &mut list_errors,
+        )
+        .await
+        .into_iter()
+        .filter(|p| in_scope(p, req))
+        .collect()
     } else {
         Vec::new()
     };
     let pvcs: Vec<PersistentVolumeClaim> = if req.take_claims {
-        list_all::<PersistentVolumeClaim>(
-            client,
+        list_or_record::<PersistentVolumeClaim>(
+            namespaced_apis(client, req.namespaces),
             req.budget,
             req.label_selector,
             "persistentvolumeclaims",
+            &mut list_errors,
         )
-        .await?
+        .await
         .into_iter()
         .filter(|p| in_scope(p, req))
         .collect()
@@ -207,7 +263,14 @@ pub async fn run(
     let pvs: Vec<PersistentVolume> = if claims.is_empty() {
         Vec::new()
     } else {
-        list_all::<PersistentVolume>(client, req.budget, None, "persistentvolumes").await?
+        list_or_record::<PersistentVolume>(
+            vec![Api::all(client.clone())],
+            req.budget,
+            None,
+            "persistentvolumes",
+            &mut list_errors,
+        )
+        .await
     };
     let choices = super::select(&pods, &claims, &pvs, &settings);
 
@@ -234,10 +297,11 @@ pub async fn run(
             }
         }
     );
+    list_errors.extend(csi_out.errors.iter().cloned());
     let mut out = PhaseOutcome {
         csi_attempted: csi_out.attempted,
         csi_completed: csi_out.completed,
-        errors: csi_out.errors.clone(),
+        errors: list_errors,
         ..PhaseOutcome::default()
     };
     let mut infos: Vec<VolumeInfo> = csi_out.infos.clone();
