@@ -167,6 +167,25 @@ where
     }
 }
 
+/// The namespaced `K` of the backup's namespaces that its selectors take ([`in_scope`]).
+async fn list_in_scope<K>(
+    client: &Client,
+    req: &PhaseRequest<'_>,
+    what: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::Scope: kube::core::NamespaceScope,
+{
+    let apis = namespaced_apis(client, req.namespaces);
+    list_or_record::<K>(apis, req.budget, req.label_selector, what, errors)
+        .await
+        .into_iter()
+        .filter(|o| in_scope(o, req))
+        .collect()
+}
+
 fn in_scope<K: Resource>(o: &K, req: &PhaseRequest<'_>) -> bool {
     let meta = o.meta();
     let ns_ok = meta
@@ -198,32 +217,12 @@ pub async fn run(
     }
     let mut list_errors: Vec<(String, String)> = Vec::new();
     let pods: Vec<Pod> = if req.take_pods {
-        list_or_record::<Pod>(
-            namespaced_apis(client, req.namespaces),
-            req.budget,
-            req.label_selector,
-            "pods",
-            &mut list_errors,
-        )
-        .await
-        .into_iter()
-        .filter(|p| in_scope(p, req))
-        .collect()
+        list_in_scope(client, req, "pods", &mut list_errors).await
     } else {
         Vec::new()
     };
     let pvcs: Vec<PersistentVolumeClaim> = if req.take_claims {
-        list_or_record::<PersistentVolumeClaim>(
-            namespaced_apis(client, req.namespaces),
-            req.budget,
-            req.label_selector,
-            "persistentvolumeclaims",
-            &mut list_errors,
-        )
-        .await
-        .into_iter()
-        .filter(|p| in_scope(p, req))
-        .collect()
+        list_in_scope(client, req, "persistentvolumeclaims", &mut list_errors).await
     } else {
         Vec::new()
     };

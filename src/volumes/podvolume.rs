@@ -315,7 +315,8 @@ pub fn velero_records(records: &[PodVolumeBackup]) -> Vec<Value> {
         .collect()
 }
 
-/// Reads the PodVolumeBackups of a backup from its folder (`[]` when the backup has none).
+/// Reads the PodVolumeBackups of a backup from its folder (`[]` when the backup has none, or
+/// when the file holds `null`, as Velero writes it for a backup without pod volumes).
 /// Records of either API group (tidemark's or Velero's) are accepted.
 ///
 /// # Errors
@@ -344,8 +345,11 @@ pub async fn read_records(
         .take(256 << 20)
         .read_to_end(&mut json)
         .map_err(|e| bad(format!("not gzip: {e}")))?;
-    let items: Vec<Value> = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    // Velero writes `null` when a backup has no pod volume backups (a nil Go slice).
+    let items: Option<Vec<Value>> =
+        serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
     items
+        .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(i, mut v)| {
@@ -921,6 +925,12 @@ mod tests {
             .unwrap();
         let e = read_records(&store, "nightly").await.unwrap_err();
         assert!(e.to_string().contains("podvolumebackups.json.gz"), "{e}");
+        // Velero's file for a backup without pod volumes.
+        store
+            .put(&path, crate::report::gzip_json(&Value::Null), false)
+            .await
+            .unwrap();
+        assert!(read_records(&store, "nightly").await.unwrap().is_empty());
     }
 
     #[test]
