@@ -225,12 +225,7 @@ async fn a_backup_killed_mid_upload_leaves_no_record() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    let mut env: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("KUBECONFIG", &kc));
+    let env = minio.env_with(&kc);
     let out = tidemark(&["backup", "get", "-o", "json", "--location", &s3], &env);
     assert!(out.status.success(), "{}", show(&out));
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -25,10 +25,7 @@ const NS: &str = "tidemark";
 /// Namespace, credentials Secret and a Location on `minio` under `prefix`.
 async fn setup(client: &Client, minio: &Minio, prefix: &str, read_only: bool) {
     install_crds(client).await;
-    let creds = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        minio.env["AWS_ACCESS_KEY_ID"], minio.env["AWS_SECRET_ACCESS_KEY"]
-    );
+    let creds = minio.credentials_file();
     apply_docs(
         client,
         &[

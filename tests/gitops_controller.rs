@@ -73,10 +73,7 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
     let minio = Minio::up(&unique("gitctl-minio"));
     let c = cluster.client.clone();
     install_crds(&c).await;
-    let creds = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        minio.env["AWS_ACCESS_KEY_ID"], minio.env["AWS_SECRET_ACCESS_KEY"]
-    );
+    let creds = minio.credentials_file();
     apply_docs(
         &c,
         &[
@@ -92,12 +89,7 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
 
     // A backup of `app`, taken in direct mode into the Location's prefix; then `extra` is lost.
     let kubeconfig = cluster.kubeconfig.to_string_lossy().to_string();
-    let mut env: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("KUBECONFIG", &kubeconfig));
+    let env = minio.env_with(&kubeconfig);
     let url = minio.url(PREFIX);
     let out = tidemark(
         &[

@@ -129,10 +129,7 @@ async fn plan_previews_a_revision_without_writing() {
     let minio = Minio::up(&unique("plan-minio"));
     let c = cluster.client.clone();
     install_crds(&c).await;
-    let creds = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        minio.env["AWS_ACCESS_KEY_ID"], minio.env["AWS_SECRET_ACCESS_KEY"]
-    );
+    let creds = minio.credentials_file();
     apply_docs(
         &c,
         &[
@@ -163,12 +160,7 @@ async fn plan_previews_a_revision_without_writing() {
 
     // Back up `app` in direct mode into the Location's prefix.
     let kubeconfig = cluster.kubeconfig.to_string_lossy().to_string();
-    let mut env: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env.push(("KUBECONFIG", &kubeconfig));
+    let env = minio.env_with(&kubeconfig);
     let url = minio.url(PREFIX);
     let out = tidemark(
         &[

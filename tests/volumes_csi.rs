@@ -749,10 +749,7 @@ async fn controller_backup_snapshots_and_expiry_deletes_them() {
     let c = cluster.client.clone();
     install_crds(&c).await;
     install_snapshot_crds(&c).await;
-    let creds = format!(
-        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-        minio.env["AWS_ACCESS_KEY_ID"], minio.env["AWS_SECRET_ACCESS_KEY"]
-    );
+    let creds = minio.credentials_file();
     let mut docs = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),

@@ -151,6 +151,23 @@ impl Minio {
     pub fn url(&self, prefix: &str) -> String {
         format!("s3://{}/{prefix}", self.bucket())
     }
+
+    /// Its keys as an AWS shared credentials file (a Location credential Secret's content).
+    pub fn credentials_file(&self) -> String {
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"]
+        )
+    }
+
+    /// Its variables plus `KUBECONFIG`, for [`tidemark`] runs in direct mode.
+    pub fn env_with<'a>(&'a self, kubeconfig: &'a str) -> Vec<(&'a str, &'a str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([("KUBECONFIG", kubeconfig)])
+            .collect()
+    }
 }
 
 impl Drop for Minio {
