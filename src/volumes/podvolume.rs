@@ -233,29 +233,15 @@ pub async fn back_up_volumes(
     }
     let deadline = tokio::time::Instant::now() + req.timeout;
     let lp = ListParams::default().labels(&format!("{BACKUP_NAME_LABEL}={}", req.backup));
-    let mut records: BTreeMap<String, PodVolumeBackup> = BTreeMap::new();
-    loop {
-        match api.list(&lp).await {
-            Ok(list) => {
-                for r in list.items {
-                    records.insert(r.name_any(), r);
-                }
-            }
-            Err(e) => tracing::warn!("list PodVolumeBackups of {}: {e}", req.backup),
-        }
-        let pending = names.iter().any(|(n, _, _)| {
-            !phase::is_done(
-                records
-                    .get(n)
-                    .and_then(|r| r.status.as_ref())
-                    .and_then(|s| s.phase.as_deref()),
-            )
-        });
-        if !pending || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let wanted: Vec<&str> = names.iter().map(|(n, _, _)| n.as_str()).collect();
+    let records = wait_done(
+        &api,
+        &lp,
+        &wanted,
+        deadline,
+        &format!("PodVolumeBackups of {}", req.backup),
+    )
+    .await;
     for (name, ns, what) in &names {
         let status = records.get(name).and_then(|r| r.status.clone());
         match status.as_ref().and_then(|s| s.phase.as_deref()) {
@@ -515,6 +501,55 @@ pub async fn create_restores(
     (names, errors)
 }
 
+/// A pod volume record's phase (PodVolumeBackup, PodVolumeRestore).
+trait Phased {
+    fn phase(&self) -> Option<&str>;
+}
+
+impl Phased for PodVolumeBackup {
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.phase.as_deref())
+    }
+}
+
+impl Phased for PodVolumeRestore {
+    fn phase(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.phase.as_deref())
+    }
+}
+
+/// Lists the records `lp` selects every 500 ms until each of `names` is done or `deadline`
+/// passes; returns the last seen records by name. A failed list is logged (`what`) and retried.
+async fn wait_done<K>(
+    api: &Api<K>,
+    lp: &ListParams,
+    names: &[&str],
+    deadline: tokio::time::Instant,
+    what: &str,
+) -> BTreeMap<String, K>
+where
+    K: Phased + kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut records: BTreeMap<String, K> = BTreeMap::new();
+    loop {
+        match api.list(lp).await {
+            Ok(list) => {
+                for r in list.items {
+                    records.insert(r.name_any(), r);
+                }
+            }
+            Err(e) => tracing::warn!("list {what}: {e}"),
+        }
+        let pending = names
+            .iter()
+            .any(|n| !phase::is_done(records.get(*n).and_then(Phased::phase)));
+        if !pending || tokio::time::Instant::now() >= deadline {
+            return records;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Waits (up to `timeout`) for a restore's PodVolumeRestores; returns `(completed, errors)` with
 /// errors as `(namespace, message)`.
 pub async fn wait_restores(
@@ -529,26 +564,15 @@ pub async fn wait_restores(
     let api: Api<PodVolumeRestore> = Api::namespaced(client.clone(), &req.record_namespace);
     let lp = ListParams::default().labels(&format!("{RESTORE_NAME_LABEL}={}", req.restore));
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut records: BTreeMap<String, PodVolumeRestore> = BTreeMap::new();
-    loop {
-        if let Ok(list) = api.list(&lp).await {
-            for r in list.items {
-                records.insert(r.name_any(), r);
-            }
-        }
-        let pending = names.iter().any(|n| {
-            !phase::is_done(
-                records
-                    .get(n)
-                    .and_then(|r| r.status.as_ref())
-                    .and_then(|s| s.phase.as_deref()),
-            )
-        });
-        if !pending || tokio::time::Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let wanted: Vec<&str> = names.iter().map(String::as_str).collect();
+    let records = wait_done(
+        &api,
+        &lp,
+        &wanted,
+        deadline,
+        &format!("PodVolumeRestores of {}", req.restore),
+    )
+    .await;
     let mut completed = 0;
     let mut errors = Vec::new();
     for n in names {
