@@ -51,61 +51,44 @@ impl Drop for FakeSnapshotter {
     }
 }
 
+/// Watches `kind` (VolumeSnapshot or VolumeSnapshotContent), records every event in `seen`, and
+/// plays the external snapshot controller on each applied object.
+fn spawn_watch(client: &Client, kind: &'static str, seen: Seen) -> tokio::task::JoinHandle<()> {
+    let all: Api<DynamicObject> = Api::all_with(client.clone(), &snap_resource(kind));
+    let client = client.clone();
+    tokio::spawn(async move {
+        let mut stream = watcher(all, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            let (what, obj) = match ev {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => ("apply", o),
+                Ok(watcher::Event::Delete(o)) => ("delete", o),
+                Err(e) => {
+                    eprintln!("fake snapshotter: watch: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                _ => continue,
+            };
+            seen.lock().unwrap().push((
+                kind.into(),
+                what.into(),
+                serde_json::to_value(&obj).unwrap(),
+            ));
+            if what == "apply" {
+                match kind {
+                    "VolumeSnapshot" => play_snapshot(&client, &obj).await,
+                    _ => play_content(&client, &obj).await,
+                }
+            }
+        }
+    })
+}
+
 impl FakeSnapshotter {
     fn start(client: &Client) -> FakeSnapshotter {
         let seen: Seen = Arc::default();
-        let vs_all: Api<DynamicObject> =
-            Api::all_with(client.clone(), &snap_resource("VolumeSnapshot"));
-        let vsc_all: Api<DynamicObject> =
-            Api::all_with(client.clone(), &snap_resource("VolumeSnapshotContent"));
-        let (c1, s1) = (client.clone(), seen.clone());
-        let vs_task = tokio::spawn(async move {
-            let mut stream = watcher(vs_all, watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let (what, obj) = match ev {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => ("apply", o),
-                    Ok(watcher::Event::Delete(o)) => ("delete", o),
-                    Err(e) => {
-                        eprintln!("fake snapshotter: watch: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                    _ => continue,
-                };
-                s1.lock().unwrap().push((
-                    "VolumeSnapshot".into(),
-                    what.into(),
-                    serde_json::to_value(&obj).unwrap(),
-                ));
-                if what == "apply" {
-                    play_snapshot(&c1, &obj).await;
-                }
-            }
-        });
-        let (c2, s2) = (client.clone(), seen.clone());
-        let vsc_task = tokio::spawn(async move {
-            let mut stream = watcher(vsc_all, watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                let (what, obj) = match ev {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => ("apply", o),
-                    Ok(watcher::Event::Delete(o)) => ("delete", o),
-                    Err(e) => {
-                        eprintln!("fake snapshotter: watch: {e}");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                    _ => continue,
-                };
-                s2.lock().unwrap().push((
-                    "VolumeSnapshotContent".into(),
-                    what.into(),
-                    serde_json::to_value(&obj).unwrap(),
-                ));
-                if what == "apply" {
-                    play_content(&c2, &obj).await;
-                }
-            }
-        });
+        let vs_task = spawn_watch(client, "VolumeSnapshot", seen.clone());
+        let vsc_task = spawn_watch(client, "VolumeSnapshotContent", seen.clone());
         FakeSnapshotter {
             seen,
             tasks: vec![vs_task, vsc_task],
