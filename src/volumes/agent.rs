@@ -447,7 +447,7 @@ async fn restore_one(
         progress.clone(),
         ctx.config.progress_interval,
         move || {
-            let repo = ResticRepo::open_or_init(&store, &src_ns, &pw, handle, p2)?;
+            let repo = ResticRepo::open(&store, &src_ns, &pw, handle, p2)?;
             repo.restore(&snap, &dir2)
         },
         |p| {

@@ -8,7 +8,8 @@
 //! ([`StoreBackend`], which goes through [`Store`] and so keeps its read-only guard and its TLS
 //! choice) and drives rustic's commands:
 //!
-//! - [`ResticRepo::open_or_init`]: open the namespace's repository, creating it on first use;
+//! - [`ResticRepo::open_or_init`]: open the namespace's repository, creating it on first use
+//!   (backups); [`ResticRepo::open`]: open it only if it exists (restore, forget, prune);
 //! - [`ResticRepo::backup_dir`]: one directory → one snapshot, tagged with the backup, namespace,
 //!   pod and volume ([`SnapshotTags`]);
 //! - [`ResticRepo::restore`]: one snapshot → a directory;
@@ -375,7 +376,7 @@ impl fmt::Debug for ResticRepo {
 
 impl ResticRepo {
     /// Opens `namespace`'s repository in `store`, initialising it (restic format version 2,
-    /// rustic's defaults) when it holds no `config` yet. Blocking.
+    /// rustic's defaults) when it holds no `config` yet: for backups. Blocking.
     ///
     /// # Errors
     /// [`FsError::Restic`]: unreachable store, wrong password, read-only location on first use.
@@ -385,6 +386,32 @@ impl ResticRepo {
         password: &RepoPassword,
         handle: Handle,
         progress: Arc<TransferProgress>,
+    ) -> Result<Self, FsError> {
+        Self::connect(store, namespace, password, handle, progress, true)
+    }
+
+    /// Opens `namespace`'s existing repository in `store`, never creating one: for restores,
+    /// forgetting and pruning, which must not write a new repository into a Location. Blocking.
+    ///
+    /// # Errors
+    /// [`FsError::Restic`]: no repository there, unreachable store, wrong password.
+    pub fn open(
+        store: &Store,
+        namespace: &str,
+        password: &RepoPassword,
+        handle: Handle,
+        progress: Arc<TransferProgress>,
+    ) -> Result<Self, FsError> {
+        Self::connect(store, namespace, password, handle, progress, false)
+    }
+
+    fn connect(
+        store: &Store,
+        namespace: &str,
+        password: &RepoPassword,
+        handle: Handle,
+        progress: Arc<TransferProgress>,
+        create: bool,
     ) -> Result<Self, FsError> {
         let be = StoreBackend::new(store.clone(), namespace, handle);
         let name = be.location();
@@ -402,10 +429,16 @@ impl ResticRepo {
         let exists = repo.config_id().map_err(|e| err("open", e))?.is_some();
         let repo = if exists {
             repo.open(&creds).map_err(|e| err("open", e))?
-        } else {
+        } else if create {
             tracing::info!(repository = %name, "initialising restic repository");
             repo.init(&creds, &KeyOptions::default(), &ConfigOptions::default())
                 .map_err(|e| err("init", e))?
+        } else {
+            return Err(FsError::Restic {
+                repo: name.clone(),
+                operation: "open",
+                message: "no repository here (no config file)".into(),
+            });
         };
         Ok(Self {
             repo,
@@ -710,6 +743,17 @@ mod tests {
         .unwrap()
         .unwrap_err();
         assert!(!e.to_string().contains("nope"), "{e}");
+
+        // Opening (restore, forget, prune) never creates a repository.
+        let (s2, pw2, h2) = (store.clone(), pw.clone(), handle.clone());
+        let e = tokio::task::spawn_blocking(move || {
+            ResticRepo::open(&s2, "other", &pw2, h2, Arc::default()).map(|_| ())
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert!(e.to_string().contains("no repository"), "{e}");
+        assert!(!bucket.path().join("restic/other").exists());
 
         let n = tokio::task::spawn_blocking(move || {
             let repo = ResticRepo::open_or_init(&store, "shop", &pw, handle, Arc::default())?;

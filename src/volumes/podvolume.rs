@@ -643,7 +643,7 @@ pub async fn forget_backup(
         );
         let ns2 = ns.clone();
         let n = tokio::task::spawn_blocking(move || {
-            let repo = ResticRepo::open_or_init(&store, &ns2, &pw, handle, Arc::default())?;
+            let repo = ResticRepo::open(&store, &ns2, &pw, handle, Arc::default())?;
             repo.forget_backup(&b)
         })
         .await
@@ -737,7 +737,7 @@ pub async fn prune_all(
             ns.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            ResticRepo::open_or_init(&store, &ns2, &pw, handle, Arc::default())?.prune()
+            ResticRepo::open(&store, &ns2, &pw, handle, Arc::default())?.prune()
         })
         .await
         .map_err(|e| VolumesError::Record {
