@@ -246,11 +246,12 @@ fn progress_of(p: &TransferProgress) -> VolumeProgress {
     }
 }
 
-/// Runs `work` on a blocking thread while writing progress every `interval` with `write`.
+/// Runs `work` (one restic transfer) on a blocking thread, handing it a fresh progress counter,
+/// the repositories' password and the runtime handle, while writing the progress every
+/// `progress_interval` with `write`.
 async fn with_progress<T, W, Fut>(
-    progress: Arc<TransferProgress>,
-    interval: Duration,
-    work: impl FnOnce() -> T + Send + 'static,
+    ctx: &Ctx,
+    work: impl FnOnce(Arc<TransferProgress>, RepoPassword, tokio::runtime::Handle) -> T + Send + 'static,
     mut write: W,
 ) -> T
 where
@@ -258,8 +259,14 @@ where
     W: FnMut(VolumeProgress) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let mut task = tokio::task::spawn_blocking(work);
-    let mut tick = tokio::time::interval(interval);
+    let progress = Arc::new(TransferProgress::default());
+    let (p2, password, handle) = (
+        progress.clone(),
+        ctx.config.password.clone(),
+        tokio::runtime::Handle::current(),
+    );
+    let mut task = tokio::task::spawn_blocking(move || work(p2, password, handle));
+    let mut tick = tokio::time::interval(ctx.config.progress_interval);
     tick.tick().await;
     loop {
         tokio::select! {
@@ -335,19 +342,11 @@ async fn backup_one(ctx: &Ctx, pvb: &PodVolumeBackup) -> Result<PodVolumeBackupS
             source,
         })?;
     tracing::info!(record, dir = %dir.display(), "backing up pod volume");
-    let progress = Arc::new(TransferProgress::default());
-    let (p2, pw, handle) = (
-        progress.clone(),
-        ctx.config.password.clone(),
-        tokio::runtime::Handle::current(),
-    );
-    let dir2 = dir.clone();
-    let ns2 = ns.clone();
+    let (dir2, ns2) = (dir.clone(), ns.clone());
     let summary = with_progress(
-        progress.clone(),
-        ctx.config.progress_interval,
-        move || {
-            let repo = ResticRepo::open_or_init(&store, &ns2, &pw, handle, p2)?;
+        ctx,
+        move |progress, pw, handle| {
+            let repo = ResticRepo::open_or_init(&store, &ns2, &pw, handle, progress)?;
             repo.backup_dir(&dir2, &tags)
         },
         |p| {
@@ -432,22 +431,15 @@ async fn restore_one(
     };
     let store = open_store(&spec.location_url, &record)?;
     tracing::info!(record, dir = %dir.display(), "restoring pod volume");
-    let progress = Arc::new(TransferProgress::default());
-    let (p2, pw, handle) = (
-        progress.clone(),
-        ctx.config.password.clone(),
-        tokio::runtime::Handle::current(),
-    );
     let (dir2, src_ns, snap) = (
         dir.clone(),
         spec.source_namespace.clone(),
         spec.snapshot_id.clone(),
     );
     let summary = with_progress(
-        progress.clone(),
-        ctx.config.progress_interval,
-        move || {
-            let repo = ResticRepo::open(&store, &src_ns, &pw, handle, p2)?;
+        ctx,
+        move |progress, pw, handle| {
+            let repo = ResticRepo::open(&store, &src_ns, &pw, handle, progress)?;
             repo.restore(&snap, &dir2)
         },
         |p| {
