@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -40,7 +40,7 @@ use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
 use crate::cluster::{self, Target};
 use crate::controller::apply_status;
 use crate::report::status::{Forge, ForgeConfig, Reporter, State, StatusUpdate, token_from};
-use crate::source::config::{self, CommitStatusConfig, SourceConfig};
+use crate::source::config::{CommitStatusConfig, SourceConfig, SourceKind};
 use crate::source::{
     DirSource, GitAuth, GitSource, GitSpec, InvalidManifest, Kind, Manifest, Rendered, Revision,
     manifests, redact_url, render, stable_id,
@@ -58,15 +58,6 @@ pub const INVALID_MANIFEST: &str = "InvalidManifest";
 /// message, naming the field). Unlike the `Stalled` condition it survives the controller's next
 /// status write, so the controller can keep reporting the object `Stalled` while it is present.
 pub const INVALID_ANNOTATION: &str = crate::controller::INVALID_MANIFEST_ANNOTATION;
-
-/// Where manifests come from.
-#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
-pub(crate) enum SourceKind {
-    /// A Git repository (`--url`, `--ref`, `--path`).
-    Git,
-    /// A local directory (`--path`), watched for changes.
-    Dir,
-}
 
 /// Where manifests come from: the flags `tidemark reconcile` and `tidemark plan` share.
 #[derive(Args, Debug)]
@@ -109,10 +100,7 @@ impl SourceArgs {
     /// The flags as source settings (the other settings at their defaults).
     pub(crate) fn to_config(&self) -> SourceConfig {
         SourceConfig {
-            kind: match self.source {
-                SourceKind::Git => config::SourceKind::Git,
-                SourceKind::Dir => config::SourceKind::Dir,
-            },
+            kind: self.source,
             url: self.url.clone(),
             reference: self.reference.clone(),
             path: self.path.clone(),
@@ -286,7 +274,7 @@ impl Source {
 
 fn source_of(cfg: &SourceConfig) -> Result<Source> {
     Ok(match cfg.kind {
-        config::SourceKind::Git => {
+        SourceKind::Git => {
             let url = cfg
                 .url
                 .clone()
@@ -305,7 +293,7 @@ fn source_of(cfg: &SourceConfig) -> Result<Source> {
                 cache_root: cfg.cache_dir.clone(),
             })?))
         }
-        config::SourceKind::Dir => {
+        SourceKind::Dir => {
             let path = cfg
                 .path
                 .clone()

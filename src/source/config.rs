@@ -97,13 +97,13 @@ impl ServerConfig {
     }
 }
 
-/// What kind of source.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// What kind of source (`kind:` here, `--source` on the command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
-    /// A Git repository.
+    /// A Git repository (`--url`, `--ref`, `--path`).
     Git,
-    /// A local directory, watched for changes.
+    /// A local directory (`--path`), watched for changes.
     Dir,
 }
 
