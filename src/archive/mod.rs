@@ -132,12 +132,18 @@ impl<W: Write> ArchiveWriter<W> {
     }
 
     fn append(&mut self, path: &str, data: &[u8]) -> Result<(), ArchiveError> {
+        self.append_parts(path, &[], data)
+    }
+
+    /// One regular entry whose content is `head` followed by `body`.
+    fn append_parts(&mut self, path: &str, head: &[u8], body: &[u8]) -> Result<(), ArchiveError> {
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
+        h.set_size((head.len() + body.len()) as u64);
         h.set_mode(0o755);
         h.set_mtime(self.mtime);
         h.set_entry_type(tar::EntryType::Regular);
-        self.tar.append_data(&mut h, path, data)?;
+        self.tar
+            .append_data(&mut h, path, std::io::Read::chain(head, body))?;
         Ok(())
     }
 
@@ -146,8 +152,23 @@ impl<W: Write> ArchiveWriter<W> {
     /// # Errors
     /// [`ArchiveError::Io`] from the underlying writer.
     pub fn add_item(&mut self, key: &ItemKey, json: &[u8]) -> Result<(), ArchiveError> {
-        self.append(&key.path(), json)?;
-        self.append(&key.preferred_path(), json)?;
+        self.add_item_parts(key, &[], json)
+    }
+
+    /// Adds one item whose JSON is `head` followed by `body` (e.g. a spliced-in
+    /// `{"apiVersion":…,"kind":…,` and the rest of the object as the API server sent it), under
+    /// both paths, without joining the two in memory.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Io`] from the underlying writer.
+    pub fn add_item_parts(
+        &mut self,
+        key: &ItemKey,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<(), ArchiveError> {
+        self.append_parts(&key.path(), head, body)?;
+        self.append_parts(&key.preferred_path(), head, body)?;
         self.items += 1;
         Ok(())
     }

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use kube::api::{DynamicObject, GetParams, ListParams};
 use kube::{Client, Resource};
-use tokio::sync::mpsc;
 
 use super::filter::excluded;
-use super::pipeline::ArchiveItem;
-use super::raw::{RawItem, RawList};
+use super::pipeline::{ArchiveItem, Closed, ItemSender};
+use super::raw::{RawItem, RawList, TypeHead};
 use crate::archive::ItemKey;
 use crate::cluster::{Budget, ServedResource, describe};
 use crate::report::Results;
@@ -65,7 +65,7 @@ pub struct Lister {
     /// instead of cluster-wide.
     pub per_namespace: bool,
     /// Where items go.
-    pub out: mpsc::Sender<ArchiveItem>,
+    pub out: ItemSender,
     /// Counters.
     pub progress: Arc<Progress>,
     /// Accumulated findings.
@@ -73,11 +73,6 @@ pub struct Lister {
     /// Group-resources served by CRDs (to pull CRDs in, in auto mode).
     pub crd_group_resources: Arc<BTreeSet<String>>,
 }
-
-/// Why listing stopped early for everyone.
-#[derive(Debug, thiserror::Error)]
-#[error("the archive pipeline stopped")]
-pub struct PipelineClosed;
 
 /// One LIST request under the budget; the response body as text.
 async fn fetch_page(
@@ -94,17 +89,17 @@ async fn fetch_page(
 }
 
 impl Lister {
-    /// Lists every matching object of `r`, page by page, sending each to the pipeline. The next
-    /// page is requested as soon as the current one's continue token is known, so the API server
-    /// works while this page is filtered and archived. Items stay the API server's bytes (see
-    /// [`super::raw`]). Request failures are recorded as errors in the results and do not stop
-    /// other resources.
+    /// Lists every matching object of `r`, page by page, sending each page's admitted objects to
+    /// the pipeline as one batch. The next page is requested as soon as the current one's
+    /// continue token is known, so the API server works while this page is filtered and
+    /// archived. Items stay the API server's bytes, shared with the page (see [`super::raw`]).
+    /// Request failures are recorded as errors in the results and do not stop other resources.
     ///
     /// # Errors
-    /// [`PipelineClosed`] when the archive pipeline has stopped (then the backup fails).
-    pub async fn list_resource(&self, r: &ServedResource) -> Result<(), PipelineClosed> {
+    /// [`Closed`] when the archive pipeline has stopped (then the backup fails).
+    pub async fn list_resource(&self, r: &ServedResource) -> Result<(), Closed> {
         let ar = r.api_resource();
-        let api_version = r.api_version();
+        let kind = self.kind_of(r);
         let order = self
             .ordered
             .iter()
@@ -153,8 +148,8 @@ impl Lister {
                         break;
                     }
                 };
-                let page: RawList = match serde_json::from_str(&text) {
-                    Ok(p) => p,
+                let (token, ranges) = match RawList::split(&text) {
+                    Ok(split) => split,
                     Err(e) => {
                         failed(format!(
                             "listing {}: undecodable list: {e}",
@@ -163,11 +158,13 @@ impl Lister {
                         break;
                     }
                 };
-                if let Some(token) = page.metadata.continue_.clone().filter(|t| !t.is_empty()) {
+                if let Some(token) = token {
                     next = Some(spawn(params(Some(token))));
                 }
-                for raw in page.items {
-                    let item = match RawItem::parse(raw.get(), &api_version, &r.kind) {
+                let page = Bytes::from(text);
+                let mut batch = Vec::with_capacity(ranges.len());
+                for range in ranges {
+                    let item = match RawItem::parse(&page, range, &kind.head) {
                         Ok(item) => item,
                         Err(e) => {
                             failed(format!("decoding an item of {}: {e}", r.group_resource()));
@@ -176,12 +173,15 @@ impl Lister {
                     };
                     if order.is_some() {
                         held.push(item);
-                    } else if let Err(closed) = self.take(r, item, false).await {
-                        if let Some(pending) = next {
-                            pending.abort();
-                        }
-                        return Err(closed);
+                    } else if let Some(item) = self.admit(r, &kind, item, false) {
+                        batch.push(item);
                     }
+                }
+                if let Err(closed) = self.send(batch).await {
+                    if let Some(pending) = next {
+                        pending.abort();
+                    }
+                    return Err(closed);
                 }
             }
         }
@@ -190,20 +190,31 @@ impl Lister {
             held.sort_by_key(|o| {
                 super::filter::order_position(list, o.namespace.as_deref(), &o.name)
             });
-            for item in held {
-                self.take(r, item, false).await?;
-            }
+            let batch = held
+                .into_iter()
+                .filter_map(|item| self.admit(r, &kind, item, false))
+                .collect();
+            self.send(batch).await?;
         }
         self.progress.resources_done.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends a batch to the pipeline and counts its items.
+    async fn send(&self, batch: Vec<ArchiveItem>) -> Result<(), Closed> {
+        let n = batch.len() as u64;
+        self.out.send(batch).await?;
+        self.progress.items.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
     /// Fetches one object by name (related cluster-scoped items) and takes it if it exists.
     ///
     /// # Errors
-    /// [`PipelineClosed`].
-    pub async fn fetch_one(&self, r: &ServedResource, name: &str) -> Result<(), PipelineClosed> {
+    /// [`Closed`].
+    pub async fn fetch_one(&self, r: &ServedResource, name: &str) -> Result<(), Closed> {
         let url = DynamicObject::url_path(&r.api_resource(), None);
+        let kind = self.kind_of(r);
         self.budget.acquire().await;
         let got = match kube::core::Request::new(&url).get(name, &GetParams::default()) {
             Ok(req) => self.client.request_text(req).await,
@@ -218,13 +229,19 @@ impl Lister {
                 .add(None, msg);
         };
         match got {
-            Ok(text) => match RawItem::parse(&text, &r.api_version(), &r.kind) {
-                Ok(item) => self.take(r, item, true).await,
-                Err(e) => {
-                    failed(format!("decoding {} {name}: {e}", r.group_resource()));
-                    Ok(())
+            Ok(text) => {
+                let len = text.len();
+                match RawItem::parse(&Bytes::from(text), 0..len, &kind.head) {
+                    Ok(item) => {
+                        let batch = self.admit(r, &kind, item, true).into_iter().collect();
+                        self.send(batch).await
+                    }
+                    Err(e) => {
+                        failed(format!("decoding {} {name}: {e}", r.group_resource()));
+                        Ok(())
+                    }
                 }
-            },
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => {
                 failed(format!(
@@ -237,22 +254,36 @@ impl Lister {
         }
     }
 
-    /// Filters one object and sends it to the archive. `related` objects (pulled in by an
-    /// included object) bypass the label selectors.
-    async fn take(
+    /// What the items of `r` share.
+    fn kind_of(&self, r: &ServedResource) -> ResourceKind {
+        let api_version = r.api_version();
+        let group_resource = r.group_resource();
+        ResourceKind {
+            head: TypeHead::new(&api_version, &r.kind),
+            list_key: format!("{api_version}/{}", r.kind),
+            custom: self.crd_group_resources.contains(&group_resource),
+            group_resource,
+        }
+    }
+
+    /// Filters one object and records it (resource list, namespaces, related objects); the
+    /// archive item when it is taken. `related` objects (pulled in by an included object) bypass
+    /// the label selectors.
+    fn admit(
         &self,
         r: &ServedResource,
+        kind: &ResourceKind,
         item: RawItem,
         related: bool,
-    ) -> Result<(), PipelineClosed> {
+    ) -> Option<ArchiveItem> {
         if excluded(item.deleting, Some(&item.labels)) {
-            return Ok(());
+            return None;
         }
         if !related
             && !self.filter.or_selectors.is_empty()
             && !self.filter.labels_match(&item.labels)
         {
-            return Ok(());
+            return None;
         }
         let RawItem {
             name,
@@ -264,21 +295,27 @@ impl Lister {
         if let Some(ns) = &namespace
             && !self.namespaces.contains(ns)
         {
-            return Ok(());
+            return None;
         }
         // Namespace objects follow the namespace filter too.
         if r.group.is_empty() && r.resource == "namespaces" && !self.namespaces.contains(&name) {
-            return Ok(());
+            return None;
         }
         {
             let mut c = self.collected.lock().expect("collected lock");
-            let key = format!("{}/{}", r.api_version(), r.kind);
             let entry = match &namespace {
                 Some(ns) => format!("{ns}/{name}"),
                 None => name.clone(),
             };
-            c.resource_list.entry(key).or_default().push(entry);
-            if let Some(ns) = &namespace {
+            match c.resource_list.get_mut(&kind.list_key) {
+                Some(names) => names.push(entry),
+                None => {
+                    c.resource_list.insert(kind.list_key.clone(), vec![entry]);
+                }
+            }
+            if let Some(ns) = &namespace
+                && !c.namespaces_with_items.contains(ns)
+            {
                 c.namespaces_with_items.insert(ns.clone());
             }
             if r.group.is_empty()
@@ -287,22 +324,29 @@ impl Lister {
             {
                 c.referenced_pvs.insert(pv);
             }
-            let gr = r.group_resource();
-            if self.crd_group_resources.contains(&gr) {
-                c.custom_group_resources.insert(gr);
+            if kind.custom {
+                c.custom_group_resources.insert(kind.group_resource.clone());
             }
         }
-        let item = ArchiveItem {
+        Some(ArchiveItem {
             key: ItemKey {
-                group_resource: r.group_resource(),
+                group_resource: kind.group_resource.clone(),
                 version: r.version.clone(),
                 namespace,
                 name,
             },
             json,
-        };
-        self.out.send(item).await.map_err(|_| PipelineClosed)?;
-        self.progress.items.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        })
     }
+}
+
+/// What every item of one resource shares, computed once per resource: its type head, its key
+/// in the resource list, its group-resource.
+struct ResourceKind {
+    head: TypeHead,
+    /// `"<apiVersion>/<Kind>"`, Velero's resource-list key.
+    list_key: String,
+    group_resource: String,
+    /// Served by a CRD (its CRD comes along in auto mode).
+    custom: bool,
 }

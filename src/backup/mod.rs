@@ -453,13 +453,13 @@ pub async fn run(
     // Each resource is listed by its own task, so parsing runs on every core; tasks are spawned
     // as slots free up, so at most `concurrency` resources are listed at once.
     let owned: Vec<ServedResource> = listed.iter().map(|r| (*r).clone()).collect();
-    let listing: Result<Vec<()>, collect::PipelineClosed> = futures::stream::iter(owned)
+    let listing: Result<Vec<()>, pipeline::Closed> = futures::stream::iter(owned)
         .map(|r| {
             let lister = lister.clone();
             tokio::spawn(async move { lister.list_resource(&r).await })
         })
         .buffer_unordered(settings.concurrency.max(1))
-        .map(|joined| joined.unwrap_or(Err(collect::PipelineClosed)))
+        .map(|joined| joined.unwrap_or(Err(pipeline::Closed)))
         .collect::<Vec<_>>()
         .await
         .into_iter()
