@@ -29,14 +29,18 @@
 //!    no selector: the test cluster's service CIDR (10.0.0.0/24) has ~250 addresses, and without
 //!    a selector no Endpoints/EndpointSlices are generated. Seeding runs 64 creates at once
 //!    (`--seed-concurrency`) and is timed;
-//! 2. measures (a) plain paginated LISTs (`limit=500`) of the seeded resource types cluster-wide,
+//! 2. measures (a) plain paginated LISTs (`limit=500`), cluster-wide, of the same resources the
+//!    backup lists: every served resource type a default backup takes (discovered with
+//!    tidemark's own discovery and resource filter, ~55 types, the seeded ones among them),
 //!    one page chain per type, up to 16 types at once (tidemark's default concurrency), the
-//!    client only receiving the bytes and skimming the `continue` token, best of two passes:
+//!    client only receiving the bytes and skimming the `continue` token, best of `--repeat`
+//!    (default 3) passes:
 //!    the API server's list limit; as a diagnostic, (a') the same LISTs decoding every item into
 //!    a kube-rs `DynamicObject` (the client-side cost any kube-rs lister pays); (b) `tidemark
 //!    backup create` of the whole cluster into MinIO with a client budget high enough (`--qps`,
-//!    default 1000, burst 2x) not to be the limit, best of two runs like (a) (the first under
-//!    another name); and (c) the peak RSS (the larger of the two runs) and CPU time of tidemark;
+//!    default 1000, burst 2x) not to be the limit, best of `--repeat` runs like (a), each run
+//!    right after a pass of (a) so that both meet the same cluster state (the earlier runs under
+//!    other names); and (c) the peak RSS (the largest of the runs) and CPU time of tidemark;
 //! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
 //!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
 //!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
@@ -95,6 +99,9 @@ struct Opts {
     /// Skip the serial (Velero-style) create measurement (f).
     #[arg(long)]
     skip_serial: bool,
+    /// Passes of (a) and (a') and runs of (b), alternating (a) and (b); the best of each counts.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Measure the backup side only ((a), (a'), (b), (c)); skip the restore, the create limit
     /// and the serial creates (d)-(f). With `--keep`, cluster A stays up for profiling.
     #[arg(long)]
@@ -601,6 +608,27 @@ async fn list_all(
     Ok((started.elapsed(), listed))
 }
 
+/// Every resource type a default `tidemark backup create` lists (tidemark's discovery and
+/// resource filter: listable and creatable, not nodes, events or backup records).
+async fn backed_up_types(client: &Client) -> Result<Vec<ApiResource>> {
+    let budget = Budget::new(1000.0, 2000)?;
+    let discovered = tidemark::cluster::discover(client, &budget).await?;
+    let filter = tidemark::backup::BackupFilter::default();
+    let types: Vec<ApiResource> = discovered
+        .resources
+        .iter()
+        .filter(|r| filter.plan(r) != tidemark::backup::ResourcePlan::Skip)
+        .map(|r| r.api_resource())
+        .collect();
+    ensure!(
+        seeded_types().iter().all(|s| types
+            .iter()
+            .any(|t| t.plural == s.plural && t.group == s.group)),
+        "discovery misses a seeded type"
+    );
+    Ok(types)
+}
+
 /// The seeded resource types (namespaces and the CRD's Widgets included).
 fn seeded_types() -> Vec<ApiResource> {
     let mut t = vec![namespace_ar()];
@@ -773,6 +801,16 @@ async fn tidemark(
     })
 }
 
+/// `0.41s, 0.38s (best 0.38s)`.
+fn show_times(times: &[Duration]) -> String {
+    let all: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.2}s", t.as_secs_f64()))
+        .collect();
+    let best = times.iter().copied().min().unwrap_or_default();
+    format!("{} (best {:.2}s)", all.join(", "), best.as_secs_f64())
+}
+
 fn first_lines(s: &str, n: usize) -> String {
     s.lines().take(n).collect::<Vec<_>>().join("\n")
 }
@@ -910,44 +948,44 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
         ),
     );
 
-    // 2a. Plain LISTs (best of two: the first pass may meet colder caches).
-    let types = seeded_types();
+    // 2a'. The diagnostic: LISTs decoding every item (best of `--repeat`).
+    let types = backed_up_types(&a.client).await?;
     let c = opts.list_concurrency;
-    let (first, listed) = list_all(&a.client, &types, c, None, Decode::Skim).await?;
-    let (second, _) = list_all(&a.client, &types, c, None, Decode::Skim).await?;
-    row.list_s = secs(first.min(second));
-    row.list_items = listed.iter().map(|l| l.items).sum();
-    row.list_mb =
-        ((listed.iter().map(|l| l.bytes).sum::<u64>() as f64 / 1e6) * 10.0).round() / 10.0;
+    let repeat = opts.repeat.max(1);
+    let mut decode_times = Vec::new();
+    for _ in 0..repeat {
+        decode_times.push(
+            list_all(&a.client, &types, c, None, Decode::Objects)
+                .await?
+                .0,
+        );
+    }
+    row.list_decode_s = secs(decode_times.iter().copied().min().unwrap_or_default());
     step(
         n,
         &format!(
-            "list (a): {:.2}s and {:.2}s for {} items, {:.1} MB, {} pages",
-            first.as_secs_f64(),
-            second.as_secs_f64(),
-            row.list_items,
-            row.list_mb,
-            listed.iter().map(|l| l.pages).sum::<u64>()
-        ),
-    );
-    let (first, _) = list_all(&a.client, &types, c, None, Decode::Objects).await?;
-    let (second, _) = list_all(&a.client, &types, c, None, Decode::Objects).await?;
-    row.list_decode_s = secs(first.min(second));
-    step(
-        n,
-        &format!(
-            "list+decode (a', diagnostic): {:.2}s and {:.2}s",
-            first.as_secs_f64(),
-            second.as_secs_f64()
+            "list+decode (a', diagnostic): {}",
+            show_times(&decode_times)
         ),
     );
 
-    // 2b/c. tidemark backup.
+    // 2a/b/c. Plain LISTs and tidemark backups, alternating, `--repeat` times each, best of
+    // each: a drift in the cluster's or the machine's state affects both alike. The last backup
+    // is the one restored below.
     let mut env_a = minio.env.clone();
     env_a.insert("KUBECONFIG".into(), a.kubeconfig.display().to_string());
-    // Best of two, as for (a): a first backup under another name, then the one restored below.
+    let mut list_times = Vec::new();
+    let mut listed = Vec::new();
     let mut runs = Vec::new();
-    for name in [format!("{backup}-first"), backup.clone()] {
+    for i in 0..repeat {
+        let (took, pass) = list_all(&a.client, &types, c, None, Decode::Skim).await?;
+        list_times.push(took);
+        listed = pass;
+        let name = if i + 1 == repeat {
+            backup.clone()
+        } else {
+            format!("{backup}-{i}")
+        };
         let run = tidemark(
             &[
                 "backup",
@@ -972,12 +1010,26 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
         );
         runs.push(run);
     }
-    let slowest_s = runs.iter().map(|r| secs(r.elapsed)).fold(0.0, f64::max);
+    row.list_s = secs(list_times.iter().copied().min().unwrap_or_default());
+    row.list_items = listed.iter().map(|l| l.items).sum();
+    row.list_mb =
+        ((listed.iter().map(|l| l.bytes).sum::<u64>() as f64 / 1e6) * 10.0).round() / 10.0;
+    step(
+        n,
+        &format!(
+            "list (a): {} for {} items, {:.1} MB, {} pages",
+            show_times(&list_times),
+            row.list_items,
+            row.list_mb,
+            listed.iter().map(|l| l.pages).sum::<u64>()
+        ),
+    );
+    let backup_times: Vec<Duration> = runs.iter().map(|r| r.elapsed).collect();
     let peak_rss_kib = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
     let run = runs
         .into_iter()
         .min_by_key(|r| r.elapsed)
-        .expect("two backup runs");
+        .expect("at least one backup run");
     row.backup_s = secs(run.elapsed);
     row.backup_over_list = ratio(row.backup_s, row.list_s);
     row.backup_peak_rss_mb = (peak_rss_kib as f64 / 1024.0).round();
@@ -986,8 +1038,11 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     step(
         n,
         &format!(
-            "backup (b): {:.2}s (best of two; other {slowest_s:.2}s), peak RSS {} MB, {:.2}s CPU: {}",
-            row.backup_s, row.backup_peak_rss_mb, row.backup_cpu_s, row.backup_summary
+            "backup (b): {}, peak RSS {} MB, {:.2}s CPU: {}",
+            show_times(&backup_times),
+            row.backup_peak_rss_mb,
+            row.backup_cpu_s,
+            row.backup_summary
         ),
     );
     keep_or_drop(a, opts.keep, describe_cluster);
