@@ -22,8 +22,8 @@ use super::raw::ItemJson;
 use crate::archive::{ArchiveError, ArchiveWriter, ItemKey};
 use crate::store::{StoreError, Upload};
 
-/// Bytes of item JSON queued for the archive thread at most (16 MiB).
-pub const QUEUE_BYTES: usize = 16 << 20;
+/// Bytes of item JSON queued for the archive thread at most (8 MiB: a few LIST pages).
+pub const QUEUE_BYTES: usize = 8 << 20;
 /// Batches queued for the archive thread at most (whatever their size).
 const BATCH_QUEUE: usize = 64;
 /// Compressed chunks waiting for the uploader.
