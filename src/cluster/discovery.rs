@@ -105,17 +105,24 @@ impl Discovered {
 /// [`ClusterError::Request`] only when even the group list cannot be read (cluster unreachable,
 /// credentials refused); broken individual groups are reported in [`Discovered::failed_groups`].
 pub async fn discover(client: &Client, budget: &Budget) -> Result<Discovered, ClusterError> {
-    budget.acquire().await;
-    let mut out = match client.list_api_groups_aggregated().await {
-        Ok(apis) => {
+    // Both documents at once (one round trip, not two); the core one only counts when the
+    // server speaks aggregated discovery at all.
+    let (apis, core) = tokio::join!(
+        async {
             budget.acquire().await;
-            let core = client
-                .list_core_api_versions_aggregated()
-                .await
-                .map_err(|e| ClusterError::Request {
-                    what: "discovery of the core group".into(),
-                    source: e,
-                })?;
+            client.list_api_groups_aggregated().await
+        },
+        async {
+            budget.acquire().await;
+            client.list_core_api_versions_aggregated().await
+        }
+    );
+    let mut out = match apis {
+        Ok(apis) => {
+            let core = core.map_err(|e| ClusterError::Request {
+                what: "discovery of the core group".into(),
+                source: e,
+            })?;
             let mut d = Discovered::default();
             for g in core.items.into_iter().chain(apis.items) {
                 from_aggregated(g, &mut d);

@@ -215,17 +215,26 @@ pub async fn run(
     if req.namespaces.is_empty() || !(req.take_pods || req.take_claims) {
         return Ok(PhaseOutcome::default());
     }
+    // Pods and claims at once (they sit on the backup's critical path).
     let mut list_errors: Vec<(String, String)> = Vec::new();
-    let pods: Vec<Pod> = if req.take_pods {
-        list_in_scope(client, req, "pods", &mut list_errors).await
-    } else {
-        Vec::new()
-    };
-    let pvcs: Vec<PersistentVolumeClaim> = if req.take_claims {
-        list_in_scope(client, req, "persistentvolumeclaims", &mut list_errors).await
-    } else {
-        Vec::new()
-    };
+    let mut claim_errors: Vec<(String, String)> = Vec::new();
+    let (pods, pvcs): (Vec<Pod>, Vec<PersistentVolumeClaim>) = tokio::join!(
+        async {
+            if req.take_pods {
+                list_in_scope(client, req, "pods", &mut list_errors).await
+            } else {
+                Vec::new()
+            }
+        },
+        async {
+            if req.take_claims {
+                list_in_scope(client, req, "persistentvolumeclaims", &mut claim_errors).await
+            } else {
+                Vec::new()
+            }
+        }
+    );
+    list_errors.extend(claim_errors);
     // A pod's claims are taken with it even if the selector leaves them out (Velero backs up
     // a pod's PVCs as additional items).
     let mut claims = pvcs;
