@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -262,6 +263,31 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
     }
 }
 
+/// Leaves an expired backup in place, `NotReady` with `reason` and `message` (its phase kept),
+/// and retries after `retry_secs` seconds.
+async fn keep_expired(
+    api: &Api<Backup>,
+    b: &Backup,
+    existing: &[Condition],
+    keep: serde_json::Value,
+    reason: &str,
+    message: String,
+    retry_secs: u64,
+) -> Result<Action, kube::Error> {
+    apply_status(
+        api,
+        b,
+        existing,
+        keep,
+        &Health::NotReady {
+            reason: reason.into(),
+            message,
+        },
+    )
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(retry_secs)))
+}
+
 /// Expires a backup: store folder, its restores, then the record.
 async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
     let api: Api<Backup> = ctx.api();
@@ -273,53 +299,47 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
             Ok(x) => x,
             Err(LocationProblem::Kube(e)) => return Err(e),
             Err(e) => {
-                apply_status(
+                return keep_expired(
                     &api,
                     b,
                     &existing,
                     keep,
-                    &Health::NotReady {
-                        reason: "ExpiryBlocked".into(),
-                        message: format!("expired, but cannot be deleted: {e}"),
-                    },
+                    "ExpiryBlocked",
+                    format!("expired, but cannot be deleted: {e}"),
+                    300,
                 )
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(300)));
+                .await;
             }
         };
     if store.is_read_only() {
-        apply_status(
+        return keep_expired(
             &api,
             b,
             &existing,
             keep,
-            &Health::NotReady {
-                reason: "ExpiryBlocked".into(),
-                message: format!(
-                    "expired, but Location {} is ReadOnly: nothing is deleted from it",
-                    loc.name_any()
-                ),
-            },
+            "ExpiryBlocked",
+            format!(
+                "expired, but Location {} is ReadOnly: nothing is deleted from it",
+                loc.name_any()
+            ),
+            300,
         )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(300)));
+        .await;
     }
     if let Err(e) = store.check().await {
-        apply_status(
+        return keep_expired(
             &api,
             b,
             &existing,
             keep,
-            &Health::NotReady {
-                reason: "ExpiryBlocked".into(),
-                message: format!(
-                    "expired, but Location {} is unavailable: {e}",
-                    loc.name_any()
-                ),
-            },
+            "ExpiryBlocked",
+            format!(
+                "expired, but Location {} is unavailable: {e}",
+                loc.name_any()
+            ),
+            60,
         )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        .await;
     }
     // Record first goes Deleting so nothing else starts from it.
     apply_status(
@@ -350,18 +370,16 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
         Ok(0) => {}
         Ok(n) => tracing::info!(backup = %name, "deleted {n} CSI snapshot(s)"),
         Err(e) => {
-            apply_status(
+            return keep_expired(
                 &api,
                 b,
                 &existing,
                 keep,
-                &Health::NotReady {
-                    reason: "ExpiryBlocked".into(),
-                    message: format!("expired, but its CSI snapshots were not deleted: {e}"),
-                },
+                "ExpiryBlocked",
+                format!("expired, but its CSI snapshots were not deleted: {e}"),
+                60,
             )
-            .await?;
-            return Ok(Action::requeue(Duration::from_secs(60)));
+            .await;
         }
     }
     // Pod volume data: forget the backup's restic snapshots (its records are in the folder).
@@ -387,18 +405,7 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
         )
         .await
     {
-        apply_status(
-            &api,
-            b,
-            &existing,
-            keep,
-            &Health::NotReady {
-                reason: "ExpiryFailed".into(),
-                message: e.to_string(),
-            },
-        )
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(60)));
+        return keep_expired(&api, b, &existing, keep, "ExpiryFailed", e.to_string(), 60).await;
     }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
         tracing::warn!(backup = %name, "expired backup's files not all removed: {e}");
