@@ -24,6 +24,7 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
+use super::output::{columns, indent};
 use super::reconcile::{SourceArgs, read_once};
 use super::{ClientArgs, OutputFormat};
 use crate::api::tidemark::{AccessMode, Backup, Location, RestorePlan, Schedule};
@@ -573,32 +574,6 @@ pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
     })
 }
 
-/// Left-aligned columns, two spaces apart.
-fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut l = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l += c;
-            } else {
-                l += &format!("{c:<w$}  ", w = widths[i]);
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(headers.to_vec());
-    for r in rows {
-        out += &line(r.iter().map(String::as_str).collect());
-    }
-    out
-}
-
 fn or_dash(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
@@ -634,7 +609,7 @@ fn render_table(doc: &PlanDocument) -> String {
                 ]
             })
             .collect();
-        o += &indent(&table(
+        o += &indent(&columns(
             &["NAME", "SCHEDULE", "LAST BACKUP", "NEXT RUN", "NOW"],
             &rows,
         ));
@@ -660,7 +635,7 @@ fn render_table(doc: &PlanDocument) -> String {
                 ]
             })
             .collect();
-        o += &indent(&table(&["NAME", "LOCATION", "EXPIRED", "EXPIRY"], &rows));
+        o += &indent(&columns(&["NAME", "LOCATION", "EXPIRED", "EXPIRY"], &rows));
     }
 
     o += "\nRestorePlans:\n";
@@ -726,10 +701,6 @@ fn render_table(doc: &PlanDocument) -> String {
     o
 }
 
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -786,7 +757,7 @@ mod tests {
         assert_eq!(v["restorePlans"][0]["alreadyRan"], false);
         assert_eq!(v["restorePlans"][0]["skip"], 2);
         assert_eq!(v["schedules"][0]["wouldRunNow"], true);
-        let tbl = table(&["A", "B"], &[vec!["long-value".into(), "x".into()]]);
+        let tbl = columns(&["A", "B"], &[vec!["long-value".into(), "x".into()]]);
         assert_eq!(tbl, "A           B\nlong-value  x\n");
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::csi::{self, VolumeInfo};
 use super::{VolumeChoice, VolumeMethod, VolumesError};
+use crate::cli::output;
 use crate::store::Store;
 
 /// tidemark's record of the decision per volume, in the backup folder (a JSON list of
@@ -218,21 +219,6 @@ pub fn rows(choices: &[VolumeChoice], infos: &[VolumeInfo], pvbs: &[Value]) -> V
         .collect()
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// Renders the rows as the `Volumes:` section (empty string for no rows).
 #[must_use]
 pub fn render(rows: &[VolumeRow]) -> String {
@@ -242,15 +228,15 @@ pub fn render(rows: &[VolumeRow]) -> String {
     let header = [
         "POD", "VOLUME", "PVC", "METHOD", "SIZE", "DURATION", "RESULT", "DETAIL",
     ];
-    let cells: Vec<[String; 8]> = rows
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
-            [
+            vec![
                 r.pod.clone(),
                 r.volume.clone(),
                 r.pvc.clone(),
                 r.method.clone(),
-                r.size.map_or_else(|| "-".into(), human_bytes),
+                r.size.map_or_else(|| "-".into(), output::bytes),
                 r.duration
                     .map_or_else(|| "-".into(), |d| format!("{d:.1}s")),
                 r.result.clone(),
@@ -258,29 +244,10 @@ pub fn render(rows: &[VolumeRow]) -> String {
             ]
         })
         .collect();
-    let mut width = header.map(str::len);
-    for c in &cells {
-        for (w, v) in width.iter_mut().zip(c) {
-            *w = (*w).max(v.chars().count());
-        }
-    }
-    let line = |vals: &[String]| {
-        let mut s = String::from("  ");
-        for (i, v) in vals.iter().enumerate() {
-            if i + 1 == vals.len() {
-                s += v;
-            } else {
-                s += &format!("{v:<w$}  ", w = width[i]);
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut o = String::from("Volumes:\n");
-    o += &line(&header.map(str::to_string));
-    for c in &cells {
-        o += &line(c);
-    }
-    o
+    format!(
+        "Volumes:\n{}",
+        output::indent(&output::columns(&header, &cells))
+    )
 }
 
 async fn read_gz_list(store: &Store, path: &object_store::path::Path) -> Vec<Value> {
