@@ -210,17 +210,11 @@ async fn open_store(args: &LocationArgs) -> Result<Store> {
 }
 
 /// Reads and decompresses a small gzip side file of a location (logs, results, resource
-/// lists), capped at 256 MiB.
+/// lists), capped at [`crate::report::SIDE_FILE_LIMIT`].
 async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8>> {
     use anyhow::Context;
-    use std::io::Read;
     let bytes = store.get(path).await?;
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .take(256 << 20)
-        .read_to_end(&mut out)
-        .with_context(|| format!("{path}: not a gzip file"))?;
-    Ok(out)
+    crate::report::gunzip(&bytes).with_context(|| format!("{path}: not a gzip file"))
 }
 
 fn init_tracing(level: &str, format: LogFormat) {

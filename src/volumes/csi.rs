@@ -628,43 +628,9 @@ pub async fn write_records(
         (l.backup_volume_info(backup), gzip_json(&volume_infos)),
     ];
     for (path, body) in files {
-        store
-            .put(&path, body, false)
-            .await
-            .map_err(|e| VolumesError::Record {
-                what: path.to_string(),
-                reason: e.to_string(),
-            })?;
+        super::put_record(store, &path, body).await?;
     }
     Ok(())
-}
-
-async fn read_list<T: serde::de::DeserializeOwned>(
-    store: &Store,
-    path: &object_store::path::Path,
-) -> Result<Option<Vec<T>>, VolumesError> {
-    let bytes = match store.get(path).await {
-        Ok(b) => b,
-        Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
-        Err(e) => {
-            return Err(VolumesError::Record {
-                what: path.to_string(),
-                reason: e.to_string(),
-            });
-        }
-    };
-    let mut text = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text).map_err(
-        |e| VolumesError::Record {
-            what: path.to_string(),
-            reason: format!("not gzip: {e}"),
-        },
-    )?;
-    let v: Option<Vec<T>> = serde_json::from_slice(&text).map_err(|e| VolumesError::Record {
-        what: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(Some(v.unwrap_or_default()))
 }
 
 /// Reads a backup's volume information (`<name>-volumeinfo.json.gz`; `[]` when absent).
@@ -675,9 +641,11 @@ pub async fn read_volume_info(
     store: &Store,
     backup: &str,
 ) -> Result<Vec<VolumeInfo>, VolumesError> {
-    Ok(read_list(store, &store.layout().backup_volume_info(backup))
-        .await?
-        .unwrap_or_default())
+    Ok(
+        super::read_gz_list(store, &store.layout().backup_volume_info(backup))
+            .await?
+            .unwrap_or_default(),
+    )
 }
 
 /// A snapshot to restore from or to delete: from `volumeinfo`, or, for backups without it
@@ -730,12 +698,13 @@ pub async fn read_snapshots(store: &Store, backup: &str) -> Result<Vec<SnapshotR
     }
     // No volumeinfo: pair the VolumeSnapshots with their contents.
     let l = store.layout();
-    let vss: Vec<Value> = read_list(store, &l.backup_csi_volume_snapshots(backup))
+    let vss: Vec<Value> = super::read_gz_list(store, &l.backup_csi_volume_snapshots(backup))
         .await?
         .unwrap_or_default();
-    let vscs: Vec<Value> = read_list(store, &l.backup_csi_volume_snapshot_contents(backup))
-        .await?
-        .unwrap_or_default();
+    let vscs: Vec<Value> =
+        super::read_gz_list(store, &l.backup_csi_volume_snapshot_contents(backup))
+            .await?
+            .unwrap_or_default();
     for vs in &vss {
         let s = |p: &str| {
             vs.pointer(p)

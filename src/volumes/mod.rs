@@ -40,6 +40,49 @@ pub const BACKUP_VOLUMES_EXCLUDES_ANNOTATION: &str = "backup.velero.io/backup-vo
 /// Velero's default for `--csi-snapshot-timeout`: 10 minutes.
 pub const DEFAULT_CSI_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Reads a gzipped JSON list side file of a backup or restore (`<name>-volumeinfo.json.gz`,
+/// `<name>-podvolumebackups.json.gz`, …): `None` when the file is absent; Velero's `null` (a nil
+/// Go slice) reads as an empty list.
+///
+/// # Errors
+/// [`VolumesError::Record`] naming the file when it cannot be read, is not gzip or is not a JSON
+/// list of `T`.
+pub(crate) async fn read_gz_list<T: serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    path: &object_store::path::Path,
+) -> Result<Option<Vec<T>>, VolumesError> {
+    let bad = |reason: String| VolumesError::Record {
+        what: path.to_string(),
+        reason,
+    };
+    let bytes = match store.get(path).await {
+        Ok(b) => b,
+        Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let text = crate::report::gunzip(&bytes).map_err(|e| bad(format!("not gzip: {e}")))?;
+    let list: Option<Vec<T>> = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(list.unwrap_or_default()))
+}
+
+/// Writes a volume record file of a backup or restore.
+///
+/// # Errors
+/// [`VolumesError::Record`] naming the file when the store refuses it.
+pub(crate) async fn put_record(
+    store: &crate::store::Store,
+    path: &object_store::path::Path,
+    body: bytes::Bytes,
+) -> Result<(), VolumesError> {
+    store
+        .put(path, body, false)
+        .await
+        .map_err(|e| VolumesError::Record {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })
+}
+
 /// Errors of the volume phase (policies, snapshots, file-system backup).
 #[derive(Debug, thiserror::Error)]
 pub enum VolumesError {

@@ -354,13 +354,7 @@ async fn write(
         .layout()
         .backup_file(backup, super::report::VOLUMES_FILE);
     let body = serde_json::to_vec_pretty(choices).unwrap_or_default();
-    store
-        .put(&path, body.into(), false)
-        .await
-        .map_err(|e| VolumesError::Record {
-            what: path.to_string(),
-            reason: e.to_string(),
-        })?;
+    super::put_record(store, &path, body.into()).await?;
     csi::write_records(store, backup, csi_out, infos).await
 }
 

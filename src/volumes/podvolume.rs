@@ -8,7 +8,6 @@
 //! ([`wait_restores`]). Expiry forgets the backup's snapshots ([`forget_backup`]).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,13 +270,7 @@ pub async fn back_up_volumes(
     if !store.is_read_only() {
         let path = store.layout().backup_pod_volume_backups(&req.backup);
         let body = crate::report::gzip_json(&velero_records(&out.records));
-        store
-            .put(&path, body, false)
-            .await
-            .map_err(|e| VolumesError::Record {
-                what: path.to_string(),
-                reason: e.to_string(),
-            })?;
+        super::put_record(store, &path, body).await?;
     }
     Ok(out)
 }
@@ -312,28 +305,12 @@ pub async fn read_records(
     backup: &str,
 ) -> Result<Vec<PodVolumeBackup>, VolumesError> {
     let path = store.layout().backup_pod_volume_backups(backup);
-    let bytes = match store.get(&path).await {
-        Ok(b) => b,
-        Err(crate::store::StoreError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => {
-            return Err(VolumesError::Record {
-                what: path.to_string(),
-                reason: e.to_string(),
-            });
-        }
-    };
     let bad = |reason: String| VolumesError::Record {
         what: path.to_string(),
         reason,
     };
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(&bytes[..])
-        .take(256 << 20)
-        .read_to_end(&mut json)
-        .map_err(|e| bad(format!("not gzip: {e}")))?;
-    // Velero writes `null` when a backup has no pod volume backups (a nil Go slice).
-    let items: Option<Vec<Value>> =
-        serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
+    // Absent, or Velero's `null`: no records.
+    let items: Option<Vec<Value>> = super::read_gz_list(store, &path).await?;
     items
         .unwrap_or_default()
         .into_iter()

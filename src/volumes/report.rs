@@ -250,16 +250,10 @@ pub fn render(rows: &[VolumeRow]) -> String {
     )
 }
 
+/// A list side file, or nothing when it is absent or unreadable (describe shows what it can).
 async fn read_gz_list(store: &Store, path: &object_store::path::Path) -> Vec<Value> {
-    let Ok(bytes) = store.get(path).await else {
-        return Vec::new();
-    };
-    let mut text = Vec::new();
-    if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text).is_err()
-    {
-        return Vec::new();
-    }
-    serde_json::from_slice::<Option<Vec<Value>>>(&text)
+    super::read_gz_list(store, path)
+        .await
         .ok()
         .flatten()
         .unwrap_or_default()
