@@ -14,7 +14,7 @@ use super::filter::excluded;
 use super::pipeline::{ArchiveItem, Closed, ItemSender};
 use super::raw::{RawItem, RawList, TypeHead};
 use crate::archive::ItemKey;
-use crate::cluster::{Budget, ServedResource, describe};
+use crate::cluster::{Budget, ServedResource, describe, is_not_found};
 use crate::report::Results;
 
 /// Live counters of a backup, read by progress displays.
@@ -242,7 +242,7 @@ impl Lister {
                     }
                 }
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => {
                 failed(format!(
                     "getting {} {name}: {}",

@@ -884,7 +884,7 @@ impl CsiRestorer {
 async fn create_or_keep(api: &Api<DynamicObject>, o: &DynamicObject) -> Result<(), kube::Error> {
     match api.create(&PostParams::default(), o).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) if crate::cluster::is_already_exists(&e) => Ok(()),
         Err(e) => Err(e),
     }
 }
@@ -989,7 +989,7 @@ pub async fn delete_snapshots(
         }
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => done += 1,
-            Err(kube::Error::Api(e)) if e.code == 404 => done += 1,
+            Err(e) if crate::cluster::is_not_found(&e) => done += 1,
             Err(e) => errors.push(format!(
                 "snapshot {}: delete VolumeSnapshotContent {name}: {e}",
                 s.handle
