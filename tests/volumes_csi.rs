@@ -113,6 +113,31 @@ impl FakeSnapshotter {
         .await
     }
 
+    /// Waits until the storage snapshot `handle` is deleted the way tidemark does it: a
+    /// VolumeSnapshotContent with `deletionPolicy: Delete` for the handle is applied, then that
+    /// content is deleted. Returns the applied content.
+    async fn wait_handle_deleted(&self, handle: &str) -> Value {
+        let deleter = self
+            .wait_event(
+                "a deleting content for the handle",
+                "VolumeSnapshotContent",
+                |e, o| {
+                    e == "apply"
+                        && o["spec"]["source"]["snapshotHandle"] == handle
+                        && o["spec"]["deletionPolicy"] == "Delete"
+                },
+            )
+            .await;
+        let name = deleter["metadata"]["name"].as_str().unwrap().to_string();
+        self.wait_event(
+            "the deleting content deleted",
+            "VolumeSnapshotContent",
+            |e, o| e == "delete" && o["metadata"]["name"] == name.as_str(),
+        )
+        .await;
+        deleter
+    }
+
     fn events(&self, kind: &str) -> Vec<(String, Value)> {
         self.seen
             .lock()
@@ -695,30 +720,12 @@ async fn csi_snapshots_backup_restore_and_delete() {
     );
     assert!(out.status.success(), "{}", show(&out));
     assert!(!folder.exists(), "backup folder removed");
-    let deleter = fake_a
-        .wait_event(
-            "a deleting content for the handle",
-            "VolumeSnapshotContent",
-            |e, o| {
-                e == "apply"
-                    && o["spec"]["source"]["snapshotHandle"] == handle.as_str()
-                    && o["spec"]["deletionPolicy"] == "Delete"
-            },
-        )
-        .await;
+    let deleter = fake_a.wait_handle_deleted(&handle).await;
     assert_eq!(deleter["spec"]["driver"], DRIVER);
     assert_eq!(
         deleter["metadata"]["labels"]["velero.io/backup-name"],
         "snap1"
     );
-    let deleter_name = deleter["metadata"]["name"].as_str().unwrap().to_string();
-    fake_a
-        .wait_event(
-            "the deleting content deleted",
-            "VolumeSnapshotContent",
-            |e, o| e == "delete" && o["metadata"]["name"] == deleter_name.as_str(),
-        )
-        .await;
     drop(fake_a);
 }
 
@@ -791,23 +798,6 @@ async fn controller_backup_snapshots_and_expiry_deletes_them() {
         backups.get_opt("short").await.ok()?.is_none().then_some(())
     })
     .await;
-    let deleter = fake
-        .wait_event(
-            "a deleting content for the handle",
-            "VolumeSnapshotContent",
-            |e, o| {
-                e == "apply"
-                    && o["spec"]["source"]["snapshotHandle"] == handle.as_str()
-                    && o["spec"]["deletionPolicy"] == "Delete"
-            },
-        )
-        .await;
-    let name = deleter["metadata"]["name"].as_str().unwrap().to_string();
-    fake.wait_event(
-        "the deleting content deleted",
-        "VolumeSnapshotContent",
-        |e, o| e == "delete" && o["metadata"]["name"] == name.as_str(),
-    )
-    .await;
+    fake.wait_handle_deleted(&handle).await;
     drop(server);
 }
