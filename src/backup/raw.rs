@@ -151,11 +151,6 @@ impl ItemJson {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// The JSON as one buffer (copies; for tests and small objects).
-    pub fn to_vec(&self) -> Vec<u8> {
-        [&self.head[..], &self.body[..]].concat()
-    }
 }
 
 /// One object ready for filtering and the archive.
@@ -244,6 +239,13 @@ impl RawItem {
 mod tests {
     use super::*;
 
+    impl ItemJson {
+        /// The JSON as one buffer.
+        fn joined(&self) -> Vec<u8> {
+            [&self.head[..], &self.body[..]].concat()
+        }
+    }
+
     /// Parses a whole text as one item (as a GET of one object).
     fn parse_one(raw: &str, api_version: &str, kind: &str) -> Result<RawItem, serde_json::Error> {
         let page = Bytes::copy_from_slice(raw.as_bytes());
@@ -275,7 +277,7 @@ mod tests {
             .collect();
         assert_eq!(items[0].name, "a");
         assert_eq!(
-            items[1].json.to_vec(),
+            items[1].json.joined(),
             br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b","namespace":"n"}}"#
         );
         assert_eq!(
@@ -295,12 +297,12 @@ mod tests {
         let raw =
             r#"{"metadata":{"name":"a","namespace":"n","labels":{"app":"x"}},"data":{"k":"v"}}"#;
         let item = parse_one(raw, "v1", "ConfigMap").unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&item.json.to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&item.json.joined()).unwrap();
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["kind"], "ConfigMap");
         assert_eq!(v["data"]["k"], "v");
         assert!(
-            std::str::from_utf8(&item.json.to_vec())
+            std::str::from_utf8(&item.json.joined())
                 .unwrap()
                 .starts_with(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata""#)
         );
@@ -310,7 +312,7 @@ mod tests {
         assert!(!item.deleting);
         // An empty object still becomes valid JSON.
         let empty = parse_one(" { } ", "v1", "Thing").unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&empty.json.to_vec()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&empty.json.joined()).unwrap();
         assert_eq!(v, serde_json::json!({"apiVersion": "v1", "kind": "Thing"}));
     }
 
@@ -318,7 +320,7 @@ mod tests {
     fn typed_items_pass_through_byte_for_byte() {
         let raw = r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w","deletionTimestamp":"2026-01-01T00:00:00Z"},"spec":{"volumeName":{"odd":1}}}"#;
         let item = parse_one(raw, "example.com/v1", "Widget").unwrap();
-        assert_eq!(item.json.to_vec(), raw.as_bytes());
+        assert_eq!(item.json.joined(), raw.as_bytes());
         assert!(item.json.head.is_empty());
         assert!(item.deleting);
         assert_eq!(item.namespace, None);
