@@ -8,6 +8,8 @@
 //! cargo bench --bench backup_restore -- --objects 1000,10000 --skip-serial
 //! cargo bench --bench backup_restore -- --objects 2000 --keep     # leave the clusters running
 //! cargo bench --bench backup_restore -- --objects 100000 --backup-only --keep  # (a)-(c), keep A
+//! cargo bench --bench backup_restore -- --objects 100000 --backup-only \
+//!     --reuse-cluster ~/.cache/tidemark/testenv/run/bench-a-<pid>/kubeconfig  # again, on kept A
 //! ```
 //!
 //! (`cargo bench` passes `--bench` to the binary; without it, e.g. under
@@ -40,7 +42,13 @@
 //!    backup create` of the whole cluster into MinIO with a client budget high enough (`--qps`,
 //!    default 1000, burst 2x) not to be the limit, best of `--repeat` runs like (a), each run
 //!    right after a pass of (a) so that both meet the same cluster state (the earlier runs under
-//!    other names); and (c) the peak RSS (the largest of the runs) and CPU time of tidemark;
+//!    other names); and (c) the peak RSS (the largest of the runs) and CPU time of tidemark.
+//!    Before each pass of (a), (a') and (b) one object of each seeded type is annotated, as in
+//!    a live cluster where these types keep changing, so that the API server serves every page
+//!    from its watch cache (`--no-touch` explains the other state). Around (a) and (b) it reads
+//!    the CPU time of the API server and of MinIO (`/proc/<pid>/stat`) and the API server's
+//!    LIST requests to etcd (`/metrics`): on a machine with few cores, where the API server,
+//!    MinIO and tidemark share them, that is where the time goes;
 //! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
 //!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
 //!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
@@ -50,8 +58,9 @@
 //!    extrapolated linearly to the whole set (the output says when it was).
 //!
 //! It prints a Markdown table (`N | seed | list (a) | backup (b) | b/a | peak RSS |
-//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table (a', CPU seconds,
-//! the restore's peak RSS, the load average: the machine may be shared), and one JSON line per N
+//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table (a', CPU seconds
+//! of tidemark, the API server and MinIO, the etcd LISTs, the restore's peak RSS, the load
+//! average: the machine may be shared), and one JSON line per N
 //! (`BENCH_JSON {...}`). Everything is torn down at the end, also on a panic or Ctrl-C
 //! (drop guards), unless `--keep`. tidemark's stderr (run at `TIDEMARK_LOG=info` unless set) and
 //! stdout are kept under `target/tmp/backup_restore/` for each run.
@@ -74,7 +83,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::ByteString;
-use kube::api::{ApiResource, DynamicObject, ListParams, PostParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -106,6 +115,20 @@ struct Opts {
     /// and the serial creates (d)-(f). With `--keep`, cluster A stays up for profiling.
     #[arg(long)]
     backup_only: bool,
+    /// Measure (a)-(c) on this running cluster A (the `KUBECONFIG` a `--backup-only --keep` run
+    /// printed, holding that run's workload of N) instead of starting and seeding one; it is
+    /// checked to hold every seeded object and left running. Takes a single `--objects` value.
+    #[arg(long, value_name = "KUBECONFIG")]
+    reuse_cluster: Option<PathBuf>,
+    /// Do not write to the seeded types before each pass of (a), (a') and (b). By default one
+    /// object of each seeded type is annotated first, as in a live cluster where these types
+    /// keep changing: the API server's watch cache then holds a recent snapshot of each and
+    /// serves every page of a paginated LIST from memory. Without the writes, a type unchanged
+    /// since the API server's last etcd compaction (every 5 minutes) has its continuation pages
+    /// read from etcd instead (about twice the API server's CPU); measure that state with this
+    /// flag on a cluster left idle for 10 minutes (`--reuse-cluster`).
+    #[arg(long)]
+    no_touch: bool,
     /// Namespaces+objects created serially in (f) before extrapolating (0: all).
     #[arg(long, default_value_t = 2000)]
     serial_sample: usize,
@@ -137,6 +160,10 @@ fn main() -> ExitCode {
             "backup_restore: not run without --bench (use `cargo bench --bench backup_restore`)"
         );
         return ExitCode::SUCCESS;
+    }
+    if opts.reuse_cluster.is_some() && (opts.objects.len() != 1 || !opts.backup_only) {
+        eprintln!("backup_restore: --reuse-cluster takes one --objects value and --backup-only");
+        return ExitCode::FAILURE;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -688,6 +715,120 @@ fn stop_controller_manager(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
+/// Annotates the first seeded object of each seeded type (`bench.tidemark.dev/touched`), so
+/// that each type has changed recently (see `--no-touch`).
+async fn touch_seeded_types(client: &Client, w: &Workload, pass: usize) -> Result<()> {
+    for kind in Kind::ALL {
+        let i = (0..10)
+            .find(|&i| Kind::of(i) == kind)
+            .context("every kind has a slot")?;
+        let item = w.object("bench", i);
+        let ns = item
+            .namespace
+            .as_deref()
+            .context("seeded objects are namespaced")?;
+        let name = item.body["metadata"]["name"]
+            .as_str()
+            .context("seeded object name")?
+            .to_string();
+        let api: kube::Api<DynamicObject> =
+            kube::Api::namespaced_with(client.clone(), ns, &item.ar);
+        let patch =
+            json!({"metadata": {"annotations": {"bench.tidemark.dev/touched": pass.to_string()}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("annotating {} {ns}/{name}", item.ar.plural))?;
+    }
+    Ok(())
+}
+
+/// LIST requests the API server has sent to etcd so far (the sum of
+/// `apiserver_storage_list_total` on its `/metrics`); 0 if unreadable. A paginated LIST served
+/// from the watch cache still costs one (the first page's consistency check); each page the
+/// cache could not serve costs one more.
+async fn etcd_lists(client: &Client) -> u64 {
+    let Ok(req) = http::Request::get("/metrics").body(Vec::new()) else {
+        return 0;
+    };
+    let Ok(text) = client.request_text(req).await else {
+        return 0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_storage_list_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The processes whose CPU time is read around (a) and (b): cluster A's API server and MinIO.
+struct Daemons {
+    apiserver: Option<u32>,
+    minio: Option<u32>,
+}
+
+/// CPU seconds (user + system) of [`Daemons`], 0 for one that could not be read.
+#[derive(Clone, Copy, Debug, Default)]
+struct DaemonCpu {
+    apiserver: f64,
+    minio: f64,
+}
+
+impl DaemonCpu {
+    /// The CPU spent since `before`, in seconds, rounded to hundredths.
+    fn since(self, before: DaemonCpu) -> DaemonCpu {
+        let r = |s: f64| (s * 100.0).round() / 100.0;
+        DaemonCpu {
+            apiserver: r(self.apiserver - before.apiserver),
+            minio: r(self.minio - before.minio),
+        }
+    }
+}
+
+impl Daemons {
+    /// Reads the pids `scripts/testenv` recorded for cluster `a` and MinIO `minio` (both under
+    /// the same run directory).
+    fn of(a: &Cluster, minio: &Minio) -> Daemons {
+        let dir = a.kubeconfig.parent();
+        let pid = |p: Option<PathBuf>| {
+            p.and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|s| s.trim().parse().ok())
+        };
+        Daemons {
+            apiserver: pid(dir.map(|d| d.join("pids/kube-apiserver.pid"))),
+            minio: pid(dir
+                .and_then(Path::parent)
+                .map(|run| run.join("_minio").join(&minio.name).join("pids/minio.pid"))),
+        }
+    }
+
+    fn cpu_s(&self) -> DaemonCpu {
+        DaemonCpu {
+            apiserver: self.apiserver.map_or(0.0, process_cpu_s),
+            minio: self.minio.map_or(0.0, process_cpu_s),
+        }
+    }
+}
+
+/// User + system CPU seconds of process `pid` (`/proc/<pid>/stat` fields 14 and 15, in clock
+/// ticks of 1/100 s, Linux's `USER_HZ` on every architecture tidemark builds for); 0 if unreadable.
+fn process_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state), so fields 14 and 15 are at 11 and 12.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// `/proc/loadavg`'s first three fields (the machine may be shared: context for the figures).
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -853,6 +994,16 @@ struct Row {
     backup_over_list: f64,
     backup_peak_rss_mb: f64,
     backup_cpu_s: f64,
+    /// CPU seconds the API server spent during the best (a) and the best (b), and MinIO's during
+    /// that (b): with tidemark's own, where the machine's cores went.
+    apiserver_cpu_list_s: f64,
+    apiserver_cpu_backup_s: f64,
+    minio_cpu_backup_s: f64,
+    /// LIST requests the API server sent to etcd during the best (a) and the best (b): about one
+    /// per resource type when the watch cache serves the pages, one per page more when it does
+    /// not (see `--no-touch` and [`etcd_lists`]).
+    list_etcd_lists: u64,
+    backup_etcd_lists: u64,
     backup_summary: String,
     create_limit_s: f64,
     restore_s: f64,
@@ -927,33 +1078,44 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     let backup = format!("bench-{n}");
     let location = minio.url(&format!("bench-{pid}"));
 
-    // 1. Cluster A, seeded.
-    step(n, "starting cluster A");
-    let a = Cluster::up(&format!("bench-a-{pid}")).await;
-    stop_controller_manager(&a)?;
-    step(
-        n,
-        &format!("seeding {n} objects in {} namespaces", w.namespaces),
-    );
-    let started = Instant::now();
-    let seeded = create_workload(&a.client, &w, opts.seed_concurrency).await?;
-    row.seed_s = secs(started.elapsed());
-    row.seed_retries = seeded.retries;
-    verify_workload(&a.client, &w, "cluster A after seeding").await?;
-    step(
-        n,
-        &format!(
-            "seeded in {:.1}s ({} created, {} retries)",
-            row.seed_s, seeded.ok, seeded.retries,
-        ),
-    );
+    // 1. Cluster A, seeded (or a kept one that was).
+    let a = if let Some(kubeconfig) = &opts.reuse_cluster {
+        let a = Cluster::attach(kubeconfig).await;
+        step(n, &format!("reusing cluster A {}", a.name));
+        verify_workload(&a.client, &w, "the reused cluster A").await?;
+        a
+    } else {
+        step(n, "starting cluster A");
+        let a = Cluster::up(&format!("bench-a-{pid}")).await;
+        stop_controller_manager(&a)?;
+        step(
+            n,
+            &format!("seeding {n} objects in {} namespaces", w.namespaces),
+        );
+        let started = Instant::now();
+        let seeded = create_workload(&a.client, &w, opts.seed_concurrency).await?;
+        row.seed_s = secs(started.elapsed());
+        row.seed_retries = seeded.retries;
+        verify_workload(&a.client, &w, "cluster A after seeding").await?;
+        step(
+            n,
+            &format!(
+                "seeded in {:.1}s ({} created, {} retries)",
+                row.seed_s, seeded.ok, seeded.retries,
+            ),
+        );
+        a
+    };
 
     // 2a'. The diagnostic: LISTs decoding every item (best of `--repeat`).
     let types = backed_up_types(&a.client).await?;
     let c = opts.list_concurrency;
     let repeat = opts.repeat.max(1);
     let mut decode_times = Vec::new();
-    for _ in 0..repeat {
+    for i in 0..repeat {
+        if !opts.no_touch {
+            touch_seeded_types(&a.client, &w, i).await?;
+        }
         decode_times.push(
             list_all(&a.client, &types, c, None, Decode::Objects)
                 .await?
@@ -974,13 +1136,28 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     // is the one restored below.
     let mut env_a = minio.env.clone();
     env_a.insert("KUBECONFIG".into(), a.kubeconfig.display().to_string());
+    let daemons = Daemons::of(&a, minio);
     let mut list_times = Vec::new();
+    let mut list_cpu = Vec::new();
     let mut listed = Vec::new();
     let mut runs = Vec::new();
+    let mut backup_cpu = Vec::new();
+    let mut list_etcd = Vec::new();
+    let mut backup_etcd = Vec::new();
     for i in 0..repeat {
+        if !opts.no_touch {
+            touch_seeded_types(&a.client, &w, repeat + 2 * i).await?;
+        }
+        let (before, etcd) = (daemons.cpu_s(), etcd_lists(&a.client).await);
         let (took, pass) = list_all(&a.client, &types, c, None, Decode::Skim).await?;
+        list_cpu.push(daemons.cpu_s().since(before));
+        list_etcd.push(etcd_lists(&a.client).await.saturating_sub(etcd));
         list_times.push(took);
         listed = pass;
+        if !opts.no_touch {
+            touch_seeded_types(&a.client, &w, repeat + 2 * i + 1).await?;
+        }
+        let (before, etcd) = (daemons.cpu_s(), etcd_lists(&a.client).await);
         let name = if i + 1 == repeat {
             backup.clone()
         } else {
@@ -1008,20 +1185,31 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
             "backup did not complete:\n{}",
             run.stdout
         );
+        backup_cpu.push(daemons.cpu_s().since(before));
+        backup_etcd.push(etcd_lists(&a.client).await.saturating_sub(etcd));
         runs.push(run);
     }
     row.list_s = secs(list_times.iter().copied().min().unwrap_or_default());
+    let best_list = (0..repeat).min_by_key(|&i| list_times[i]).unwrap_or(0);
+    row.apiserver_cpu_list_s = list_cpu[best_list].apiserver;
+    let best_backup = (0..repeat).min_by_key(|&i| runs[i].elapsed).unwrap_or(0);
+    row.apiserver_cpu_backup_s = backup_cpu[best_backup].apiserver;
+    row.minio_cpu_backup_s = backup_cpu[best_backup].minio;
+    row.list_etcd_lists = list_etcd[best_list];
+    row.backup_etcd_lists = backup_etcd[best_backup];
     row.list_items = listed.iter().map(|l| l.items).sum();
     row.list_mb =
         ((listed.iter().map(|l| l.bytes).sum::<u64>() as f64 / 1e6) * 10.0).round() / 10.0;
     step(
         n,
         &format!(
-            "list (a): {} for {} items, {:.1} MB, {} pages",
+            "list (a): {} for {} items, {:.1} MB, {} pages (API server CPU {:.2}s, {} etcd LISTs)",
             show_times(&list_times),
             row.list_items,
             row.list_mb,
-            listed.iter().map(|l| l.pages).sum::<u64>()
+            listed.iter().map(|l| l.pages).sum::<u64>(),
+            row.apiserver_cpu_list_s,
+            row.list_etcd_lists
         ),
     );
     let backup_times: Vec<Duration> = runs.iter().map(|r| r.elapsed).collect();
@@ -1038,14 +1226,21 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     step(
         n,
         &format!(
-            "backup (b): {}, peak RSS {} MB, {:.2}s CPU: {}",
+            "backup (b): {}, peak RSS {} MB, {:.2}s CPU (API server {:.2}s, {} etcd LISTs; MinIO {:.2}s): {}",
             show_times(&backup_times),
             row.backup_peak_rss_mb,
             row.backup_cpu_s,
+            row.apiserver_cpu_backup_s,
+            row.backup_etcd_lists,
+            row.minio_cpu_backup_s,
             row.backup_summary
         ),
     );
-    keep_or_drop(a, opts.keep, describe_cluster);
+    keep_or_drop(
+        a,
+        opts.keep || opts.reuse_cluster.is_some(),
+        describe_cluster,
+    );
     if opts.backup_only {
         row.loadavg_end = loadavg();
         return Ok(row);
@@ -1183,18 +1378,23 @@ fn table(rows: &[Row]) -> String {
 
 fn details(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| N | namespaces | listed items / MB | list+decode (a') | backup CPU | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+        "| N | namespaces | listed items / MB | list+decode (a') | backup CPU | API server CPU in (a) / (b) | API server's etcd LISTs in (a) / (b) | MinIO CPU in (b) | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
+            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}s | {:.2}s / {:.2}s | {} / {} | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
             r.n,
             r.namespaces,
             r.list_items,
             r.list_mb,
             r.list_decode_s,
             r.backup_cpu_s,
+            r.apiserver_cpu_list_s,
+            r.apiserver_cpu_backup_s,
+            r.list_etcd_lists,
+            r.backup_etcd_lists,
+            r.minio_cpu_backup_s,
             r.restore_cpu_s,
             r.restore_peak_rss_mb,
             r.loadavg_start,

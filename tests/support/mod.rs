@@ -90,15 +90,29 @@ impl Cluster {
         let guard = DownGuard(vec!["down".into(), name.into()]);
         let env = parse_exports(&exports);
         let kubeconfig = PathBuf::from(env.get("KUBECONFIG").expect("KUBECONFIG export"));
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig");
+        let cluster = Cluster::attach(&kubeconfig).await;
+        std::mem::forget(guard);
+        cluster
+    }
+
+    /// Connects to the running testenv cluster whose kubeconfig is `kubeconfig` (its run
+    /// directory's `kubeconfig`, e.g. a cluster a benchmark kept with `--keep`). Like one from
+    /// [`Cluster::up`], it is stopped when dropped: `std::mem::forget` it to leave it running.
+    pub async fn attach(kubeconfig: &Path) -> Cluster {
+        let name = kubeconfig
+            .parent()
+            .and_then(|d| d.file_name())
+            .and_then(|n| n.to_str())
+            .expect("the kubeconfig sits in the cluster's run directory")
+            .to_string();
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .expect("config");
         let client = Client::try_from(cfg).expect("client");
-        std::mem::forget(guard);
         Cluster {
-            name: name.to_string(),
-            kubeconfig,
+            name,
+            kubeconfig: kubeconfig.to_path_buf(),
             client,
         }
     }
