@@ -949,7 +949,23 @@ fn show_times(times: &[Duration]) -> String {
         .map(|t| format!("{:.2}s", t.as_secs_f64()))
         .collect();
     let best = times.iter().copied().min().unwrap_or_default();
-    format!("{} (best {:.2}s)", all.join(", "), best.as_secs_f64())
+    format!(
+        "{} (best {:.2}s, median {:.2}s)",
+        all.join(", "),
+        best.as_secs_f64(),
+        median(times).as_secs_f64()
+    )
+}
+
+/// The median of `times` (the mean of the middle two for an even count); zero when empty.
+fn median(times: &[Duration]) -> Duration {
+    let mut t = times.to_vec();
+    t.sort();
+    match t.len() {
+        0 => Duration::ZERO,
+        n if n % 2 == 1 => t[n / 2],
+        n => (t[n / 2 - 1] + t[n / 2]) / 2,
+    }
 }
 
 fn first_lines(s: &str, n: usize) -> String {
@@ -992,6 +1008,8 @@ struct Row {
     list_decode_s: f64,
     backup_s: f64,
     backup_over_list: f64,
+    /// The same ratio of the medians of the `--repeat` runs (the table's ratio is of the bests).
+    backup_over_list_median: f64,
     backup_peak_rss_mb: f64,
     backup_cpu_s: f64,
     /// CPU seconds the API server spent during the best (a) and the best (b), and MinIO's during
@@ -1220,6 +1238,7 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
         .expect("at least one backup run");
     row.backup_s = secs(run.elapsed);
     row.backup_over_list = ratio(row.backup_s, row.list_s);
+    row.backup_over_list_median = ratio(secs(median(&backup_times)), secs(median(&list_times)));
     row.backup_peak_rss_mb = (peak_rss_kib as f64 / 1024.0).round();
     row.backup_cpu_s = (run.cpu_s * 100.0).round() / 100.0;
     row.backup_summary = first_lines(&run.stdout, 1);
@@ -1378,17 +1397,18 @@ fn table(rows: &[Row]) -> String {
 
 fn details(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| N | namespaces | listed items / MB | list+decode (a') | backup CPU | API server CPU in (a) / (b) | API server's etcd LISTs in (a) / (b) | MinIO CPU in (b) | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+        "| N | namespaces | listed items / MB | list+decode (a') | b/a of medians | backup CPU | API server CPU in (a) / (b) | API server's etcd LISTs in (a) / (b) | MinIO CPU in (b) | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}s | {:.2}s / {:.2}s | {} / {} | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
+            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}x | {:.2}s | {:.2}s / {:.2}s | {} / {} | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
             r.n,
             r.namespaces,
             r.list_items,
             r.list_mb,
             r.list_decode_s,
+            r.backup_over_list_median,
             r.backup_cpu_s,
             r.apiserver_cpu_list_s,
             r.apiserver_cpu_backup_s,
