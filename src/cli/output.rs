@@ -66,6 +66,12 @@ pub fn bytes(n: u64) -> String {
 /// Left-aligned columns, two spaces apart, one line per row after the header (trailing spaces
 /// trimmed). Widths are in characters.
 pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
+    aligned(headers, rows, 2)
+}
+
+/// Left-aligned columns `gap` spaces apart, one line per row after the header (trailing spaces
+/// trimmed). Widths are in characters.
+fn aligned(headers: &[&str], rows: &[Vec<String>], gap: usize) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -78,7 +84,7 @@ pub fn columns(headers: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == cells.len() {
                 l += c;
             } else {
-                l += &format!("{c:<w$}  ", w = widths[i]);
+                l += &format!("{c:<w$}{:gap$}", "", w = widths[i]);
             }
         }
         l.trim_end().to_string() + "\n"
@@ -95,29 +101,9 @@ pub fn indent(s: &str) -> String {
     s.lines().map(|l| format!("  {l}\n")).collect()
 }
 
+/// The `velero ... get` tables: columns three spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut out = line(header.iter().map(|h| h.to_string()).collect());
-    for r in rows {
-        out.push_str(&line(r.clone()));
-    }
-    out
+    aligned(header, rows, 3)
 }
 
 fn ts(t: Option<DateTime<Utc>>) -> String {
