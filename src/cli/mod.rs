@@ -8,7 +8,7 @@ mod agent;
 mod backup;
 mod install;
 mod objects;
-pub(crate) mod output;
+mod output;
 mod plan;
 mod reconcile;
 mod restore;

@@ -1,9 +1,11 @@
-//! Reporting a run: Velero-shaped results (warnings and errors per namespace) and the
-//! gzip-compressed run log stored beside each backup and restore.
+//! Reporting a run: Velero-shaped results (warnings and errors per namespace), the
+//! gzip-compressed run log stored beside each backup and restore, commit statuses, and the
+//! plain-text layout ([`text`]) of what is shown to people.
 
 mod log;
 mod results;
 pub mod status;
+pub mod text;
 
 pub use log::RunLog;
 pub use results::{ResultSet, Results};

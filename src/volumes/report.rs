@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::csi::{self, VolumeInfo};
 use super::{VolumeChoice, VolumeMethod, VolumesError};
-use crate::cli::output;
+use crate::report::text;
 use crate::store::Store;
 
 /// tidemark's record of the decision per volume, in the backup folder (a JSON list of
@@ -236,7 +236,7 @@ pub fn render(rows: &[VolumeRow]) -> String {
                 r.volume.clone(),
                 r.pvc.clone(),
                 r.method.clone(),
-                r.size.map_or_else(|| "-".into(), output::bytes),
+                r.size.map_or_else(|| "-".into(), text::bytes),
                 r.duration
                     .map_or_else(|| "-".into(), |d| format!("{d:.1}s")),
                 r.result.clone(),
@@ -246,7 +246,7 @@ pub fn render(rows: &[VolumeRow]) -> String {
         .collect();
     format!(
         "Volumes:\n{}",
-        output::indent(&output::columns(&header, &cells))
+        text::indent(&text::columns(&header, &cells))
     )
 }
 
