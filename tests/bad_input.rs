@@ -71,12 +71,7 @@ async fn bad_input_fails_clearly_and_loses_nothing() {
     assert!(!Path::new("/nonexistent/tidemark-loc").exists());
 
     // An S3 bucket that does not exist, and refused credentials.
-    let mut s3_env: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    s3_env.push(("KUBECONFIG", &kc));
+    let s3_env = minio.env_with(&kc);
     let out = tidemark(
         &[
             "backup",

@@ -38,18 +38,8 @@ async fn corpus_round_trip_through_minio_and_a_directory() {
 
     let ka = a.kubeconfig.to_str().unwrap();
     let kb = b.kubeconfig.to_str().unwrap();
-    let mut env_a: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env_a.push(("KUBECONFIG", ka));
-    let mut env_b: Vec<(&str, &str)> = minio
-        .env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    env_b.push(("KUBECONFIG", kb));
+    let env_a = minio.env_with(ka);
+    let env_b = minio.env_with(kb);
     let s3 = minio.url("cluster-a");
 
     // Back up A to MinIO and to a directory.

@@ -264,27 +264,22 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     let agent_a = Agent::start(&a.kubeconfig, &root_a, &password_file, &minio);
     let s3 = minio.url("cluster-a");
     let pw = password_file.to_str().unwrap();
-    let env_for = |kubeconfig: &Path| -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = minio.env.clone().into_iter().collect();
-        env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
-        env.push(("TIDEMARK_REPO_PASSWORD_FILE".into(), pw.to_string()));
-        env.push(("TIDEMARK_POD_VOLUME_TIMEOUT".into(), "5m".into()));
-        env.push((
-            "TIDEMARK_RESTORE_HELPER_IMAGE".into(),
-            "registry.invalid/tidemark:test".into(),
-        ));
-        env
-    };
-    let env_a = env_for(&a.kubeconfig);
-    let env_a: Vec<(&str, &str)> = env_a
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let env_b = env_for(&b.kubeconfig);
-    let env_b: Vec<(&str, &str)> = env_b
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let agent_env = [
+        ("TIDEMARK_REPO_PASSWORD_FILE", pw),
+        ("TIDEMARK_POD_VOLUME_TIMEOUT", "5m"),
+        (
+            "TIDEMARK_RESTORE_HELPER_IMAGE",
+            "registry.invalid/tidemark:test",
+        ),
+    ];
+    let (ka, kb) = (
+        a.kubeconfig.to_str().unwrap(),
+        b.kubeconfig.to_str().unwrap(),
+    );
+    let mut env_a = minio.env_with(ka);
+    env_a.extend(agent_env);
+    let mut env_b = minio.env_with(kb);
+    env_b.extend(agent_env);
 
     // Backup: one PodVolumeBackup, carried out by the agent.
     let started = std::time::Instant::now();
