@@ -692,13 +692,7 @@ async fn verify_workload(client: &Client, w: &Workload, what: &str) -> Result<()
 /// a component that is no longer running.
 fn stop_controller_manager(c: &Cluster) -> Result<()> {
     let dir = c.kubeconfig.parent().context("cluster run directory")?;
-    let pid = std::fs::read_to_string(dir.join("pids/kube-controller-manager.pid"))
-        .context("controller manager pid file")?;
-    let pid = pid.trim();
-    ensure!(
-        pid.chars().all(|ch| ch.is_ascii_digit()) && !pid.is_empty(),
-        "bad pid {pid:?}"
-    );
+    let pid = read_pid(&dir.join("pids/kube-controller-manager.pid"))?;
     // Each testenv daemon leads its own process group.
     let status = std::process::Command::new("kill")
         .args(["-TERM", "--", &format!("-{pid}")])
@@ -715,9 +709,29 @@ fn stop_controller_manager(c: &Cluster) -> Result<()> {
     Ok(())
 }
 
-/// Annotates the first seeded object of each seeded type (`bench.tidemark.dev/touched`), so
-/// that each type has changed recently (see `--no-touch`).
-async fn touch_seeded_types(client: &Client, w: &Workload, pass: usize) -> Result<()> {
+/// The writes before each pass (see `--no-touch`): none when `off`.
+struct Touch<'a> {
+    client: &'a Client,
+    w: &'a Workload,
+    off: bool,
+    /// Writes so far: each one sets a new value, so each is a change.
+    count: usize,
+}
+
+impl Touch<'_> {
+    /// Annotates the first seeded object of each seeded type (`bench.tidemark.dev/touched`), so
+    /// that each type has changed recently.
+    async fn before_pass(&mut self) -> Result<()> {
+        if self.off {
+            return Ok(());
+        }
+        self.count += 1;
+        touch_seeded_types(self.client, self.w, self.count).await
+    }
+}
+
+/// Annotates the first seeded object of each seeded type with `value`.
+async fn touch_seeded_types(client: &Client, w: &Workload, value: usize) -> Result<()> {
     for kind in Kind::ALL {
         let i = (0..10)
             .find(|&i| Kind::of(i) == kind)
@@ -734,7 +748,7 @@ async fn touch_seeded_types(client: &Client, w: &Workload, pass: usize) -> Resul
         let api: kube::Api<DynamicObject> =
             kube::Api::namespaced_with(client.clone(), ns, &item.ar);
         let patch =
-            json!({"metadata": {"annotations": {"bench.tidemark.dev/touched": pass.to_string()}}});
+            json!({"metadata": {"annotations": {"bench.tidemark.dev/touched": value.to_string()}}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .with_context(|| format!("annotating {} {ns}/{name}", item.ar.plural))?;
@@ -765,20 +779,23 @@ struct Daemons {
     minio: Option<u32>,
 }
 
-/// CPU seconds (user + system) of [`Daemons`], 0 for one that could not be read.
+/// What the API server and MinIO have spent: CPU seconds (user + system; 0 for a process that
+/// could not be read) and the API server's LIST requests to etcd ([`etcd_lists`]).
 #[derive(Clone, Copy, Debug, Default)]
-struct DaemonCpu {
-    apiserver: f64,
-    minio: f64,
+struct Usage {
+    apiserver_cpu_s: f64,
+    minio_cpu_s: f64,
+    etcd_lists: u64,
 }
 
-impl DaemonCpu {
-    /// The CPU spent since `before`, in seconds, rounded to hundredths.
-    fn since(self, before: DaemonCpu) -> DaemonCpu {
+impl Usage {
+    /// What was spent since `before` (seconds rounded to hundredths).
+    fn since(self, before: Usage) -> Usage {
         let r = |s: f64| (s * 100.0).round() / 100.0;
-        DaemonCpu {
-            apiserver: r(self.apiserver - before.apiserver),
-            minio: r(self.minio - before.minio),
+        Usage {
+            apiserver_cpu_s: r(self.apiserver_cpu_s - before.apiserver_cpu_s),
+            minio_cpu_s: r(self.minio_cpu_s - before.minio_cpu_s),
+            etcd_lists: self.etcd_lists.saturating_sub(before.etcd_lists),
         }
     }
 }
@@ -788,24 +805,31 @@ impl Daemons {
     /// the same run directory).
     fn of(a: &Cluster, minio: &Minio) -> Daemons {
         let dir = a.kubeconfig.parent();
-        let pid = |p: Option<PathBuf>| {
-            p.and_then(|p| std::fs::read_to_string(p).ok())
-                .and_then(|s| s.trim().parse().ok())
-        };
         Daemons {
-            apiserver: pid(dir.map(|d| d.join("pids/kube-apiserver.pid"))),
-            minio: pid(dir
-                .and_then(Path::parent)
-                .map(|run| run.join("_minio").join(&minio.name).join("pids/minio.pid"))),
+            apiserver: dir.and_then(|d| read_pid(&d.join("pids/kube-apiserver.pid")).ok()),
+            minio: dir.and_then(Path::parent).and_then(|run| {
+                read_pid(&run.join("_minio").join(&minio.name).join("pids/minio.pid")).ok()
+            }),
         }
     }
 
-    fn cpu_s(&self) -> DaemonCpu {
-        DaemonCpu {
-            apiserver: self.apiserver.map_or(0.0, process_cpu_s),
-            minio: self.minio.map_or(0.0, process_cpu_s),
+    /// What they have spent so far (`client` reaches the API server's `/metrics`).
+    async fn usage(&self, client: &Client) -> Usage {
+        Usage {
+            apiserver_cpu_s: self.apiserver.map_or(0.0, process_cpu_s),
+            minio_cpu_s: self.minio.map_or(0.0, process_cpu_s),
+            etcd_lists: etcd_lists(client).await,
         }
     }
+}
+
+/// The pid in a `scripts/testenv` pid file.
+fn read_pid(file: &Path) -> Result<u32> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{}: bad pid {text:?}", file.display()))
 }
 
 /// User + system CPU seconds of process `pid` (`/proc/<pid>/stat` fields 14 and 15, in clock
@@ -1129,11 +1153,15 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     let types = backed_up_types(&a.client).await?;
     let c = opts.list_concurrency;
     let repeat = opts.repeat.max(1);
+    let mut touch = Touch {
+        client: &a.client,
+        w: &w,
+        off: opts.no_touch,
+        count: 0,
+    };
     let mut decode_times = Vec::new();
-    for i in 0..repeat {
-        if !opts.no_touch {
-            touch_seeded_types(&a.client, &w, i).await?;
-        }
+    for _ in 0..repeat {
+        touch.before_pass().await?;
         decode_times.push(
             list_all(&a.client, &types, c, None, Decode::Objects)
                 .await?
@@ -1156,26 +1184,19 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     env_a.insert("KUBECONFIG".into(), a.kubeconfig.display().to_string());
     let daemons = Daemons::of(&a, minio);
     let mut list_times = Vec::new();
-    let mut list_cpu = Vec::new();
+    let mut list_usage = Vec::new();
     let mut listed = Vec::new();
     let mut runs = Vec::new();
-    let mut backup_cpu = Vec::new();
-    let mut list_etcd = Vec::new();
-    let mut backup_etcd = Vec::new();
+    let mut backup_usage = Vec::new();
     for i in 0..repeat {
-        if !opts.no_touch {
-            touch_seeded_types(&a.client, &w, repeat + 2 * i).await?;
-        }
-        let (before, etcd) = (daemons.cpu_s(), etcd_lists(&a.client).await);
+        touch.before_pass().await?;
+        let before = daemons.usage(&a.client).await;
         let (took, pass) = list_all(&a.client, &types, c, None, Decode::Skim).await?;
-        list_cpu.push(daemons.cpu_s().since(before));
-        list_etcd.push(etcd_lists(&a.client).await.saturating_sub(etcd));
+        list_usage.push(daemons.usage(&a.client).await.since(before));
         list_times.push(took);
         listed = pass;
-        if !opts.no_touch {
-            touch_seeded_types(&a.client, &w, repeat + 2 * i + 1).await?;
-        }
-        let (before, etcd) = (daemons.cpu_s(), etcd_lists(&a.client).await);
+        touch.before_pass().await?;
+        let before = daemons.usage(&a.client).await;
         let name = if i + 1 == repeat {
             backup.clone()
         } else {
@@ -1203,18 +1224,17 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
             "backup did not complete:\n{}",
             run.stdout
         );
-        backup_cpu.push(daemons.cpu_s().since(before));
-        backup_etcd.push(etcd_lists(&a.client).await.saturating_sub(etcd));
+        backup_usage.push(daemons.usage(&a.client).await.since(before));
         runs.push(run);
     }
     row.list_s = secs(list_times.iter().copied().min().unwrap_or_default());
     let best_list = (0..repeat).min_by_key(|&i| list_times[i]).unwrap_or(0);
-    row.apiserver_cpu_list_s = list_cpu[best_list].apiserver;
+    row.apiserver_cpu_list_s = list_usage[best_list].apiserver_cpu_s;
+    row.list_etcd_lists = list_usage[best_list].etcd_lists;
     let best_backup = (0..repeat).min_by_key(|&i| runs[i].elapsed).unwrap_or(0);
-    row.apiserver_cpu_backup_s = backup_cpu[best_backup].apiserver;
-    row.minio_cpu_backup_s = backup_cpu[best_backup].minio;
-    row.list_etcd_lists = list_etcd[best_list];
-    row.backup_etcd_lists = backup_etcd[best_backup];
+    row.apiserver_cpu_backup_s = backup_usage[best_backup].apiserver_cpu_s;
+    row.minio_cpu_backup_s = backup_usage[best_backup].minio_cpu_s;
+    row.backup_etcd_lists = backup_usage[best_backup].etcd_lists;
     row.list_items = listed.iter().map(|l| l.items).sum();
     row.list_mb =
         ((listed.iter().map(|l| l.bytes).sum::<u64>() as f64 / 1e6) * 10.0).round() / 10.0;
