@@ -11,9 +11,10 @@
 # ---- build ------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 # aws-lc-sys (rustls' crypto provider) builds C code with cc; cmake is its fallback build
-# system on platforms without the cc-only build.
+# system on platforms without the cc-only build. ISA-L (isal-sys: the backup archive's gzip) is
+# built from source with autotools and nasm (the list scripts/build-deps installs).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake \
+    && apt-get install -y --no-install-recommends cmake nasm autoconf automake libtool make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads: the manifest and lockfile (--locked: exactly the dependency

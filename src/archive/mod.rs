@@ -18,8 +18,9 @@ pub use extract::{ArchiveIndex, ExtractLimits, IndexedItem, Spool, SpoolRef, ext
 
 use std::io::Write;
 
-use flate2::Compression;
-use flate2::write::GzEncoder;
+/// Bytes of tar output gathered before each call into the gzip encoder (256 KiB): the tar
+/// builder writes every entry in small pieces (a 512-byte header, the content, the padding).
+const GZIP_INPUT_BUFFER: usize = 256 << 10;
 
 /// The archive format version written to `metadata/version`.
 pub const FORMAT_VERSION: &str = "1.1.0";
@@ -102,11 +103,58 @@ impl ItemKey {
     }
 }
 
+/// The archive's single gzip stream (RFC 1952, one member), compressed by ISA-L's igzip at its
+/// level 1 (`isal-rs`): on this workload about twice as fast as zlib's fastest level and a third
+/// smaller (measured on a 10,000-object backup: 89 MB of tar in 0.085 s to 15.5 MB, against
+/// 0.19 s to 23.7 MB with zlib-rs level 1).
+///
+/// `flush` does nothing: the encoder underneath ends its gzip member on a flush, and a member may
+/// end only once, in [`Gzip::finish`] (readers such as flate2's `GzDecoder` stop after the first
+/// member).
+///
+/// The encoder's state is ~85 KB (ISA-L's history window and hash table live inside it), so it is
+/// kept on the heap: moved by value through unoptimised builds' stack frames it overflowed the
+/// blocking thread's stack.
+struct Gzip<W: Write> {
+    encoder: Box<isal::write::Encoder<W>>,
+}
+
+impl<W: Write> Gzip<W> {
+    /// Starts a gzip stream into `out`.
+    fn new(out: W) -> Self {
+        Self {
+            encoder: Box::new(isal::write::Encoder::new(
+                out,
+                isal::CompressionLevel::One,
+                isal::Codec::Gzip,
+            )),
+        }
+    }
+
+    /// Ends the member (the last block, CRC-32 and size) and returns the writer.
+    ///
+    /// # Errors
+    /// An I/O error from the writer or the encoder.
+    fn finish(self) -> std::io::Result<W> {
+        (*self.encoder).finish()
+    }
+}
+
+impl<W: Write> Write for Gzip<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.encoder.write(data)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes a backup tarball in one pass: tar entries into a single gzip stream into `W`.
 ///
 /// `W` is normally a channel-backed writer feeding a multipart upload, so nothing is held whole.
 pub struct ArchiveWriter<W: Write> {
-    tar: tar::Builder<GzEncoder<W>>,
+    tar: tar::Builder<std::io::BufWriter<Gzip<W>>>,
     mtime: u64,
     items: u64,
 }
@@ -117,7 +165,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// # Errors
     /// [`ArchiveError::Io`] from the underlying writer.
     pub fn new(out: W, mtime_unix: u64) -> Result<Self, ArchiveError> {
-        let gz = GzEncoder::new(out, Compression::fast());
+        let gz = std::io::BufWriter::with_capacity(GZIP_INPUT_BUFFER, Gzip::new(out));
         let mut tar = tar::Builder::new(gz);
         tar.mode(tar::HeaderMode::Deterministic);
         let mut me = Self {
@@ -183,7 +231,8 @@ impl<W: Write> ArchiveWriter<W> {
     /// # Errors
     /// [`ArchiveError::Io`] from the underlying writer.
     pub fn finish(self) -> Result<W, ArchiveError> {
-        let gz = self.tar.into_inner()?;
+        let buffered = self.tar.into_inner()?;
+        let gz = buffered.into_inner().map_err(|e| e.into_error())?;
         Ok(gz.finish()?)
     }
 }
@@ -219,6 +268,40 @@ mod tests {
             c.preferred_path(),
             "resources/namespaces/v1-preferredversion/cluster/web.json"
         );
+    }
+
+    #[test]
+    fn gzip_is_one_member_whatever_the_flushes() {
+        use std::io::Read;
+        // Text that compresses, and bytes that do not, across several encoder buffers.
+        let mut data = Vec::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(format!("key-{}: {:016x}\n", i % 97, x).as_bytes());
+        }
+        let mut gz = Gzip::new(Vec::new());
+        for (i, piece) in data.chunks(70_001).enumerate() {
+            gz.write_all(piece).unwrap();
+            if i % 3 == 0 {
+                gz.flush().unwrap();
+            }
+        }
+        let compressed = gz.finish().unwrap();
+        assert!(
+            compressed.len() < data.len() / 2,
+            "{} bytes",
+            compressed.len()
+        );
+        // flate2's GzDecoder reads the first member only: everything must be in it.
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back.len(), data.len());
+        assert!(back == data);
     }
 
     #[test]
