@@ -6,7 +6,9 @@
 //!    listed by `tidemark backup get` and restored by `tidemark restore create` into a real
 //!    cluster; every object is checked.
 //! 2. `tidemark_written_backup_follows_velero_format`: `tidemark backup create` of a real cluster
-//!    is checked file by file against Velero's format.
+//!    is checked file by file against Velero's format, and its tarball is read again with Go's
+//!    `compress/gzip` and `archive/tar` (`tests/support/velero_tar_reader.go`), the readers
+//!    Velero's extractor uses: same entries, same bytes, one gzip member.
 //!
 //! Velero facts relied on (source: github.com/vmware-tanzu/velero; the format page is
 //! <https://velero.io/docs/main/output-file-format/>):
@@ -172,6 +174,41 @@ fn read_tarball(bytes: &[u8]) -> Vec<TarEntry> {
                 data,
             }
         })
+        .collect()
+}
+
+/// What Go's `compress/gzip` and `archive/tar` (the readers Velero's `pkg/archive/extractor.go`
+/// uses) see in `tarball`: one line per entry and the gzip member count, from
+/// `tests/support/velero_tar_reader.go` run with the Go toolchain the test environment builds
+/// with (`$GO`, `go` on `PATH`, or `/usr/local/go/bin/go`).
+fn read_tarball_with_go(tarball: &Path) -> Vec<String> {
+    let go = std::env::var_os("GO")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("go"))
+                    .find(|p| p.is_file())
+            })
+        })
+        .unwrap_or_else(|| "/usr/local/go/bin/go".into());
+    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/velero_tar_reader.go");
+    let out = std::process::Command::new(&go)
+        .arg("run")
+        .arg(&program)
+        .arg(tarball)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", go.display()));
+    assert!(
+        out.status.success(),
+        "Go could not read the tarball: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8 output")
+        .lines()
+        .map(str::to_string)
         .collect()
 }
 
@@ -1552,6 +1589,24 @@ async fn tidemark_written_backup_follows_velero_format() {
         "Velero writes metadata/version first"
     );
     assert_eq!(entries[0].data, b"1.1.0\n");
+    // Go's readers, as Velero's extractor uses them, see the same entries, byte for byte, in one
+    // gzip member whose CRC-32 and size trailer they accept.
+    let go_saw = read_tarball_with_go(&dir.join("b1.tar.gz"));
+    let rust_saw: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            format!(
+                "{}\t{:o}\t{}\t{}\t{}",
+                e.path,
+                e.mode,
+                e.kind.as_byte(),
+                e.data.len(),
+                hex::encode(Sha256::digest(&e.data))
+            )
+        })
+        .chain(std::iter::once("members 1".to_string()))
+        .collect();
+    assert_eq!(go_saw, rust_saw, "Go's gzip+tar readers disagree");
     let mut seen_paths = BTreeSet::new();
     let served = served_resources(&client).await;
     // (group_resource, namespace, name) -> [plain bytes, preferred-version bytes]
