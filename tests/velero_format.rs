@@ -180,19 +180,10 @@ fn read_tarball(bytes: &[u8]) -> Vec<TarEntry> {
 /// What Go's `compress/gzip` and `archive/tar` (the readers Velero's `pkg/archive/extractor.go`
 /// uses) see in `tarball`: one line per entry and the gzip member count, from
 /// `tests/support/velero_tar_reader.go` run with the Go toolchain the test environment builds
-/// with (`$GO`, `go` on `PATH`, or `/usr/local/go/bin/go`).
+/// with ([`testenv_go`]).
 fn read_tarball_with_go(tarball: &Path) -> Vec<String> {
-    let go = std::env::var_os("GO")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("go"))
-                    .find(|p| p.is_file())
-            })
-        })
-        .unwrap_or_else(|| "/usr/local/go/bin/go".into());
-    let program = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/velero_tar_reader.go");
+    let go = testenv_go();
+    let program = repo().join("tests/support/velero_tar_reader.go");
     let out = std::process::Command::new(&go)
         .arg("run")
         .arg(&program)

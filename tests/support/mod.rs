@@ -695,6 +695,12 @@ pub fn testenv_kubectl() -> PathBuf {
         .join("testenv/bin/kubectl")
 }
 
+/// The go command `scripts/testenv` builds with (`$GO`, `go` on `PATH`, or
+/// `/usr/local/go/bin/go`).
+pub fn testenv_go() -> PathBuf {
+    PathBuf::from(testenv(&["go"]).trim())
+}
+
 /// Commits `files` (path, content; `None` deletes) on `main` of the repository at `dir`
 /// (created on first use) with `message`, and returns the commit id.
 pub fn git_commit(dir: &Path, files: &[(&str, Option<&str>)], message: &str) -> String {
