@@ -18,7 +18,7 @@ use crate::api::velero::{Backup, Restore};
 use crate::backup::{self, BackupRequest, filter};
 use crate::cluster::selector::{LabelMatcher, parse as parse_selector};
 use crate::cluster::{self, Budget, Target};
-use crate::report::Results;
+use crate::report::{Results, text};
 use crate::restore;
 use crate::store::{Store, layout};
 
@@ -315,7 +315,7 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
         outcome.meta.items,
         outcome.results.warnings.len(),
         outcome.results.errors.len(),
-        output::bytes(outcome.meta.archive_bytes),
+        text::bytes(outcome.meta.archive_bytes),
         store.url()
     );
     if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
@@ -427,7 +427,7 @@ async fn download(args: DownloadArgs) -> Result<ExitCode> {
         "Backup {} has been successfully downloaded to {} ({})",
         args.name,
         path.display(),
-        output::bytes(written)
+        text::bytes(written)
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -24,7 +24,6 @@ use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use serde::Serialize;
 
-use super::output::{columns, indent};
 use super::reconcile::{SourceArgs, read_once};
 use super::{ClientArgs, OutputFormat};
 use crate::api::tidemark::{AccessMode, Backup, Location, RestorePlan, Schedule};
@@ -36,6 +35,7 @@ use crate::controller::{
 use crate::plan::expiry::expired;
 use crate::plan::restore_plan::{restore_name, spec_hash};
 use crate::plan::schedule::{CronSchedule, ScheduleDecision, ScheduleObserved, decide};
+use crate::report::text::{columns, indent};
 use crate::restore;
 use crate::source::{InvalidManifest, Kind, Manifest, manifests};
 use crate::store::Store;
