@@ -11,10 +11,13 @@
 # ---- build ------------------------------------------------------------------------------
 FROM rust:1-bookworm AS builder
 # aws-lc-sys (rustls' crypto provider) builds C code with cc; cmake is its fallback build
-# system on platforms without the cc-only build. ISA-L (isal-sys: the backup archive's gzip) is
-# built from source with autotools and nasm (the list scripts/build-deps installs).
+# system on platforms without the cc-only build. The rest of what the build needs from the
+# system (OpenSSL headers for libgit2; nasm and autotools for ISA-L, the archive's gzip) is
+# whatever scripts/build-deps installs, the same list as for local builds and CI.
+COPY scripts/build-deps /usr/local/bin/tidemark-build-deps
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends cmake nasm autoconf automake libtool make \
+    && apt-get install -y --no-install-recommends cmake \
+    && tidemark-build-deps \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the build reads: the manifest and lockfile (--locked: exactly the dependency
