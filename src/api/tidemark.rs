@@ -456,6 +456,7 @@ pub struct RestorePlanStatus {
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Errors","type":"integer","jsonPath":".status.errors"}"#,
     printcolumn = r#"{"name":"Warnings","type":"integer","jsonPath":".status.warnings"}"#,
+    printcolumn = r#"{"name":"Items","type":"integer","jsonPath":".status.progress.itemsBackedUp"}"#,
     printcolumn = r#"{"name":"Created","type":"date","jsonPath":".status.startTimestamp"}"#,
     printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".status.expiration"}"#,
     printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.template.location"}"#
@@ -493,6 +494,10 @@ pub struct BackupStatus {
     /// Items backed up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub items_backed_up: Option<i64>,
+    /// Item counters, updated while the backup runs (every 5 s at most, when they changed) and
+    /// final once it ends: Velero's `status.progress` (velero.io/v1 Backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BackupProgress>,
     /// Warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<i64>,
@@ -517,6 +522,42 @@ pub struct BackupStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Item counters of a backup: Velero's `BackupProgress` (velero.io/v1 Backup `status.progress`,
+/// same field names).
+///
+/// tidemark streams each object into the archive as it is listed, so it does not know the total
+/// before the end: while the backup runs, `totalItems` is the number of items listed so far and
+/// equals `itemsBackedUp`; once it ends both are the exact count of items in the archive
+/// (`status.itemsBackedUp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupProgress {
+    /// Items to back up: those listed so far while the backup runs, all of them at the end.
+    #[serde(default)]
+    pub total_items: i64,
+    /// Items written to the archive so far.
+    #[serde(default)]
+    pub items_backed_up: i64,
+}
+
+/// Item counters of a restore: Velero's `RestoreProgress` (velero.io/v1 Restore
+/// `status.progress`, same field names).
+///
+/// `totalItems` is known once the backup has been read and the restore planned (before anything
+/// is created); `itemsRestored` counts, as Velero does, every item processed so far — created,
+/// updated, left as it was (existing, or skipped by rule) or failed — so it equals `totalItems`
+/// when the restore ends. `status.created`, `updated` and `skipped` tell them apart.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreProgress {
+    /// Items in the restore plan.
+    #[serde(default)]
+    pub total_items: i64,
+    /// Items processed so far (created, updated, skipped or failed).
+    #[serde(default)]
+    pub items_restored: i64,
+}
+
 /// A restore run.
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -531,6 +572,8 @@ pub struct BackupStatus {
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Errors","type":"integer","jsonPath":".status.errors"}"#,
     printcolumn = r#"{"name":"Warnings","type":"integer","jsonPath":".status.warnings"}"#,
+    printcolumn = r#"{"name":"Items Restored","type":"integer","jsonPath":".status.progress.itemsRestored"}"#,
+    printcolumn = r#"{"name":"Total Items","type":"integer","jsonPath":".status.progress.totalItems"}"#,
     printcolumn = r#"{"name":"Created","type":"date","jsonPath":".status.startTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -564,6 +607,10 @@ pub struct RestoreStatus {
     /// Objects skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<i64>,
+    /// Item counters, updated while the restore runs (every 5 s at most, when they changed) and
+    /// final once it ends: Velero's `status.progress` (velero.io/v1 Restore).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<RestoreProgress>,
     /// Warnings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warnings: Option<i64>,

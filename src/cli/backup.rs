@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -12,12 +11,12 @@ use tokio::io::AsyncWriteExt;
 
 use super::{
     ClientArgs, GetArgs, LocationArgs, OutputFormat, gunzip, open_store, output, parse_duration,
-    parse_kv, phase_code, spinner,
+    parse_kv, phase_code, progress,
 };
 use crate::api::velero::{Backup, Restore};
 use crate::backup::{self, BackupRequest, filter};
 use crate::cluster::selector::{LabelMatcher, parse as parse_selector};
-use crate::cluster::{self, Budget, Target};
+use crate::cluster::{self, Target};
 use crate::report::{Results, text};
 use crate::restore;
 use crate::store::{Store, layout};
@@ -281,31 +280,12 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
     let settings = backup::Settings {
         page_size: args.page_size.max(1),
         concurrency: args.client.concurrency.max(1),
-        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
+        budget: args.client.budget(&client).await?,
     };
     let progress = Arc::new(backup::Progress::default());
-    let pb = spinner(true);
-    let ticker = pb.clone().map(|pb| {
-        let progress = progress.clone();
-        tokio::spawn(async move {
-            loop {
-                pb.set_message(format!(
-                    "backing up: {} items, {}/{} resources",
-                    progress.items.load(Ordering::Relaxed),
-                    progress.resources_done.load(Ordering::Relaxed),
-                    progress.resources_total.load(Ordering::Relaxed)
-                ));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let live = progress::backup(progress.clone(), true);
     let outcome = backup::run(&client, &store, &req, &settings, &progress).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    progress::finish(live);
     let outcome = outcome.with_context(|| format!("backup {:?} failed", args.name))?;
     let phase = outcome.record.phase().to_string();
     println!(

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -10,10 +9,10 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{
     ClientArgs, GetArgs, LocationArgs, OutputFormat, gunzip, open_store, output, parse_duration,
-    phase_code, spinner,
+    phase_code, progress,
 };
 use crate::api::velero::Restore;
-use crate::cluster::{self, Budget, Target};
+use crate::cluster::{self, Target};
 use crate::report::Results;
 use crate::restore::{self, ExistingPolicy, RestoreRequest};
 use crate::store::{Store, layout};
@@ -219,7 +218,8 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
     req.modifiers = load_modifiers(&client, &args).await?.map(Arc::new);
     let settings = restore::Settings {
         concurrency: args.client.concurrency.max(1),
-        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
+        max_concurrency: args.client.max_concurrency.max(1),
+        budget: args.client.budget(&client).await?,
         wait_timeout: args.wait_timeout,
         pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };
@@ -239,29 +239,9 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         });
     }
     let counters = Arc::new(restore::Counters::default());
-    let pb = spinner(args.output.is_none());
-    let ticker = pb.clone().map(|pb| {
-        let c = counters.clone();
-        tokio::spawn(async move {
-            loop {
-                pb.set_message(format!(
-                    "restoring: {} created, {} skipped, {} failed of {}",
-                    c.created.load(Ordering::Relaxed),
-                    c.skipped.load(Ordering::Relaxed),
-                    c.failed.load(Ordering::Relaxed),
-                    c.total.load(Ordering::Relaxed)
-                ));
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let live = progress::restore(counters.clone(), args.output.is_none());
     let outcome = restore::run(&client, &store, &req, &settings, &counters).await;
-    if let Some(t) = ticker {
-        t.abort();
-    }
-    if let Some(pb) = pb {
-        pb.finish_and_clear();
-    }
+    progress::finish(live);
     let outcome = outcome.with_context(|| format!("restore {name:?} failed"))?;
     let phase = outcome
         .record

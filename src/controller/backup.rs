@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::location::{self, LocationProblem};
+use super::progress::{PROGRESS_INTERVAL, ProgressWriter, backup_final_progress, backup_progress};
 use super::{Context, FIELD_MANAGER, LOCATION_LABEL, SYNCED_ANNOTATION, apply_status, now_rfc3339};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{Backup, BackupSpecTemplate, Restore};
@@ -179,7 +180,13 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
         budget: ctx.budget.clone(),
     };
     let progress = Arc::new(backup::Progress::default());
+    let writer = ProgressWriter::start(api.clone(), name.clone(), PROGRESS_INTERVAL, {
+        let progress = progress.clone();
+        move || backup_progress(&progress)
+    });
     let result = backup::run(&ctx.client, &store, &req, &settings, &progress).await;
+    // No progress write after this point: the final status below carries the final progress.
+    writer.stop().await;
     let b = api.get(&name).await?;
     let existing = b.status.clone().unwrap_or_default().conditions;
     match result {
@@ -202,6 +209,7 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
                 "completionTimestamp": ts(out.record.status.completion_timestamp),
                 "expiration": ts(out.record.status.expiration),
                 "itemsBackedUp": out.meta.items,
+                "progress": backup_final_progress(out.meta.items),
                 "warnings": out.results.warnings.len(),
                 "errors": out.results.errors.len(),
                 "archiveBytes": out.meta.archive_bytes,

@@ -308,6 +308,10 @@ async fn import(ctx: &Context, location: &str, store: &Store, name: &str) -> Res
         "completionTimestamp": ts(v.status.completion_timestamp),
         "expiration": ts(v.status.expiration),
         "itemsBackedUp": v.status.progress.as_ref().map(|p| p.items_backed_up),
+        "progress": v.status.progress.as_ref().map(|p| crate::api::tidemark::BackupProgress {
+            total_items: i64::try_from(p.total_items).unwrap_or(i64::MAX),
+            items_backed_up: i64::try_from(p.items_backed_up).unwrap_or(i64::MAX),
+        }),
         "warnings": v.status.warnings,
         "errors": v.status.errors,
     });

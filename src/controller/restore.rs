@@ -13,6 +13,7 @@ use kube::runtime::watcher;
 use serde_json::json;
 
 use super::location::{self, LocationProblem};
+use super::progress::{PROGRESS_INTERVAL, ProgressWriter, restore_progress};
 use super::{Context, PLAN_HASH_LABEL, PLAN_LABEL, apply_status, now_rfc3339};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{Restore, RestoreSpecTemplate};
@@ -222,12 +223,20 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
     .await;
     let settings = restore::Settings {
         concurrency: ctx.concurrency,
+        max_concurrency: ctx.max_concurrency,
         budget: ctx.budget.clone(),
         wait_timeout: std::time::Duration::from_secs(120),
         pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };
-    let counters = restore::Counters::default();
+    let counters = Arc::new(restore::Counters::default());
+    let writer = ProgressWriter::start(api.clone(), name.clone(), PROGRESS_INTERVAL, {
+        let counters = counters.clone();
+        move || restore_progress(&counters)
+    });
     let result = restore::run(&ctx.client, &store, &req, &settings, &counters).await;
+    // No progress write after this point: the final status below carries the final progress.
+    writer.stop().await;
+    let progress = restore_progress(&counters);
     let r = api.get(&name).await?;
     let existing = r.status.clone().unwrap_or_default().conditions;
     match result {
@@ -237,6 +246,7 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
                 "phase": phase, "startTimestamp": started, "completionTimestamp": now_rfc3339(),
                 "created": out.created, "updated": out.updated, "skipped": out.skipped,
                 "warnings": out.results.warnings.len(), "errors": out.results.errors.len(),
+                "progress": progress,
             });
             let summary = format!(
                 "{} created, {} updated, {} skipped, {} failed",

@@ -87,8 +87,9 @@ local function health()
     return "Progressing", "Backup is queued"
   end
   if phase == "InProgress" then
-    if obj.status.itemsBackedUp ~= nil then
-      return "Progressing", "Backup in progress: " .. count(obj.status.itemsBackedUp, "item") .. " backed up so far"
+    local progress = obj.status.progress
+    if progress ~= nil and progress.itemsBackedUp ~= nil then
+      return "Progressing", "Backup in progress: " .. count(progress.itemsBackedUp, "item") .. " backed up so far"
     end
     return "Progressing", "Backup in progress"
   end

@@ -87,6 +87,10 @@ local function health()
     return "Progressing", "Restore is queued"
   end
   if phase == "InProgress" then
+    local progress = obj.status.progress
+    if progress ~= nil and progress.totalItems ~= nil and progress.totalItems > 0 then
+      return "Progressing", "Restore in progress: " .. (progress.itemsRestored or 0) .. " of " .. count(progress.totalItems, "item") .. " restored"
+    end
     return "Progressing", "Restore in progress"
   end
   if phase == "Deleting" then
