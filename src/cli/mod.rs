@@ -10,6 +10,7 @@ mod install;
 mod objects;
 mod output;
 mod plan;
+mod progress;
 mod reconcile;
 mod restore;
 
@@ -18,7 +19,6 @@ use objects::{LocationCommand, ScheduleCommand};
 use restore::RestoreCommand;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -145,15 +145,31 @@ pub(crate) struct LocationArgs {
 /// The client-side request budget.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct ClientArgs {
-    /// Client-side requests per second to the API server.
-    #[arg(long, default_value_t = 100.0)]
-    client_qps: f32,
-    /// Client-side burst above the QPS.
-    #[arg(long, default_value_t = 200)]
-    client_burst: u32,
-    /// Resources listed (backup) or objects created (restore) at once.
+    /// Cap on requests per second to the API server. Default: no cap when the API server has
+    /// API Priority and Fairness (it answers 429 when busy; tidemark backs off and retries),
+    /// else 100.
+    #[arg(long, value_name = "QPS")]
+    client_qps: Option<f32>,
+    /// Burst above --client-qps (default: twice the QPS; 200 without APF).
+    #[arg(long, value_name = "N")]
+    client_burst: Option<u32>,
+    /// Resources listed at once (backup); objects created at once to start with (restore: then
+    /// adapted to the API server's capacity, up to --max-concurrency).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// The most objects a restore creates at once (equal to --concurrency: a fixed number).
+    #[arg(long, default_value_t = crate::restore::pacing::DEFAULT_MAX_IN_FLIGHT)]
+    max_concurrency: usize,
+}
+
+impl ClientArgs {
+    /// The run's request budget: the cap asked for, else none where the server has APF.
+    async fn budget(&self, client: &kube::Client) -> Result<crate::cluster::Budget> {
+        let budget =
+            crate::cluster::Budget::choose(client, self.client_qps, self.client_burst).await?;
+        tracing::info!("client-side rate limit: {}", budget.describe());
+        Ok(budget)
+    }
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
@@ -303,6 +319,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     qps: args.client.client_qps,
                     burst: args.client.client_burst,
                     concurrency: args.client.concurrency,
+                    max_concurrency: args.client.max_concurrency,
                 },
                 alongside,
             )
@@ -331,16 +348,6 @@ fn phase_code(phase: &str) -> ExitCode {
         "PartiallyFailed" => ExitCode::from(2),
         _ => ExitCode::from(1),
     }
-}
-
-/// A progress display: a spinner on a terminal, nothing otherwise (a summary follows).
-fn spinner(enabled: bool) -> Option<indicatif::ProgressBar> {
-    if !enabled || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let pb = indicatif::ProgressBar::new_spinner();
-    pb.enable_steady_tick(Duration::from_millis(120));
-    Some(pb)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use super::reconcile::{SourceArgs, read_once};
 use super::{ClientArgs, OutputFormat};
 use crate::api::tidemark::{AccessMode, Backup, Location, RestorePlan, Schedule};
 use crate::api::velero::SCHEDULE_NAME_LABEL;
-use crate::cluster::{self, Budget, Target, is_not_found};
+use crate::cluster::{self, Target, is_not_found};
 use crate::controller::{
     SYNCED_ANNOTATION, request_from_template_in, resolve_backup, store_for_in,
 };
@@ -530,7 +530,8 @@ pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
     let client = cluster::connect(target).await?;
     let settings = restore::Settings {
         concurrency: args.client.concurrency.max(1),
-        budget: Budget::new(args.client.client_qps, args.client.client_burst)?,
+        max_concurrency: args.client.max_concurrency.max(1),
+        budget: args.client.budget(&client).await?,
         wait_timeout: std::time::Duration::from_secs(120),
         pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
     };

@@ -4,7 +4,8 @@
 //!
 //! Start-up: serve `/metrics`, `/healthz`, `/readyz`; optionally win a Lease (leader election);
 //! mark records left `InProgress` by a crash `Failed`; then run every controller. Status is
-//! written with server-side apply under the field manager [`FIELD_MANAGER`].
+//! written with server-side apply under the field manager [`FIELD_MANAGER`]; the progress of a
+//! running backup or restore every [`PROGRESS_INTERVAL`] under [`PROGRESS_FIELD_MANAGER`].
 
 mod backup;
 mod leader;
@@ -12,12 +13,14 @@ mod location;
 mod maintenance;
 mod metrics;
 mod policy;
+mod progress;
 mod restore;
 mod restoreplan;
 mod schedule;
 
 pub use location::{LocationProblem, store_for_in};
 pub use metrics::Metrics;
+pub use progress::{PROGRESS_FIELD_MANAGER, PROGRESS_INTERVAL};
 pub use restore::{request_from_template_in, resolve_backup};
 
 use std::net::SocketAddr;
@@ -35,7 +38,8 @@ use crate::api::conditions::{self, Health};
 use crate::api::tidemark::{Backup, Restore};
 use crate::cluster::Budget;
 
-/// The field manager of every write the controller makes.
+/// The field manager of every write the controller makes, except the `status.progress` of
+/// running Backup and Restore records ([`PROGRESS_FIELD_MANAGER`]).
 pub const FIELD_MANAGER: &str = "tidemark-controller";
 /// Label on records naming their location.
 pub const LOCATION_LABEL: &str = "tidemark.dev/location";
@@ -86,12 +90,15 @@ pub struct Config {
     pub leader_elect: bool,
     /// This replica's identity in the Lease (pod name).
     pub identity: String,
-    /// Client QPS budget for engine runs.
-    pub qps: f32,
-    /// Client burst.
-    pub burst: u32,
-    /// Concurrency of engine runs (resources listed / objects created at once).
+    /// Client-side cap on requests per second of engine runs; `None` (with `burst` `None`):
+    /// none where the API server has API Priority and Fairness, else 100 ([`Budget::choose`]).
+    pub qps: Option<f32>,
+    /// Burst above the cap.
+    pub burst: Option<u32>,
+    /// Concurrency of engine runs (resources listed / objects created at once to start with).
     pub concurrency: usize,
+    /// The most objects a restore creates at once.
+    pub max_concurrency: usize,
 }
 
 /// State shared by the controllers.
@@ -106,6 +113,8 @@ pub struct Context {
     pub budget: Budget,
     /// Engine concurrency.
     pub concurrency: usize,
+    /// The most objects a restore creates at once.
+    pub max_concurrency: usize,
     /// Set once the controllers run (readiness).
     pub ready: AtomicBool,
     /// Publishes Kubernetes events on transitions.
@@ -328,14 +337,17 @@ pub async fn run_with(
     config: Config,
     alongside: impl std::future::Future<Output = ()>,
 ) -> Result<(), ControllerError> {
-    let budget = Budget::new(config.qps, config.burst)
+    let budget = Budget::choose(&client, config.qps, config.burst)
+        .await
         .map_err(|e| ControllerError::Config(e.to_string()))?;
+    tracing::info!("client-side rate limit: {}", budget.describe());
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: config.namespace.clone(),
         metrics: Metrics::new(),
         budget,
         concurrency: config.concurrency.max(1),
+        max_concurrency: config.max_concurrency.max(1),
         ready: AtomicBool::new(false),
         recorder: kube::runtime::events::Recorder::new(
             client.clone(),

@@ -164,6 +164,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
             };
             let settings = restore::Settings {
                 concurrency: ctx.concurrency,
+                max_concurrency: ctx.max_concurrency,
                 budget: ctx.budget.clone(),
                 wait_timeout: std::time::Duration::from_secs(120),
                 pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),

@@ -7,6 +7,7 @@
 
 pub mod modifiers;
 pub mod order;
+pub mod pacing;
 mod preview;
 pub mod transform;
 
@@ -486,8 +487,11 @@ pub struct RestoreOutcome {
 /// Settings of a restore run.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Objects created at once within a tier.
+    /// Objects created at once within a tier to start with; the number then adapts to the API
+    /// server's capacity ([`pacing`]) up to `max_concurrency`.
     pub concurrency: usize,
+    /// The most objects created at once (`concurrency` = `max_concurrency`: a fixed number).
+    pub max_concurrency: usize,
     /// Client-side request budget.
     pub budget: Budget,
     /// How long to wait for CRDs to become Established and terminating namespaces to go.
@@ -736,7 +740,17 @@ pub async fn run(
         }
     };
     let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+    let pacer = pacing::CreatePacer::new(settings.concurrency, settings.max_concurrency);
+    let throttled_before = crate::cluster::api_stats().throttled();
+    log.info(&format!(
+        "Client-side rate limit: {}; creates in flight: from {} up to {}, adapted to the API \
+         server's capacity",
+        settings.budget.describe(),
+        pacer.limit(),
+        settings.max_concurrency.max(1)
+    ));
     let applier = Applier {
+        pacer: &pacer,
         client,
         plan: &planned,
         budget: &settings.budget,
@@ -772,7 +786,7 @@ pub async fn run(
         // controller's `Send` futures need.
         futures::stream::iter(0..tier.len())
             .map(|i| applier.apply(&tier[i]))
-            .buffer_unordered(settings.concurrency.max(1))
+            .buffer_unordered(settings.max_concurrency.max(1))
             .for_each(|()| async {})
             .await;
         if first == "customresourcedefinitions.apiextensions.k8s.io" {
@@ -788,6 +802,14 @@ pub async fn run(
             applier.error(Some(ns.as_str()), msg);
         }
     }
+    log.info(&format!(
+        "Creates in flight: peaked at {}, ended at {}; the API server throttled {} requests (429, \
+         retried with backoff), {} overload signals",
+        pacer.peak(),
+        pacer.limit(),
+        crate::cluster::api_stats().throttled() - throttled_before,
+        pacer.overload_signals()
+    ));
     let results = results.into_inner().expect("results lock");
     let resource_list = resource_list.into_inner().expect("resource list lock");
     let failed = counters.failed.load(Ordering::Relaxed);
@@ -828,7 +850,9 @@ pub async fn run(
         failure_reason: None,
         progress: Some(RestoreProgress {
             total_items: total,
-            items_restored: created + updated,
+            // As Velero counts: every item processed (created, updated, skipped or failed),
+            // so a finished restore's count equals its total.
+            items_restored: (created + updated + skipped + failed).min(total),
         }),
         extra: BTreeMap::new(),
     };
@@ -875,6 +899,7 @@ pub async fn run(
 
 struct Applier<'a> {
     client: &'a Client,
+    pacer: &'a pacing::CreatePacer,
     plan: &'a RestorePlan,
     budget: &'a Budget,
     policy: ExistingPolicy,
@@ -956,7 +981,10 @@ impl Applier<'_> {
         };
         let api = self.api(item);
         self.budget.acquire().await;
-        match api.create(&PostParams::default(), &obj).await {
+        let slot = self.pacer.start().await;
+        let created = api.create(&PostParams::default(), &obj).await;
+        self.pacer.finish(slot, pacing::Answer::of(&created)).await;
+        match created {
             Ok(created) => {
                 self.counters.created.fetch_add(1, Ordering::Relaxed);
                 self.record(item);
