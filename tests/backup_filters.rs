@@ -97,7 +97,7 @@ async fn fixture(client: &kube::Client) {
 fn archive_items(location: &Path, backup: &str) -> Vec<String> {
     let f =
         std::fs::File::open(location.join(format!("backups/{backup}/{backup}.tar.gz"))).unwrap();
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
     let mut out = Vec::new();
     for e in ar.entries().unwrap() {
         let e = e.unwrap();

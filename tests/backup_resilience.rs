@@ -21,7 +21,7 @@ fn results(location: &std::path::Path, backup: &str) -> Value {
 fn items(location: &std::path::Path, backup: &str) -> Vec<String> {
     let f =
         std::fs::File::open(location.join(format!("backups/{backup}/{backup}.tar.gz"))).unwrap();
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(f));
     ar.entries()
         .unwrap()
         .map(|e| e.unwrap().path().unwrap().display().to_string())

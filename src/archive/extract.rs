@@ -250,7 +250,8 @@ pub fn extract<R: Read>(
     // (group_resource, namespace, name) -> (index in items, from plain tree)
     let mut seen: BTreeMap<(String, Option<String>, String), (usize, bool)> = BTreeMap::new();
     {
-        let gz = flate2::read::GzDecoder::new(&mut hashing);
+        // Every gzip member: tidemark writes one per 2 MiB of tar, Velero one in all.
+        let gz = flate2::read::MultiGzDecoder::new(&mut hashing);
         let capped = CappedReader {
             inner: gz,
             left: limits.max_total_bytes,
