@@ -49,16 +49,24 @@
 //!    the CPU time of the API server and of MinIO (`/proc/<pid>/stat`) and the API server's
 //!    LIST requests to etcd (`/metrics`): on a machine with few cores, where the API server,
 //!    MinIO and tidemark share them, that is where the time goes;
-//! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup
-//!    (`--concurrency 32`); B is stopped, a fresh empty cluster C started, and there it measures
-//!    (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
+//! 3. starts an empty cluster B and measures (d) `tidemark restore create` of that backup with
+//!    no flags but `--location` (tidemark's defaults: no client-side cap where the server has
+//!    API Priority and Fairness, creates in flight adapted to the server); B is stopped, a
+//!    fresh empty cluster C started, and there it measures (e) plain parallel creates of the same objects (CRD, namespaces, then all objects, 32 at
 //!    once, no client-side rate limit): the API server's create limit; and, unless
 //!    `--skip-serial`, (f) serial creates, one object at a time at 100 QPS (Velero's approach),
 //!    of the first `--serial-sample` (default 2000) namespaces+objects into other namespaces,
 //!    extrapolated linearly to the whole set (the output says when it was).
 //!
-//! It prints a Markdown table (`N | seed | list (a) | backup (b) | b/a | peak RSS |
-//! create-limit (e) | restore (d) | d/e | serial (f) | f/d`), a details table (a', CPU seconds
+//! Between (b) and (d) it downloads the backup's tarball (`tidemark backup download`) and
+//! compresses its tar stream again as Velero's writer does (Go's `compress/gzip` at its default
+//! level 6, `tests/support/velero_tar_reader.go -gzip-size`): the archive column compares the
+//! two sizes. tidemark's CPU seconds per 1,000 objects, backed up and restored, are its own cost, whatever
+//! the API server's speed.
+//!
+//! It prints a Markdown table (`N | seed | list (a) | backup (b) | b/a | peak RSS | archive /
+//! Velero's gzip -6 | backup CPU per 1,000 | create-limit (e) | restore (d) | d/e | restore CPU
+//! per 1,000 | serial (f) | f/d`), a details table (a', CPU seconds
 //! of tidemark, the API server and MinIO, the etcd LISTs, the restore's peak RSS, the load
 //! average: the machine may be shared), and one JSON line per N
 //! (`BENCH_JSON {...}`). Everything is torn down at the end, also on a panic or Ctrl-C
@@ -138,7 +146,7 @@ struct Opts {
     /// Creates in flight while seeding cluster A.
     #[arg(long, default_value_t = 64)]
     seed_concurrency: usize,
-    /// Creates in flight for the restore (d) and the create limit (e).
+    /// Creates in flight for the create limit (e) (the restore (d) runs with tidemark's defaults).
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
     /// Resource types listed at once in (a) (tidemark's default `--concurrency`).
@@ -1047,12 +1055,23 @@ struct Row {
     list_etcd_lists: u64,
     backup_etcd_lists: u64,
     backup_summary: String,
+    /// Bytes of the backup's tarball as tidemark wrote it, of the tar stream inside it, and of
+    /// that tar stream compressed as Velero writes it (Go's gzip at its default level 6).
+    archive_bytes: u64,
+    archive_tar_bytes: u64,
+    archive_velero_gzip_bytes: u64,
+    /// tidemark's CPU seconds (user + system) per 1,000 objects backed up and restored: its own
+    /// cost, whatever the API server's speed.
+    backup_cpu_s_per_1000: f64,
+    restore_cpu_s_per_1000: f64,
     create_limit_s: f64,
     restore_s: f64,
     restore_over_create: f64,
     restore_peak_rss_mb: f64,
     restore_cpu_s: f64,
     restore_summary: String,
+    /// The restore's log line on its creates in flight and the throttling it met.
+    restore_pacing: String,
     serial_s: Option<f64>,
     serial_sample: Option<usize>,
     serial_extrapolated: bool,
@@ -1273,6 +1292,23 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
             row.backup_summary
         ),
     );
+    row.backup_cpu_s_per_1000 = per_1000(row.backup_cpu_s, n);
+    archive_sizes(&mut row, &backup, &location, &env_a, logs).await?;
+    step(
+        n,
+        &format!(
+            "archive: {} bytes ({} bytes of tar; Velero's gzip -6 of the same tar: {} bytes, \
+             tidemark/Velero {:.3}); backup CPU {:.3}s per 1,000 objects",
+            row.archive_bytes,
+            row.archive_tar_bytes,
+            row.archive_velero_gzip_bytes,
+            ratio(
+                row.archive_bytes as f64,
+                row.archive_velero_gzip_bytes as f64
+            ),
+            row.backup_cpu_s_per_1000
+        ),
+    );
     keep_or_drop(
         a,
         opts.keep || opts.reuse_cluster.is_some(),
@@ -1283,7 +1319,8 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
         return Ok(row);
     }
 
-    // 3d. tidemark restore into an empty cluster B.
+    // 3d. tidemark restore into an empty cluster B, with no flags but the location: the
+    // defaults (no client-side cap where the server has APF, adaptive creates in flight).
     step(n, "starting cluster B");
     let b = Cluster::up(&format!("bench-b-{pid}")).await;
     let mut env_b = minio.env.clone();
@@ -1297,12 +1334,6 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
             &backup,
             "--location",
             &location,
-            "--client-qps",
-            &qps,
-            "--client-burst",
-            &burst,
-            "--concurrency",
-            &opts.concurrency.to_string(),
         ],
         &env_b,
         logs,
@@ -1312,7 +1343,9 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     row.restore_s = secs(run.elapsed);
     row.restore_peak_rss_mb = (run.peak_rss_kib as f64 / 1024.0).round();
     row.restore_cpu_s = (run.cpu_s * 100.0).round() / 100.0;
+    row.restore_cpu_s_per_1000 = per_1000(row.restore_cpu_s, n);
     row.restore_summary = first_lines(&run.stdout, 1);
+    row.restore_pacing = pacing_line(&logs.join("restore.err"));
     step(
         n,
         &format!(
@@ -1372,6 +1405,83 @@ async fn run_one(n: usize, opts: &Opts, minio: &Minio, pid: u32, logs: &Path) ->
     Ok(row)
 }
 
+/// CPU seconds per 1,000 of `n` objects, to three decimals.
+fn per_1000(cpu_s: f64, n: usize) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    (cpu_s * 1000.0 / n as f64 * 1000.0).round() / 1000.0
+}
+
+/// Downloads the backup's tarball (`tidemark backup download`) and measures it against the same
+/// tar stream compressed as Velero writes it (`tests/support/velero_tar_reader.go -gzip-size`:
+/// Go's `compress/gzip` at its default level, run with the test environment's Go toolchain).
+async fn archive_sizes(
+    row: &mut Row,
+    backup: &str,
+    location: &str,
+    env: &BTreeMap<String, String>,
+    logs: &Path,
+) -> Result<()> {
+    let file = logs.join(format!("{backup}.tar.gz"));
+    let _ = std::fs::remove_file(&file);
+    let path = file.display().to_string();
+    tidemark(
+        &[
+            "backup",
+            "download",
+            backup,
+            "--output",
+            &path,
+            "--location",
+            location,
+        ],
+        env,
+        logs,
+        "download",
+    )
+    .await?;
+    row.archive_bytes = std::fs::metadata(&file)?.len();
+    let out = tokio::process::Command::new(support::testenv_go())
+        .arg("run")
+        .arg(support::repo().join("tests/support/velero_tar_reader.go"))
+        .arg("-gzip-size")
+        .arg(&file)
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .await
+        .context("running velero_tar_reader.go -gzip-size")?;
+    ensure!(
+        out.status.success(),
+        "velero_tar_reader.go -gzip-size: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(tar)), Some(Ok(gz))) => {
+            row.archive_tar_bytes = tar;
+            row.archive_velero_gzip_bytes = gz;
+        }
+        _ => bail!("velero_tar_reader.go -gzip-size printed {text:?}"),
+    }
+    std::fs::remove_file(&file)?;
+    Ok(())
+}
+
+/// The restore log's `Creates in flight: ...` line (peak and final limit, throttled requests),
+/// from tidemark's stderr; empty when absent.
+fn pacing_line(stderr: &Path) -> String {
+    std::fs::read_to_string(stderr)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.find("Creates in flight")
+                .map(|i| l[i..].trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 fn print_row(r: &Row) {
     eprintln!(
         "[N={}] done: {}",
@@ -1382,8 +1492,8 @@ fn print_row(r: &Row) {
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| N | seed | list (a) | backup (b) | b/a | peak RSS | create-limit (e) | restore (d) | d/e | serial (f) | f/d |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| N | seed | list (a) | backup (b) | b/a | peak RSS | archive / Velero's gzip -6 | backup CPU per 1,000 | create-limit (e) | restore (d), no flags | d/e | restore CPU per 1,000 | serial (f) | f/d |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let serial = match r.serial_s {
@@ -1396,15 +1506,22 @@ fn table(rows: &[Row]) -> String {
             .map_or("-".into(), |x| format!("{x:.1}x"));
         let restore = if r.restore_s > 0.0 {
             format!(
-                "{:.2}s | {:.2}s | {:.2}x",
-                r.create_limit_s, r.restore_s, r.restore_over_create
+                "{:.2}s | {:.2}s | {:.2}x | {:.3}s",
+                r.create_limit_s, r.restore_s, r.restore_over_create, r.restore_cpu_s_per_1000
             )
         } else {
-            "skipped | skipped | -".into()
+            "skipped | skipped | - | -".into()
         };
+        let archive = format!(
+            "{} / {} ({:.3}x)",
+            r.archive_bytes,
+            r.archive_velero_gzip_bytes,
+            ratio(r.archive_bytes as f64, r.archive_velero_gzip_bytes as f64)
+        );
         s.push_str(&format!(
-            "| {} | {:.1}s | {:.2}s | {:.2}s | {:.2}x | {} MB | {restore} | {serial} | {f_over_d} |\n",
+            "| {} | {:.1}s | {:.2}s | {:.2}s | {:.2}x | {} MB | {archive} | {:.3}s | {restore} | {serial} | {f_over_d} |\n",
             r.n, r.seed_s, r.list_s, r.backup_s, r.backup_over_list, r.backup_peak_rss_mb,
+            r.backup_cpu_s_per_1000,
         ));
     }
     if rows.iter().any(|r| r.serial_extrapolated) {
@@ -1415,12 +1532,12 @@ fn table(rows: &[Row]) -> String {
 
 fn details(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| N | namespaces | listed items / MB | list+decode (a') | b/a of medians | backup CPU | API server CPU in (a) / (b) | API server's etcd LISTs in (a) / (b) | MinIO CPU in (b) | restore CPU | restore peak RSS | load avg start / end | backup | restore |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n",
+        "| N | namespaces | listed items / MB | list+decode (a') | b/a of medians | backup CPU | API server CPU in (a) / (b) | API server's etcd LISTs in (a) / (b) | MinIO CPU in (b) | restore CPU | restore peak RSS | load avg start / end | backup | restore | restore pacing |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}x | {:.2}s | {:.2}s / {:.2}s | {} / {} | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} |\n",
+            "| {} | {} | {} / {:.1} | {:.2}s | {:.2}x | {:.2}s | {:.2}s / {:.2}s | {} / {} | {:.2}s | {:.2}s | {} MB | {} / {} | {} | {} | {} |\n",
             r.n,
             r.namespaces,
             r.list_items,
@@ -1439,6 +1556,7 @@ fn details(rows: &[Row]) -> String {
             r.loadavg_end,
             r.backup_summary.replace('|', "/"),
             r.restore_summary.replace('|', "/"),
+            r.restore_pacing.replace('|', "/"),
         ));
     }
     s

@@ -19,6 +19,7 @@ use objects::{LocationCommand, ScheduleCommand};
 use restore::RestoreCommand;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -236,8 +237,10 @@ async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8
 fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -358,6 +361,34 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn client_budget_flags_are_optional_and_concurrency_bounded() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["tidemark", "restore", "create", "--from-backup", "b"];
+            args.extend_from_slice(extra);
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Restore(restore::RestoreCommand::Create(r)) = cli.command else {
+                panic!("wrong command")
+            };
+            r.client.clone()
+        };
+        let defaults = parse(&[]);
+        assert_eq!(
+            defaults.client_qps, None,
+            "no cap unless asked (APF decides)"
+        );
+        assert_eq!(defaults.client_burst, None);
+        assert_eq!(defaults.concurrency, 16);
+        assert_eq!(
+            defaults.max_concurrency,
+            crate::restore::pacing::DEFAULT_MAX_IN_FLIGHT
+        );
+        let capped = parse(&["--client-qps", "50", "--max-concurrency", "8"]);
+        assert_eq!(capped.client_qps, Some(50.0));
+        assert_eq!(capped.client_burst, None);
+        assert_eq!(capped.max_concurrency, 8);
     }
 
     #[test]

@@ -105,7 +105,7 @@ pub(crate) struct RestoreCreate {
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     wait_timeout: Duration,
     #[command(flatten)]
-    client: ClientArgs,
+    pub(super) client: ClientArgs,
     #[command(flatten)]
     location: LocationArgs,
     /// Print the Restore record (json or yaml) instead of a summary after running (with

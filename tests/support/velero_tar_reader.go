@@ -9,7 +9,12 @@
 // then "members <n>": the gzip members the stream holds (counted with multistream off).
 // Exit status 1 with the error on stderr when Go cannot read the archive.
 //
-// Usage: go run velero_tar_reader.go <tarball>
+// With -gzip-size, it prints instead "<tar bytes> <bytes>": the size of the tar stream inside the
+// tarball and of that stream compressed the way Velero writes its tarballs (Velero's
+// pkg/backup/backup.go wraps its tar writer in gzip.NewWriter, whose level is
+// gzip.DefaultCompression, 6), for benches/backup_restore.rs.
+//
+// Usage: go run velero_tar_reader.go [-gzip-size] <tarball>
 package main
 
 import (
@@ -25,17 +30,26 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 2 {
-		fmt.Fprintln(os.Stderr, "usage: velero_tar_reader <tarball>")
+	args := os.Args[1:]
+	gzipSize := len(args) == 2 && args[0] == "-gzip-size"
+	if gzipSize {
+		args = args[1:]
+	}
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "usage: velero_tar_reader [-gzip-size] <tarball>")
 		os.Exit(2)
 	}
-	raw, err := os.ReadFile(os.Args[1])
+	raw, err := os.ReadFile(args[0])
 	if err != nil {
 		fail(err)
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(raw))
 	if err != nil {
 		fail(err)
+	}
+	if gzipSize {
+		printGzipSize(zr)
+		return
 	}
 	out := bufio.NewWriter(os.Stdout)
 	tr := tar.NewReader(zr)
@@ -62,6 +76,29 @@ func main() {
 	if err := out.Flush(); err != nil {
 		fail(err)
 	}
+}
+
+// counter counts the bytes written to it.
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// printGzipSize compresses the stream of zr (every member) again as one gzip member at Go's
+// default level and prints the bytes read and written.
+func printGzipSize(zr *gzip.Reader) {
+	var out counter
+	zw := gzip.NewWriter(&out)
+	n, err := io.Copy(zw, zr)
+	if err != nil {
+		fail(err)
+	}
+	if err := zw.Close(); err != nil {
+		fail(err)
+	}
+	fmt.Printf("%d %d\n", n, out.n)
 }
 
 // members counts the gzip members in raw, reading each to its end.
