@@ -382,6 +382,21 @@ async fn read_only_cluster_and_restore_plans() {
     )
     .await;
     assert!(blocked.2.contains("ReadOnly"), "{blocked:?}");
+    // The held-back expiry wrote its phase and condition only: what the record said before
+    // (written by the same field manager at import) is still there.
+    let held = json_of(&backups_b.get("manual").await.unwrap());
+    for field in [
+        "startTimestamp",
+        "completionTimestamp",
+        "itemsBackedUp",
+        "progress",
+    ] {
+        assert!(
+            !held["status"][field].is_null(),
+            "status.{field} lost when the expiry was held back: {}",
+            held["status"]
+        );
+    }
     assert!(exists(&minio, "shared/backups/manual/velero-backup.json").await);
     assert_eq!(objects(&minio, "shared").await, before);
     drop(server_b);

@@ -164,19 +164,42 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// Writes `status` (a JSON object) of `obj` with server-side apply. `health` is folded into
-/// `status.conditions` (existing conditions keep their transition times) and
-/// `observedGeneration` is set.
+/// `update`'s top-level fields over the fields of `current` (an object's status as last read):
+/// the whole status to apply. Server-side apply takes an apply as the complete intent of its field
+/// manager, so a status written with only the fields that changed (an expiry held back writes
+/// just its `phase`) would otherwise remove the timestamps and counters written before. A field
+/// is cleared by giving it as `null`. Conditions and `observedGeneration` are left to the caller.
+pub fn status_over(
+    current: Option<&serde_json::Value>,
+    update: serde_json::Value,
+) -> serde_json::Value {
+    let mut merged = match current {
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    merged.remove("conditions");
+    merged.remove("observedGeneration");
+    if let serde_json::Value::Object(u) = update {
+        merged.extend(u);
+    }
+    serde_json::Value::Object(merged)
+}
+
+/// Writes `status` (a JSON object) of `obj` with server-side apply, over the rest of `obj`'s
+/// current status ([`status_over`]). `health` is folded into `status.conditions` (existing
+/// conditions keep their transition times) and `observedGeneration` is set.
 pub async fn apply_status<K>(
     api: &Api<K>,
     obj: &K,
     existing: &[Condition],
-    mut status: serde_json::Value,
+    status: serde_json::Value,
     health: &Health,
 ) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
+    let current = serde_json::to_value(obj).ok();
+    let mut status = status_over(current.as_ref().and_then(|o| o.get("status")), status);
     let generation = obj.meta().generation;
     // A manifest that `tidemark reconcile` found invalid keeps its object Stalled until fixed in
     // Git, whatever the controllers conclude from the last valid spec.
@@ -396,3 +419,42 @@ pub async fn run_with(
 
 /// A requeue delay for errors: short, so transient failures heal quickly.
 pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_partial_status_keeps_what_was_written_before() {
+        let current = json!({"phase": "Completed", "startTimestamp": "2026-12-06T07:00:00Z",
+            "itemsBackedUp": 12, "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "True"}]});
+        let merged = status_over(
+            Some(&current),
+            json!({"phase": "Completed",
+            "failureReason": "expiry blocked"}),
+        );
+        assert_eq!(
+            merged,
+            json!({"phase": "Completed", "startTimestamp": "2026-12-06T07:00:00Z",
+                "itemsBackedUp": 12, "failureReason": "expiry blocked"})
+        );
+    }
+
+    #[test]
+    fn null_clears_and_a_missing_status_starts_empty() {
+        let current = json!({"phase": "Unavailable", "message": "no bucket"});
+        assert_eq!(
+            status_over(
+                Some(&current),
+                json!({"phase": "Available", "message": null})
+            ),
+            json!({"phase": "Available", "message": null})
+        );
+        assert_eq!(
+            status_over(None, json!({"phase": "New"})),
+            json!({"phase": "New"})
+        );
+    }
+}

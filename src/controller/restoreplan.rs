@@ -109,8 +109,14 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
                 // Ran in another (earlier) cluster: the store says so.
                 None => Some("Completed".to_string()),
             };
+            // The watch cache may not hold the preview written when the restore started yet:
+            // read it from the API server rather than write it away.
+            let preview = match &st.preview {
+                Some(pv) => Some(pv.clone()),
+                None => api.get(&name).await?.status.and_then(|s| s.preview),
+            };
             apply_status(&api, p.as_ref(), &st.conditions,
-                json!({"specHash": hash, "restoreName": restore, "phase": phase, "preview": st.preview}),
+                json!({"specHash": hash, "restoreName": restore, "phase": phase, "preview": preview}),
                 &health_of(phase.as_deref(), &restore)).await?;
             Ok(Action::await_change())
         }
