@@ -1792,6 +1792,21 @@ async fn tidemark_written_backup_follows_velero_format() {
         location_name
     );
     assert_eq!(record["spec"]["includedNamespaces"], json!(["*"]));
+    // Velero's source-cluster version annotations, equal to the API server's /version.
+    let version = client.apiserver_version().await.unwrap();
+    let annotations = &record["metadata"]["annotations"];
+    assert_eq!(
+        annotations["velero.io/source-cluster-k8s-gitversion"],
+        version.git_version.as_str()
+    );
+    assert_eq!(
+        annotations["velero.io/source-cluster-k8s-major-version"],
+        version.major.as_str()
+    );
+    assert_eq!(
+        annotations["velero.io/source-cluster-k8s-minor-version"],
+        version.minor.as_str()
+    );
     let st = &record["status"];
     assert_eq!(st["version"], 1);
     assert_eq!(st["formatVersion"], "1.1.0");

@@ -23,6 +23,16 @@ pub const RESTORE_NAME_LABEL: &str = "velero.io/restore-name";
 pub const SCHEDULE_NAME_LABEL: &str = "velero.io/schedule-name";
 /// Objects and namespaces carrying this label set to `true` are never backed up.
 pub const EXCLUDE_LABEL: &str = "velero.io/exclude-from-backup";
+/// Annotation of a backup record: the source cluster's Kubernetes version (`v1.36.3`). This and
+/// the two below are Velero's (`pkg/apis/velero/v1/labels_annotations.go`); Velero's restore
+/// compares them with the target cluster's version.
+pub const SOURCE_CLUSTER_GIT_VERSION_ANNOTATION: &str = "velero.io/source-cluster-k8s-gitversion";
+/// Annotation of a backup record: the source cluster's major version (`1`).
+pub const SOURCE_CLUSTER_MAJOR_VERSION_ANNOTATION: &str =
+    "velero.io/source-cluster-k8s-major-version";
+/// Annotation of a backup record: the source cluster's minor version (`36`).
+pub const SOURCE_CLUSTER_MINOR_VERSION_ANNOTATION: &str =
+    "velero.io/source-cluster-k8s-minor-version";
 
 /// Reads `null` as the empty value: Velero 1.0 to 1.3 wrote unset lists and maps as `null`
 /// (`"excludedNamespaces": null`) because their fields had no `omitempty`.

@@ -313,6 +313,25 @@ impl BackupRequest {
     }
 }
 
+/// Velero's source-cluster version annotations on the backup record, from the API server's
+/// `/version` (`gitVersion`, `major`, `minor`), as Velero's backup controller writes them.
+fn source_cluster_version(record: &mut Backup, v: &k8s_openapi::apimachinery::pkg::version::Info) {
+    let annotations = record
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    for (key, value) in [
+        (
+            velero::SOURCE_CLUSTER_GIT_VERSION_ANNOTATION,
+            &v.git_version,
+        ),
+        (velero::SOURCE_CLUSTER_MAJOR_VERSION_ANNOTATION, &v.major),
+        (velero::SOURCE_CLUSTER_MINOR_VERSION_ANNOTATION, &v.minor),
+    ] {
+        annotations.insert(key.to_string(), value.clone());
+    }
+}
+
 /// Runs a backup into `store`.
 ///
 /// # Errors
@@ -351,11 +370,23 @@ pub async fn run(
         Ok(store.upload(&layout.backup_archive(&req.name)).await?)
     };
     let inspect_cluster = async {
-        let (discovered, namespaces) = tokio::join!(
+        let (discovered, namespaces, version) = tokio::join!(
             discover(client, &settings.budget),
             // Namespaces taking part: matching the filter, active, not labelled for exclusion.
-            included_namespaces(client, &settings.budget, &filter)
+            included_namespaces(client, &settings.budget, &filter),
+            async {
+                settings.budget.acquire().await;
+                client.apiserver_version().await
+            }
         );
+        match version {
+            Ok(v) => source_cluster_version(&mut record, &v),
+            Err(e) => log.warn(&format!(
+                "the API server's version could not be read (the record lacks Velero's \
+                 source-cluster version annotations): {}",
+                crate::cluster::describe(&e)
+            )),
+        }
         Ok::<_, BackupError>((discovered?, namespaces?))
     };
     let (upload, inspected) = tokio::join!(prepare_store, inspect_cluster);

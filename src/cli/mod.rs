@@ -98,8 +98,19 @@ enum Command {
     /// Maintain the restic repositories of pod volume data.
     #[command(subcommand)]
     Repo(agent::RepoCommand),
+    /// Print a shell completion script, like `velero completion`: `source <(tidemark completion
+    /// bash)`, or save it where the shell loads completions from.
+    Completion(CompletionArgs),
     /// Print the version.
     Version,
+}
+
+/// Options of `tidemark completion`.
+#[derive(Args, Debug)]
+pub(crate) struct CompletionArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 /// Options of `tidemark server`.
@@ -327,6 +338,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 alongside,
             )
             .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "tidemark",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {

@@ -141,8 +141,9 @@ fn burst_for(qps: f32) -> u32 {
 }
 
 /// Whether the API server runs API Priority and Fairness: a `GET /livez/ping` answered with
-/// [`APF_FLOW_SCHEMA_HEADER`]. Any failure (timeout, error, missing header) means "no": the
-/// caller then keeps a client-side cap, the safe side.
+/// [`APF_FLOW_SCHEMA_HEADER`], whatever the status (APF classifies a request before it is
+/// authorized, so even a `403` carries it). Any failure (timeout, error, missing header) means
+/// "no": the caller then keeps a client-side cap, the safe side.
 pub async fn server_has_apf(client: &Client) -> bool {
     let Ok(req) = Request::get("/livez/ping").body(Body::empty()) else {
         return false;
