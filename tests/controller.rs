@@ -299,18 +299,29 @@ async fn read_only_cluster_and_restore_plans() {
     apply_docs(
         &a.client,
         &[json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup", "metadata": {"name": "manual", "namespace": NS},
-                 "spec": {"template": {"includedNamespaces": ["app"]}}})],
+                 "spec": {"template": {"includedNamespaces": ["app"], "ttl": "3days"}}})],
     )
     .await;
-    wait_for(
+    let manual = wait_for(
         "backup manual Completed",
         Duration::from_secs(60),
         || async {
             let b = backups_a.get("manual").await.ok()?;
-            (phase_of(&b).as_deref() == Some("Completed")).then_some(())
+            (phase_of(&b).as_deref() == Some("Completed")).then_some(b)
         },
     )
     .await;
+    // A manifest's TTL reads like the command line's (`3days` as well as `72h`).
+    let st = json_of(&manual)["status"].clone();
+    let at = |f: &str| {
+        chrono::DateTime::parse_from_rfc3339(st[f].as_str().unwrap_or_default())
+            .unwrap_or_else(|e| panic!("status.{f}: {e}: {st}"))
+    };
+    let ttl = at("expiration") - at("startTimestamp");
+    assert!(
+        (ttl - chrono::Duration::hours(72)).num_seconds().abs() < 120,
+        "ttl 3days gave an expiration {ttl} after the start: {st}"
+    );
 
     // Cluster B reads the same bucket read-only: it sees, restores, and never writes.
     let before = objects(&minio, "shared").await;

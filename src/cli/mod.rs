@@ -212,8 +212,9 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     Ok((k.trim().to_string(), v.trim().to_string()))
 }
 
+/// A duration flag: the same dialect as manifests ([`crate::plan::expiry::duration`]).
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (examples: 720h, 30m, 1h30m)"))
+    crate::plan::expiry::duration(s).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// The embedded default location: `<data dir>/tidemark/location` (e.g.

@@ -23,7 +23,7 @@ pub const DEFAULT_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
 /// invalid value is logged and the default kept).
 fn period() -> Duration {
     match std::env::var("TIDEMARK_REPO_MAINTENANCE_PERIOD") {
-        Ok(v) => humantime::parse_duration(v.trim()).unwrap_or_else(|e| {
+        Ok(v) => crate::plan::expiry::duration(v.trim()).unwrap_or_else(|e| {
             tracing::warn!("TIDEMARK_REPO_MAINTENANCE_PERIOD {v:?}: {e}; using 168h");
             DEFAULT_PERIOD
         }),

@@ -1,9 +1,11 @@
-//! Backup expiry (TTL) and Go-style durations.
+//! Backup expiry (TTL) and the one duration dialect of tidemark.
 //!
 //! Velero's `ttl`, a Location's `syncPeriod` and `validationPeriod` are Kubernetes
 //! `metav1.Duration`s: strings in Go's `time.ParseDuration` syntax (`720h`, `1h30m`, `90s`, `0`).
-//! [`parse_duration`] accepts exactly that syntax; [`expired`] decides whether a backup is past
-//! its `status.expiration`.
+//! [`parse_duration`] accepts that syntax and, for what people type, humantime's (`3days`,
+//! `2weeks`, `1h 30m`), the same in manifests, command-line flags, the server's configuration
+//! file and environment variables; [`expired`] decides whether a backup is past its
+//! `status.expiration`.
 
 use chrono::{DateTime, Utc};
 
@@ -16,28 +18,49 @@ pub fn expired(expiration: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     expiration.is_some_and(|e| e <= now)
 }
 
-/// Parses a Go-style duration (`720h`, `1h30m`, `1.5h`, `90s`, `500ms`, `0`) as used in `ttl`,
-/// `syncPeriod` and `validationPeriod`.
+/// Parses a duration as used in `ttl`, `syncPeriod`, `validationPeriod`, `--ttl`,
+/// `--wait-timeout` and every other duration of tidemark: Go's syntax first, then humantime's.
 ///
-/// Syntax (Go's `time.ParseDuration`): an optional `+` sign, then one or more decimal numbers
-/// (with optional fraction) each followed by a unit: `ns`, `us` (or `µs`/`μs`), `ms`, `s`, `m`, `h`.
-/// A bare `0` is allowed without a unit. There is no `d` unit, and no whitespace.
+/// Go's syntax (`time.ParseDuration`, what Velero and Kubernetes write): an optional `+` sign,
+/// then one or more decimal numbers (with optional fraction) each followed by a unit: `ns`, `us`
+/// (or `µs`/`μs`), `ms`, `s`, `m`, `h`; a bare `0` is allowed without a unit. Text that is not Go
+/// syntax is read by the `humantime` crate, which adds days, weeks, months (30.44 days) and years
+/// (365.25 days) and spaces between parts (`3days`, `2w`, `1h 30m`); see
+/// <https://docs.rs/humantime/latest/humantime/fn.parse_duration.html>.
 ///
 /// # Errors
 ///
-/// [`PlanError::InvalidDuration`] naming `field` when the text does not parse, uses an unknown or
-/// missing unit, is negative, or exceeds Go's limit (2^63-1 ns, about 292 years).
+/// [`PlanError::InvalidDuration`] naming `field` when neither syntax reads the text, or it is
+/// negative, or exceeds Go's limit (2^63-1 ns, about 292 years); the reason is Go's.
 pub fn parse_duration(field: &str, s: &str) -> Result<std::time::Duration, PlanError> {
-    let err = |reason: String| PlanError::InvalidDuration {
+    duration(s).map_err(|reason| PlanError::InvalidDuration {
         field: field.to_owned(),
         value: s.to_owned(),
         reason,
+    })
+}
+
+/// [`parse_duration`] without a field: the error is the reason alone (for command-line flags,
+/// whose parser names the flag).
+///
+/// # Errors
+/// Why the text is not a duration.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let nanos = match go_duration_nanos(s) {
+        Ok(n) => n,
+        Err(go) => {
+            return humantime::parse_duration(s)
+                .ok()
+                .filter(|d| d.as_nanos() <= MAX_NANOS)
+                .ok_or_else(|| {
+                    format!("{go} (write e.g. \"720h\", \"1h30m\", \"90s\" or \"3days\")")
+                });
+        }
     };
-    let nanos = go_duration_nanos(s).map_err(err)?;
     if nanos < 0 {
-        return Err(err("must not be negative".to_owned()));
+        return Err("must not be negative".to_owned());
     }
-    let nanos = u64::try_from(nanos).map_err(|_| err("too large".to_owned()))?;
+    let nanos = u64::try_from(nanos).map_err(|_| "too large".to_owned())?;
     Ok(std::time::Duration::from_nanos(nanos))
 }
 
@@ -179,11 +202,12 @@ mod tests {
             ("", "empty duration"),
             ("-", "empty duration"),
             ("1", "missing unit"),
-            ("1d", "unknown unit \"d\""),
+            ("1x", "unknown unit \"x\""),
             ("h", "expected a number"),
             (".h", "expected a number"),
-            ("1h 30m", "unknown unit \"h \""),
             ("1h-30m", "unknown unit \"h-\""),
+            ("soon", "expected a number"),
+            ("3 eons", "unknown unit \" eons\""),
             ("-1h", "must not be negative"),
             ("2562047h47m16.854775808s", "too large"),
             ("99999999999999999999999999999999999999999h", "too large"),
@@ -196,6 +220,18 @@ mod tests {
             );
             assert!(msg.contains(reason), "{input:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn what_people_type_reads_too_in_manifests_and_flags_alike() {
+        assert_eq!(ok("3days"), Duration::from_secs(3 * 86_400));
+        assert_eq!(ok("1d"), Duration::from_secs(86_400));
+        assert_eq!(ok("2weeks"), Duration::from_secs(14 * 86_400));
+        assert_eq!(ok("1h 30m"), Duration::from_secs(5400));
+        assert_eq!(duration("3days"), Ok(Duration::from_secs(3 * 86_400)));
+        assert_eq!(duration("720h"), Ok(Duration::from_secs(720 * 3600)));
+        let err = duration("soon").unwrap_err();
+        assert!(err.contains("3days"), "{err}");
     }
 
     #[test]

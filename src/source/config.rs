@@ -223,8 +223,7 @@ fn yes() -> bool {
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map_err(|e| serde::de::Error::custom(format!("{s:?}: {e} (examples: 30s, 1m, 1h30m)")))
+    crate::plan::expiry::duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
 }
 
 #[cfg(test)]

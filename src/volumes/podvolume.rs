@@ -70,7 +70,7 @@ impl PodVolumeSettings {
             s.restore_helper_image = img.trim().to_string();
         }
         if let Ok(t) = std::env::var("TIDEMARK_POD_VOLUME_TIMEOUT") {
-            match humantime::parse_duration(t.trim()) {
+            match crate::plan::expiry::duration(t.trim()) {
                 Ok(d) => s.timeout = d,
                 Err(e) => tracing::warn!("TIDEMARK_POD_VOLUME_TIMEOUT {t:?}: {e}; using 4h"),
             }
