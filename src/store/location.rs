@@ -264,6 +264,7 @@ impl LocationUrl {
                         }
                     };
                 }
+                b = with_network_limits(b);
                 // An http:// endpoint given explicitly implies plain HTTP is intended.
                 if let Some(ep) = self.config.get("s3Url").or(self.config.get("endpoint"))
                     && ep.starts_with("http://")
@@ -278,6 +279,45 @@ impl LocationUrl {
             }
         }
     }
+}
+
+/// Connecting to the store may take this long (10 s).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A response may pause this long between two reads before the request fails (60 s): a stalled
+/// connection is noticed even while a large object streams.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// One request, body included, may take this long (15 min): a 5 MiB part or a ranged read of an
+/// archive at well under 1 MB/s fits; object_store resumes a failed download with a range request.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Retries of a failed request (connection errors, 5xx, 429, timeouts): at most this many, with
+/// exponential backoff from 100 ms to 15 s, within [`RETRY_WINDOW`].
+pub const MAX_RETRIES: usize = 10;
+/// The time within which a request is retried (3 min).
+pub const RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 60);
+
+/// The store client's timeouts and retries, set explicitly rather than left to object_store's
+/// defaults (30 s per request, which a slow link could hit for an archive part).
+fn with_network_limits(b: AmazonS3Builder) -> AmazonS3Builder {
+    use object_store::ClientConfigKey as K;
+    let secs = |d: std::time::Duration| format!("{}s", d.as_secs());
+    b.with_config(
+        AmazonS3ConfigKey::Client(K::ConnectTimeout),
+        secs(CONNECT_TIMEOUT),
+    )
+    .with_config(
+        AmazonS3ConfigKey::Client(K::ReadTimeout),
+        secs(READ_TIMEOUT),
+    )
+    .with_config(AmazonS3ConfigKey::Client(K::Timeout), secs(REQUEST_TIMEOUT))
+    .with_retry(object_store::RetryConfig {
+        backoff: object_store::BackoffConfig {
+            init_backoff: std::time::Duration::from_millis(100),
+            max_backoff: std::time::Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: MAX_RETRIES,
+        retry_timeout: RETRY_WINDOW,
+    })
 }
 
 impl FromStr for LocationUrl {
@@ -373,6 +413,16 @@ impl fmt::Display for LocationUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_requests_have_explicit_timeouts() {
+        use object_store::ClientConfigKey as K;
+        let b = with_network_limits(AmazonS3Builder::new());
+        let get = |k| b.get_config_value(&AmazonS3ConfigKey::Client(k));
+        assert_eq!(get(K::ConnectTimeout).as_deref(), Some("10s"));
+        assert_eq!(get(K::ReadTimeout).as_deref(), Some("60s"));
+        assert_eq!(get(K::Timeout).as_deref(), Some("900s"));
+    }
 
     #[test]
     fn parses_s3_with_prefix_and_config() {
