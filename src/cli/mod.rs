@@ -30,27 +30,37 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::cluster::Target;
 use crate::store::{LocationUrl, Store};
 
+/// The `--help` heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
 /// Backup, restore and migration for Kubernetes, with Velero-compatible buckets.
 #[derive(Parser, Debug)]
 #[command(name = "tidemark", version, about, long_about = None)]
 pub struct Cli {
     /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then in-cluster).
-    #[arg(long, global = true, env = "KUBECONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "KUBECONFIG",
+        value_name = "PATH",
+        help_heading = GLOBAL
+    )]
     kubeconfig: Option<PathBuf>,
     /// Kubeconfig context to use.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     context: Option<String>,
     /// Log level filter (`error`, `warn`, `info`, `debug`, or a tracing filter). Per-object
     /// warnings of a run are printed in its summary; `info` also streams the run log.
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         env = "TIDEMARK_LOG",
         default_value = "warn,tidemark::report=error"
     )]
     log_level: String,
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -73,8 +83,9 @@ enum Command {
     /// Manage Schedules reconciled by an installed controller.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
-    /// Manage Locations reconciled by an installed controller.
-    #[command(subcommand)]
+    /// Manage Locations reconciled by an installed controller (also `backup-location`, as in
+    /// velero).
+    #[command(subcommand, visible_alias = "backup-location")]
     Location(LocationCommand),
     /// Install the controller, its CRDs and RBAC into the cluster (or print them with --dry-run).
     Install(install::InstallArgs),
@@ -382,6 +393,29 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_sets_global_options_apart_and_velero_verbs_parse() {
+        let mut cmd = Cli::command();
+        // Global options reach subcommands when the command is built.
+        cmd.build();
+        let backup = cmd.find_subcommand_mut("backup").unwrap();
+        let help = backup
+            .find_subcommand_mut("get")
+            .unwrap()
+            .render_help()
+            .to_string();
+        let (own, global) = help.split_once("Global options:").expect(&help);
+        assert!(
+            own.contains("--location") && !own.contains("--kubeconfig"),
+            "{help}"
+        );
+        assert!(
+            global.contains("--kubeconfig") && global.contains("--log-level"),
+            "{help}"
+        );
+        assert!(Cli::try_parse_from(["tidemark", "backup-location", "get"]).is_ok());
     }
 
     #[test]
