@@ -1888,6 +1888,23 @@ async fn tidemark_written_backup_follows_velero_format() {
     let logs = String::from_utf8(gunzip(&read("b1-logs.gz"), "logs")).expect("UTF-8 logs");
     assert!(logs.ends_with('\n'), "{logs}");
     assert!(logs.lines().count() >= 2, "{logs}");
+    // One line per resource in the resource list, naming it and its item count.
+    let resources: BTreeMap<String, Vec<String>> =
+        serde_json::from_slice(&gunzip(&read("b1-resource-list.json.gz"), "resource list"))
+            .unwrap();
+    assert!(!resources.is_empty());
+    for (resource, items) in &resources {
+        let n = items.len();
+        let wanted = format!(
+            "Backed up {n} item{} of resource {resource}\"",
+            if n == 1 { "" } else { "s" }
+        );
+        assert_eq!(
+            logs.lines().filter(|l| l.contains(&wanted)).count(),
+            1,
+            "no single line {wanted:?} in the log:\n{logs}"
+        );
+    }
     for l in logs.lines() {
         assert!(
             l.starts_with("time=\"") && l.contains(" level=") && l.contains(" msg=\""),

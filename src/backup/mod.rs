@@ -570,6 +570,14 @@ pub async fn run(
     } else {
         "Completed"
     };
+    // One line per resource backed up, as Velero's log has, in the resource list's order.
+    for (resource, items) in &collected.resource_list {
+        log.info(&format!(
+            "Backed up {} item{} of resource {resource}",
+            items.len(),
+            if items.len() == 1 { "" } else { "s" }
+        ));
+    }
     log.info(&format!(
         "Backed up {} items, {} bytes compressed, phase {phase}",
         summary.items, summary.bytes
