@@ -195,6 +195,63 @@ async fn every_filter_selects_exactly_what_it_should() {
         "{all:?}"
     );
 
+    // Events on request (`--include-events`, as Velero backs them up), of the included
+    // namespaces only, under both APIs; a restore never creates them.
+    apply_docs(
+        &cluster.client,
+        &[json!({"apiVersion": "v1", "kind": "Event",
+                 "metadata": {"name": "d1.forensics", "namespace": "beta"},
+                 "involvedObject": {"kind": "Deployment", "namespace": "beta", "name": "d1"},
+                 "reason": "Checked", "message": "kept for forensics", "type": "Normal"})],
+    )
+    .await;
+    backup(
+        "with-events",
+        &["--include-events", "--include-namespaces", "beta"],
+    );
+    let with_events = archive_items(dir.path(), "with-events");
+    for wanted in [
+        "events beta/d1.forensics",
+        "events.events.k8s.io beta/d1.forensics",
+    ] {
+        assert!(
+            with_events.iter().any(|i| i == wanted),
+            "{wanted} missing: {with_events:?}"
+        );
+    }
+    assert!(
+        !with_events
+            .iter()
+            .any(|i| i.starts_with("events") && !i.contains(" beta/")),
+        "events of other namespaces: {with_events:?}"
+    );
+    let out = tidemark(
+        &[
+            "restore",
+            "create",
+            "events-back",
+            "--from-backup",
+            "with-events",
+            "--namespace-mappings",
+            "beta:beta-events",
+            "--location",
+            &loc,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "restore: {}", show(&out));
+    let restored_cms: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "beta-events");
+    assert!(
+        restored_cms.get_opt("b1").await.unwrap().is_some(),
+        "the restore ran"
+    );
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(cluster.client.clone(), "beta-events");
+    assert!(
+        events.get_opt("d1.forensics").await.unwrap().is_none(),
+        "an Event was restored"
+    );
+
     // One namespace, auto cluster resources: its PV and CRD come along, nothing else.
     let mut alpha = set(ALPHA);
     alpha.insert("persistentvolumes pv-alpha".into());

@@ -185,6 +185,10 @@ pub struct BackupSpecTemplate {
     /// How the data of persistent volumes is backed up (default: CSI snapshots of claims).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volumes: Option<VolumesTemplate>,
+    /// Also back up Events (`events`, `events.events.k8s.io`) of the included namespaces, as
+    /// Velero does, for forensics (default false). They are never restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_events: Option<bool>,
 }
 
 /// Volume data settings of a backup (`spec.template.volumes`), after `velero backup create`'s

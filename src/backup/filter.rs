@@ -30,8 +30,12 @@ pub enum FilterError {
     },
 }
 
-/// Group-resources that are never backed up or restored (Velero's list plus tidemark's own).
+/// Group-resources that are never backed up or restored (Velero's list plus tidemark's own);
+/// [`EVENT_RESOURCES`] only unless [`BackupFilter::include_events`].
 pub const NEVER_BACKED_UP: &[&str] = &["nodes", "events", "events.events.k8s.io"];
+
+/// The group-resources of Events: backed up on request (never restored).
+pub const EVENT_RESOURCES: &[&str] = &["events", "events.events.k8s.io"];
 
 /// API groups whose objects are tool records, never backed up.
 pub const RECORD_GROUPS: &[&str] = &["velero.io", "tidemark.dev"];
@@ -165,6 +169,8 @@ pub struct BackupFilter {
     pub label_selector: Option<String>,
     /// `--or-selector`: objects matching any of these are taken (applied client-side).
     pub or_selectors: Vec<crate::cluster::selector::LabelMatcher>,
+    /// Events are backed up (otherwise never).
+    pub include_events: bool,
 }
 
 impl Default for BackupFilter {
@@ -174,6 +180,7 @@ impl Default for BackupFilter {
             resources: ResourceFilter::default(),
             label_selector: None,
             or_selectors: Vec::new(),
+            include_events: false,
         }
     }
 }
@@ -208,7 +215,8 @@ impl BackupFilter {
     /// Decides how `r` takes part in the backup.
     pub fn plan(&self, r: &ServedResource) -> ResourcePlan {
         let gr = r.group_resource();
-        if NEVER_BACKED_UP.contains(&gr.as_str())
+        let asked_for = self.include_events && EVENT_RESOURCES.contains(&gr.as_str());
+        if (NEVER_BACKED_UP.contains(&gr.as_str()) && !asked_for)
             || RECORD_GROUPS.contains(&r.group.as_str())
             || !r.supports("list")
             || !r.supports("create")
@@ -416,6 +424,23 @@ mod tests {
         let all = Patterns::new("--include-namespaces", &s(&["*"]), &[]).unwrap();
         assert!(all.is_all());
         assert!(Patterns::new("--include-namespaces", &s(&["[oops"]), &[]).is_err());
+    }
+
+    #[test]
+    fn events_only_when_asked_for_and_nodes_never() {
+        let f = BackupFilter {
+            include_events: true,
+            ..BackupFilter::default()
+        };
+        assert_eq!(
+            f.plan(&res("", "events", "Event", true)),
+            ResourcePlan::ListAll
+        );
+        assert_eq!(
+            f.plan(&res("events.k8s.io", "events", "Event", true)),
+            ResourcePlan::ListAll
+        );
+        assert_eq!(f.plan(&res("", "nodes", "Node", false)), ResourcePlan::Skip);
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub struct BackupRequest {
     pub exclude_resources: Vec<String>,
     /// `true`/`false`/auto (`None`).
     pub include_cluster_resources: Option<bool>,
+    /// Also back up Events (never restored), as Velero does.
+    pub include_events: bool,
     /// Scoped filter: cluster-scoped resources to include.
     pub include_cluster_scoped: Vec<String>,
     /// Scoped filter: cluster-scoped resources to exclude.
@@ -188,6 +190,7 @@ impl BackupRequest {
             include_resources: Vec::new(),
             exclude_resources: Vec::new(),
             include_cluster_resources: None,
+            include_events: false,
             include_cluster_scoped: Vec::new(),
             exclude_cluster_scoped: Vec::new(),
             include_namespace_scoped: Vec::new(),
@@ -259,6 +262,7 @@ impl BackupRequest {
             resources,
             label_selector,
             or_selectors,
+            include_events: self.include_events,
         })
     }
 

@@ -59,6 +59,10 @@ pub(crate) struct BackupCreate {
     /// namespace is included, else only those related to included objects).
     #[arg(long)]
     include_cluster_resources: Option<bool>,
+    /// Also back up the included namespaces' Events, as Velero does, for forensics (they are
+    /// never restored).
+    #[arg(long)]
+    include_events: bool,
     /// Cluster-scoped resources to include (`*` for all). Not with the three options above.
     #[arg(long, value_delimiter = ',')]
     include_cluster_scoped_resources: Vec<String>,
@@ -205,6 +209,7 @@ fn request(args: &BackupCreate) -> Result<BackupRequest> {
     req.include_resources = args.include_resources.clone();
     req.exclude_resources = args.exclude_resources.clone();
     req.include_cluster_resources = args.include_cluster_resources;
+    req.include_events = args.include_events;
     req.include_cluster_scoped = args.include_cluster_scoped_resources.clone();
     req.exclude_cluster_scoped = args.exclude_cluster_scoped_resources.clone();
     req.include_namespace_scoped = args.include_namespace_scoped_resources.clone();
@@ -263,6 +268,7 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
             location: args.location.location.clone(),
             ttl: s.ttl,
             volumes: crate::volumes::template_of(&req),
+            include_events: args.include_events.then_some(true),
         };
         let client = cluster::connect(target).await?;
         return super::objects::create_backup_record(

@@ -42,6 +42,7 @@ pub fn request_from_template(
     req.include_resources = t.included_resources.clone();
     req.exclude_resources = t.excluded_resources.clone();
     req.include_cluster_resources = t.include_cluster_resources;
+    req.include_events = t.include_events.unwrap_or(false);
     req.include_cluster_scoped = t.included_cluster_scoped_resources.clone();
     req.exclude_cluster_scoped = t.excluded_cluster_scoped_resources.clone();
     req.include_namespace_scoped = t.included_namespace_scoped_resources.clone();
