@@ -112,14 +112,14 @@ pub(crate) fn restore(counters: Arc<restore::Counters>, enabled: bool) -> Option
                     planned = true;
                     pb.set_message(restore_line(&c, 0.0));
                     pb.set_length(c.total);
-                    pb.set_position(c.done());
+                    pb.set_position(c.done);
                     // Items skipped by rule are counted at once when the plan is made: the
                     // rate starts from there.
                     pb.reset_eta();
                     pb.set_style(style(BAR));
                     continue;
                 }
-                pb.set_position(c.done());
+                pb.set_position(c.done);
                 pb.set_message(restore_line(&c, pb.per_sec()));
             }
         }
@@ -135,6 +135,8 @@ struct RestoreCounts {
     updated: u64,
     skipped: u64,
     failed: u64,
+    /// Items processed ([`restore::Counters::processed`]).
+    done: u64,
 }
 
 impl RestoreCounts {
@@ -145,13 +147,8 @@ impl RestoreCounts {
             updated: c.updated.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            done: c.processed(),
         }
-    }
-
-    /// Items processed, never above the total (a failure after a create, e.g. of a pod volume,
-    /// counts twice).
-    fn done(&self) -> u64 {
-        (self.created + self.updated + self.skipped + self.failed).min(self.total)
     }
 }
 
@@ -168,7 +165,7 @@ fn restore_line(c: &RestoreCounts, per_sec: f64) -> String {
     let mut out = format!(
         "{} · ETA {} · {} created",
         rate(per_sec),
-        time_left(c.total - c.done(), per_sec),
+        time_left(c.total - c.done, per_sec),
         HumanCount(c.created)
     );
     if c.updated > 0 {
@@ -244,25 +241,26 @@ mod tests {
         assert_eq!(time_left(1_000_000, 1.0), ">99h");
     }
 
+    /// The snapshot of counters holding these values.
+    fn counts(total: u64, created: u64, updated: u64, skipped: u64, failed: u64) -> RestoreCounts {
+        let c = restore::Counters::default();
+        c.total.store(total, Ordering::Relaxed);
+        c.created.store(created, Ordering::Relaxed);
+        c.updated.store(updated, Ordering::Relaxed);
+        c.skipped.store(skipped, Ordering::Relaxed);
+        c.failed.store(failed, Ordering::Relaxed);
+        RestoreCounts::of(&c)
+    }
+
     #[test]
     fn restore_line_shows_rate_eta_and_counters() {
-        let c = RestoreCounts {
-            total: 5000,
-            created: 1190,
-            updated: 0,
-            skipped: 10,
-            failed: 0,
-        };
-        assert_eq!(c.done(), 1200);
+        let c = counts(5000, 1190, 0, 10, 0);
+        assert_eq!(c.done, 1200);
         assert_eq!(
             restore_line(&c, 760.0),
             "760 items/s · ETA 5s · 1,190 created · 10 skipped"
         );
-        let c = RestoreCounts {
-            updated: 3,
-            failed: 2,
-            ..c
-        };
+        let c = counts(5000, 1190, 3, 10, 2);
         assert_eq!(
             restore_line(&c, 0.0),
             "0 items/s · ETA ? · 1,190 created · 3 updated · 10 skipped · 2 failed"
@@ -271,13 +269,8 @@ mod tests {
 
     #[test]
     fn done_never_exceeds_the_total() {
-        let c = RestoreCounts {
-            total: 3,
-            created: 3,
-            failed: 1,
-            ..Default::default()
-        };
-        assert_eq!(c.done(), 3);
+        let c = counts(3, 3, 0, 0, 1);
+        assert_eq!(c.done, 3);
         assert_eq!(restore_line(&c, 2.0).split(" · ").nth(1), Some("ETA 0s"));
     }
 

@@ -57,18 +57,11 @@ pub fn backup_final_progress(items: u64) -> BackupProgress {
 }
 
 /// The progress of a restore: the items of its plan (0 until it is planned) and those
-/// processed so far — created, updated, skipped or failed, as Velero counts them — never more
-/// than the total (a failure reported after a create, e.g. of a pod volume, counts twice in
-/// [`restore::Counters`]).
+/// processed so far ([`restore::Counters::processed`]).
 pub fn restore_progress(c: &restore::Counters) -> RestoreProgress {
-    let total = count(&c.total);
-    let processed = [&c.created, &c.updated, &c.skipped, &c.failed]
-        .into_iter()
-        .map(count)
-        .fold(0i64, i64::saturating_add);
     RestoreProgress {
-        total_items: total,
-        items_restored: processed.min(total),
+        total_items: count(&c.total),
+        items_restored: i64::try_from(c.processed()).unwrap_or(i64::MAX),
     }
 }
 

@@ -465,6 +465,19 @@ pub struct Counters {
     pub failed: AtomicU64,
 }
 
+impl Counters {
+    /// Items processed so far — created, updated, skipped or failed, as Velero counts
+    /// `itemsRestored` — never above the total (a failure reported after a create, e.g. of a pod
+    /// volume, counts twice).
+    pub fn processed(&self) -> u64 {
+        [&self.created, &self.updated, &self.skipped, &self.failed]
+            .into_iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .fold(0u64, u64::saturating_add)
+            .min(self.total.load(Ordering::Relaxed))
+    }
+}
+
 /// The outcome of a restore.
 #[derive(Debug)]
 pub struct RestoreOutcome {
@@ -850,9 +863,7 @@ pub async fn run(
         failure_reason: None,
         progress: Some(RestoreProgress {
             total_items: total,
-            // As Velero counts: every item processed (created, updated, skipped or failed),
-            // so a finished restore's count equals its total.
-            items_restored: (created + updated + skipped + failed).min(total),
+            items_restored: counters.processed(),
         }),
         extra: BTreeMap::new(),
     };
