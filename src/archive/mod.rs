@@ -20,7 +20,7 @@ use std::io::Write;
 
 /// Room above [`MEMBER_INPUT`] in a member's input buffer (256 KiB): the tar builder's writes
 /// that cross the boundary land there without a reallocation.
-const GZIP_INPUT_BUFFER: usize = 256 << 10;
+const MEMBER_SLACK: usize = 256 << 10;
 
 /// The archive format version written to `metadata/version`.
 pub const FORMAT_VERSION: &str = "1.1.0";
@@ -148,7 +148,7 @@ impl<W: Write> Gzip<W> {
     fn new(out: W) -> Self {
         Self {
             out,
-            pending: Vec::with_capacity(MEMBER_INPUT + GZIP_INPUT_BUFFER),
+            pending: Vec::with_capacity(MEMBER_INPUT + MEMBER_SLACK),
             packed: Vec::new(),
             deflater: Box::new(libdeflater::Compressor::new(
                 libdeflater::CompressionLvl::new(DEFLATE_LEVEL)

@@ -395,7 +395,11 @@ pub async fn run(
     };
     let (upload, inspected) = tokio::join!(prepare_store, inspect_cluster);
     let upload = upload?;
-    log.info(&format!("Starting backup to {}", store.url()));
+    log.info(&format!(
+        "Starting backup to {}; client-side rate limit: {}",
+        store.url(),
+        settings.budget.describe()
+    ));
     let (discovered, namespaces) = match inspected {
         Ok(found) => found,
         Err(e) => {

@@ -186,12 +186,10 @@ pub(crate) struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// The run's request budget: the cap asked for, else none where the server has APF.
+    /// The run's request budget: the cap asked for, else none where the server has APF (the
+    /// run's log says which).
     async fn budget(&self, client: &kube::Client) -> Result<crate::cluster::Budget> {
-        let budget =
-            crate::cluster::Budget::choose(client, self.client_qps, self.client_burst).await?;
-        tracing::info!("client-side rate limit: {}", budget.describe());
-        Ok(budget)
+        Ok(crate::cluster::Budget::choose(client, self.client_qps, self.client_burst).await?)
     }
 }
 

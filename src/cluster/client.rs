@@ -140,7 +140,7 @@ pub async fn connect(target: &Target) -> Result<Client, ClusterError> {
 ///
 /// # Errors
 /// [`ClusterError::Kubeconfig`] when the configuration cannot make a client (TLS, auth).
-pub fn client_from(mut config: Config) -> Result<Client, ClusterError> {
+fn client_from(mut config: Config) -> Result<Client, ClusterError> {
     config.default_retry = false;
     let builder =
         ClientBuilder::try_from(config).map_err(|e| ClusterError::Kubeconfig(e.to_string()))?;
