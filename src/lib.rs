@@ -13,6 +13,7 @@
 //! - [`controller`]: the in-cluster reconciler (`tidemark server`).
 //! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
 //! - [`volumes`]: persistent volume data (method selection, CSI snapshots, file-system backup).
+//! - [`install`]: installing and removing the controller (`tidemark install`/`uninstall`).
 //! - [`cli`]: the command line.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod install;
 pub mod plan;
 pub mod report;
 pub mod restore;

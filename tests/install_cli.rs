@@ -27,6 +27,24 @@ async fn install_applies_the_base_and_uninstall_removes_it() {
         String::from_utf8_lossy(&rendered.stdout) == on_disk,
         "kustomize/install.yaml is stale: run `kubectl kustomize kustomize/base > kustomize/install.yaml`"
     );
+    let agent = std::process::Command::new(testenv_kubectl())
+        .args([
+            "kustomize",
+            repo().join("kustomize/node-agent").to_str().unwrap(),
+        ])
+        .output()
+        .expect("kubectl kustomize");
+    assert!(
+        agent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let on_disk =
+        std::fs::read_to_string(repo().join("kustomize/install-node-agent.yaml")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&agent.stdout) == on_disk,
+        "kustomize/install-node-agent.yaml is stale: run `kubectl kustomize kustomize/node-agent > kustomize/install-node-agent.yaml`"
+    );
 
     let kc = cluster.kubeconfig.to_str().unwrap().to_string();
     let env = [("KUBECONFIG", kc.as_str())];
@@ -117,4 +135,370 @@ async fn install_applies_the_base_and_uninstall_removes_it() {
         },
     )
     .await;
+}
+
+/// Every field of `want` is in `live` with the same value (objects recursively, lists element
+/// by element); the API server's defaults and status in `live` are ignored. Returns the paths
+/// that differ.
+fn subset_diff(want: &serde_json::Value, live: &serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    match (want, live) {
+        (Value::Object(w), Value::Object(l)) => w
+            .iter()
+            .flat_map(|(k, v)| match l.get(k) {
+                Some(lv) => subset_diff(v, lv, &format!("{path}.{k}")),
+                None => vec![format!("{path}.{k}: missing")],
+            })
+            .collect(),
+        (Value::Array(w), Value::Array(l)) if w.len() == l.len() => w
+            .iter()
+            .zip(l)
+            .enumerate()
+            .flat_map(|(i, (w, l))| subset_diff(w, l, &format!("{path}[{i}]")))
+            .collect(),
+        _ if want == live => vec![],
+        _ => vec![format!("{path}: {want} != {live}")],
+    }
+}
+
+/// A kubeconfig for the same server as `admin`, authenticated as ServiceAccount `ns/name`
+/// (a TokenRequest token): the controller stand-in runs with the RBAC `install` applied.
+async fn service_account_kubeconfig(
+    client: &kube::Client,
+    admin: &std::path::Path,
+    ns: &str,
+    name: &str,
+    out: &std::path::Path,
+) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let tr = sas
+        .create_token_request(
+            name,
+            &Default::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = tr.status.expect("token status").token.expect("a token");
+    let mut kc = kube::config::Kubeconfig::read_from(admin).unwrap();
+    for auth in &mut kc.auth_infos {
+        auth.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
+}
+
+/// `tidemark install` with Velero's flags against a real API server and MinIO: `--dry-run -o
+/// yaml` prints exactly what is then applied; `--wait` waits for a controller and the Location;
+/// the controller — a local `tidemark server` process standing in for the Deployment (the test
+/// cluster has no node to run its pod), started with the Deployment's own arguments and
+/// authenticated as the installed ServiceAccount — validates the Location from the installed
+/// Secret and runs a backup into MinIO that records `--default-volumes-to-fs-backup`;
+/// `uninstall --wait` removes everything, the bucket keeps the backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_with_velero_flags_runs_a_backup_and_uninstall_is_symmetric() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+    use serde_json::Value;
+
+    let cluster = Cluster::up(&unique("instflags")).await;
+    let minio = Minio::up(&unique("instflags"));
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("credentials-velero");
+    std::fs::write(&secret_file, minio.credentials_file()).unwrap();
+    let prefix = unique("installed");
+    let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+    let env = [("KUBECONFIG", kc.as_str())];
+    let ns = "velero-like";
+    let config = format!(
+        "region={},s3ForcePathStyle=\"true\",s3Url={}",
+        minio.env["AWS_REGION"], minio.env["AWS_ENDPOINT_URL"]
+    );
+    let flags: Vec<&str> = vec![
+        "install",
+        "--namespace",
+        ns,
+        "--provider",
+        "aws",
+        "--plugins",
+        "velero/velero-plugin-for-aws:v1.13.0",
+        "--bucket",
+        minio.bucket(),
+        "--prefix",
+        &prefix,
+        "--backup-location-config",
+        &config,
+        "--secret-file",
+        secret_file.to_str().unwrap(),
+        "--use-node-agent",
+        "--default-volumes-to-fs-backup",
+        "--velero-pod-cpu-request",
+        "200m",
+        "--velero-pod-mem-limit",
+        "768Mi",
+        "--node-agent-pod-mem-limit",
+        "2Gi",
+        "--sa-annotations",
+        "example.com/role=backup",
+        "--labels",
+        "team=platform",
+    ];
+
+    // Velero's rules: an S3 location needs credentials or --no-secret.
+    let out = tidemark(
+        &[
+            "install",
+            "--namespace",
+            ns,
+            "--provider",
+            "aws",
+            "--bucket",
+            "b",
+            "--dry-run",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("--secret-file or --no-secret"),
+        "{}",
+        show(&out)
+    );
+    // A provider tidemark has no store for is refused by name.
+    let out = tidemark(
+        &[
+            "install",
+            "--provider",
+            "azure",
+            "--bucket",
+            "b",
+            "--no-secret",
+            "--dry-run",
+        ],
+        &env,
+    );
+    assert!(
+        show(&out).contains("--provider \"azure\" is not supported"),
+        "{}",
+        show(&out)
+    );
+
+    let mut dry = flags.clone();
+    dry.extend(["--dry-run", "-o", "yaml"]);
+    let out = tidemark(&dry, &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(show(&out).contains("--plugins velero/velero-plugin-for-aws:v1.13.0 not installed"));
+    let printed: Vec<Value> = serde_yaml::Deserializer::from_slice(&out.stdout)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| v.is_object())
+        .collect();
+    let kinds: Vec<String> = printed
+        .iter()
+        .map(|d| {
+            format!(
+                "{}/{}",
+                d["kind"].as_str().unwrap(),
+                d["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "Location/default",
+        "Secret/cloud-credentials",
+        "Secret/tidemark-node-agent-credentials",
+        "DaemonSet/tidemark-node-agent",
+        "Deployment/tidemark",
+        "Namespace/velero-like-node-agent",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "{want} not in {kinds:?}");
+    }
+
+    // install --wait: waits until a controller runs and the Location is Available.
+    let mut wait = flags.clone();
+    wait.extend(["--wait", "--wait-timeout", "3m"]);
+    let installer = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(&wait)
+        .env("KUBECONFIG", &kc)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sas: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
+    wait_for(
+        "the installed ServiceAccount",
+        std::time::Duration::from_secs(60),
+        || async { sas.get_opt("tidemark").await.ok().flatten() },
+    )
+    .await;
+    let deps: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let dep = wait_for(
+        "the installed Deployment",
+        std::time::Duration::from_secs(60),
+        || async { deps.get_opt("tidemark").await.ok().flatten() },
+    )
+    .await;
+    let container = dep.spec.unwrap().template.spec.unwrap().containers[0].clone();
+    let args: Vec<String> = container
+        .args
+        .unwrap()
+        .iter()
+        .map(|a| a.replace("$(POD_NAMESPACE)", ns))
+        .collect();
+    assert_eq!(args[0], "server");
+    assert!(
+        args.contains(&"--default-volumes-to-fs-backup".to_string()),
+        "{args:?}"
+    );
+    let sa_kc = dir.path().join("controller.kubeconfig");
+    service_account_kubeconfig(&cluster.client, &cluster.kubeconfig, ns, "tidemark", &sa_kc).await;
+    // `Server::start` passes --namespace itself; the rest are the Deployment's arguments.
+    let extra: Vec<&str> = args[1..]
+        .iter()
+        .filter(|a| !a.starts_with("--namespace") && !a.starts_with("--log-format"))
+        .map(String::as_str)
+        .chain(["--identity", "stand-in"])
+        .collect();
+    let server = Server::start(&sa_kc, ns, &extra);
+    let done = tokio::task::spawn_blocking(move || installer.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let said = show(&done);
+    assert!(
+        done.status.success(),
+        "{said}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(said.contains("waiting: no controller running"), "{said}");
+    assert!(
+        said.contains("Controller ready: Lease tidemark-controller held by stand-in"),
+        "{said}"
+    );
+    assert!(said.contains("Location default is Available."), "{said}");
+
+    // What --dry-run printed is what was applied (the generated repository password aside).
+    let discovery = kube::discovery::Discovery::new(cluster.client.clone())
+        .run_aggregated()
+        .await
+        .unwrap();
+    for d in &printed {
+        let tm = kube::core::TypeMeta {
+            api_version: d["apiVersion"].as_str().unwrap().into(),
+            kind: d["kind"].as_str().unwrap().into(),
+        };
+        let (ar, caps) = discovery.resolve_typemeta(&tm).expect("served");
+        let api: Api<kube::api::DynamicObject> =
+            match (caps.scope, d["metadata"]["namespace"].as_str()) {
+                (kube::discovery::Scope::Namespaced, Some(n)) => {
+                    Api::namespaced_with(cluster.client.clone(), n, &ar)
+                }
+                _ => Api::all_with(cluster.client.clone(), &ar),
+            };
+        let live = api
+            .get(d["metadata"]["name"].as_str().unwrap())
+            .await
+            .unwrap();
+        let live = serde_json::to_value(&live).unwrap();
+        let mut want = d.clone();
+        if want["metadata"]["name"] == "tidemark-repo-credentials" {
+            want.as_object_mut().unwrap().remove("data");
+        }
+        let diff = subset_diff(
+            &want,
+            &live,
+            &format!("{}/{}", tm.kind, want["metadata"]["name"]),
+        );
+        assert!(
+            diff.is_empty(),
+            "dry run differs from the cluster: {diff:#?}"
+        );
+    }
+    // Both namespaces hold the same repository password; installing again keeps it.
+    let password = |n: &'static str| {
+        let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), n);
+        async move {
+            secrets
+                .get("tidemark-repo-credentials")
+                .await
+                .unwrap()
+                .data
+                .unwrap()["repository-password"]
+                .0
+                .clone()
+        }
+    };
+    let first = password("velero-like").await;
+    assert_eq!(first.len(), 64);
+    assert_eq!(password("velero-like-node-agent").await, first);
+    let out = tidemark(&flags, &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("Secret/tidemark-repo-credentials kept"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(password("velero-like").await, first);
+
+    // The installed controller backs up into the installed Location, with the server default.
+    let backup = serde_json::json!({
+        "apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+        "metadata": {"name": "after-install", "namespace": ns},
+        "spec": {"template": {"includedNamespaces": ["default"]}},
+    });
+    apply_docs(&cluster.client, &[backup]).await;
+    let location = minio.url(&prefix);
+    let mut store_env = minio.env_with(&kc);
+    store_env.push(("TIDEMARK_LOCATION", location.as_str()));
+    let record: Value = wait_for(
+        "the backup's record in the bucket",
+        std::time::Duration::from_secs(90),
+        || {
+            let store_env = store_env.clone();
+            async move {
+                let out = tidemark(
+                    &["backup", "get", "after-install", "-o", "json"],
+                    &store_env,
+                );
+                if !out.status.success() {
+                    return None;
+                }
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                let b = v.get("items").and_then(|i| i.get(0)).cloned().unwrap_or(v);
+                (b["status"]["phase"] == "Completed").then_some(b)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        record["spec"]["defaultVolumesToFsBackup"], true,
+        "{record:#}"
+    );
+    drop(server);
+
+    let out = tidemark(
+        &["uninstall", "--namespace", ns, "--confirm", "--wait"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    for n in ["velero-like", "velero-like-node-agent"] {
+        assert!(
+            namespaces.get_opt(n).await.unwrap().is_none(),
+            "{n} left behind"
+        );
+    }
+    let crbs: Api<ClusterRoleBinding> = Api::all(cluster.client.clone());
+    assert!(crbs.get_opt("tidemark-node-agent").await.unwrap().is_none());
+    // The bucket keeps the backup.
+    let out = tidemark(&["backup", "get", "after-install"], &store_env);
+    assert!(out.status.success(), "{}", show(&out));
 }

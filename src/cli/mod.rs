@@ -88,7 +88,7 @@ enum Command {
     #[command(subcommand, visible_alias = "backup-location")]
     Location(LocationCommand),
     /// Install the controller, its CRDs and RBAC into the cluster (or print them with --dry-run).
-    Install(install::InstallArgs),
+    Install(Box<install::InstallArgs>),
     /// Remove the controller (backups in object storage are kept).
     Uninstall(install::UninstallArgs),
     /// Apply tidemark manifests from a Git repository or a directory, and prune what left it.
@@ -147,6 +147,10 @@ pub(crate) struct ServerArgs {
     /// `examples/gitops/controller-source/`); without it the cluster is the only source.
     #[arg(long, env = "TIDEMARK_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Back up every pod volume by file system (node agent) unless a Backup's template sets
+    /// `volumes.defaultVolumesToFsBackup` itself, as Velero's server flag does.
+    #[arg(long)]
+    default_volumes_to_fs_backup: bool,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -272,6 +276,24 @@ fn init_tracing(level: &str, format: LogFormat) {
 /// Entry point of the binary: parses arguments, runs, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands whose output is read by people and pipes (`tidemark install --dry-run | head`)
+    // end quietly when the reader goes away, as other command-line tools do, instead of
+    // panicking on a failed print. Long-running commands keep Rust's default (SIGPIPE
+    // ignored, a write error instead), so no socket write of a library can kill them.
+    if matches!(
+        cli.command,
+        Command::Backup(_)
+            | Command::Restore(_)
+            | Command::Schedule(_)
+            | Command::Location(_)
+            | Command::Install(_)
+            | Command::Uninstall(_)
+            | Command::Crds
+            | Command::Completion(_)
+            | Command::Version
+    ) {
+        sigpipe::reset();
+    }
     init_tracing(&cli.log_level, cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -298,7 +320,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         context: cli.context.clone(),
     };
     match cli.command {
-        Command::Install(args) => install::install(&target, args).await,
+        Command::Install(args) => install::install(&target, *args).await,
         Command::Uninstall(args) => install::uninstall(&target, args).await,
         Command::Reconcile(args) => reconcile::run(&target, *args).await,
         Command::Plan(args) => plan::run(&target, *args).await,
@@ -344,6 +366,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     burst: args.client.client_burst,
                     concurrency: args.client.concurrency,
                     max_concurrency: args.client.max_concurrency,
+                    default_volumes_to_fs_backup: args.default_volumes_to_fs_backup,
                 },
                 alongside,
             )

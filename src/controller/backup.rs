@@ -139,6 +139,15 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
         Ok(r) => r,
         Err(m) => return fail(&api, &b, "FailedValidation", "InvalidSpec", m).await,
     };
+    let template_says = b
+        .spec
+        .template
+        .volumes
+        .as_ref()
+        .and_then(|v| v.default_volumes_to_fs_backup);
+    if template_says.is_none() {
+        req.volumes.default_volumes_to_fs_backup = ctx.default_volumes_to_fs_backup;
+    }
     let mut labels: BTreeMap<String, String> =
         crate::plan::labels::inheritable_labels(&b.labels().clone());
     labels.insert(LOCATION_LABEL.into(), loc_name.clone());

@@ -18,6 +18,7 @@ mod restore;
 mod restoreplan;
 mod schedule;
 
+pub use leader::LEASE_NAME;
 pub use location::{LocationProblem, store_for_in};
 pub use metrics::Metrics;
 pub use progress::{PROGRESS_FIELD_MANAGER, PROGRESS_INTERVAL};
@@ -99,6 +100,9 @@ pub struct Config {
     pub concurrency: usize,
     /// The most objects a restore creates at once.
     pub max_concurrency: usize,
+    /// Back up every pod volume by file system when a Backup's template does not say
+    /// (`volumes.defaultVolumesToFsBackup` unset): Velero's server flag of the same name.
+    pub default_volumes_to_fs_backup: bool,
 }
 
 /// State shared by the controllers.
@@ -117,6 +121,8 @@ pub struct Context {
     pub max_concurrency: usize,
     /// Set once the controllers run (readiness).
     pub ready: AtomicBool,
+    /// The server's `--default-volumes-to-fs-backup`.
+    pub default_volumes_to_fs_backup: bool,
     /// Publishes Kubernetes events on transitions.
     pub recorder: kube::runtime::events::Recorder,
 }
@@ -372,6 +378,7 @@ pub async fn run_with(
         concurrency: config.concurrency.max(1),
         max_concurrency: config.max_concurrency.max(1),
         ready: AtomicBool::new(false),
+        default_volumes_to_fs_backup: config.default_volumes_to_fs_backup,
         recorder: kube::runtime::events::Recorder::new(
             client.clone(),
             kube::runtime::events::Reporter {
