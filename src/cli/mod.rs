@@ -6,6 +6,7 @@
 
 mod agent;
 mod backup;
+mod config;
 mod install;
 mod objects;
 mod output;
@@ -62,6 +63,9 @@ pub struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = GLOBAL)]
     log_format: LogFormat,
+    /// Colours in log output: `auto` (on a terminal, unless NO_COLOR is set), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorMode::Auto, help_heading = GLOBAL)]
+    color: ColorMode,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,6 +74,30 @@ pub struct Cli {
 enum LogFormat {
     Text,
     Json,
+}
+
+/// When log lines carry ANSI colours.
+#[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]
+enum ColorMode {
+    /// On a terminal, unless `NO_COLOR` is set (<https://no-color.org>).
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorMode {
+    fn enabled(self) -> bool {
+        match self {
+            ColorMode::Always => true,
+            ColorMode::Never => false,
+            ColorMode::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,6 +140,10 @@ enum Command {
     /// Print a shell completion script, like `velero completion`: `source <(tidemark completion
     /// bash)`, or save it where the shell loads completions from.
     Completion(CompletionArgs),
+    /// Per-user defaults of the command line, like `velero client config`: `tidemark client
+    /// config set namespace=backup-system output=json`.
+    #[command(subcommand)]
+    Client(config::ClientCommand),
     /// Print the version.
     Version,
 }
@@ -259,13 +291,13 @@ async fn gunzip(store: &Store, path: &object_store::path::Path) -> Result<Vec<u8
     crate::report::gunzip(&bytes).with_context(|| format!("{path}: not a gzip file"))
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
+fn init_tracing(level: &str, format: LogFormat, color: ColorMode) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colours only on a terminal: log files and collectors get plain text.
+    // By default colours only on a terminal: log files and collectors get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(color.enabled())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -275,7 +307,20 @@ fn init_tracing(level: &str, format: LogFormat) {
 
 /// Entry point of the binary: parses arguments, runs, maps the outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // The client config file's values are the flags' defaults (flags and their environment
+    // variables still win).
+    let client_config = match config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let cmd = config::with_defaults(<Cli as clap::CommandFactory>::command(), &client_config);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&cmd.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Commands whose output is read by people and pipes (`tidemark install --dry-run | head`)
     // end quietly when the reader goes away, as other command-line tools do, instead of
     // panicking on a failed print. Long-running commands keep Rust's default (SIGPIPE
@@ -291,10 +336,11 @@ pub fn main() -> ExitCode {
             | Command::Crds
             | Command::Completion(_)
             | Command::Version
+            | Command::Client(_)
     ) {
         sigpipe::reset();
     }
-    init_tracing(&cli.log_level, cli.log_format);
+    init_tracing(&cli.log_level, cli.log_format, cli.color);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -386,6 +432,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", crate::api::tidemark::crds_yaml()?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Client(cmd) => config::run(cmd),
         Command::Version => {
             println!("tidemark {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
