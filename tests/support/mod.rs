@@ -605,6 +605,8 @@ pub struct Server {
     pub child: std::process::Child,
     /// Its metrics port.
     pub metrics_port: u16,
+    /// Its `/healthz` and `/readyz` port.
+    pub health_port: u16,
     /// Its log file.
     pub log: PathBuf,
 }
@@ -642,6 +644,7 @@ impl Server {
         Server {
             child,
             metrics_port,
+            health_port,
             log,
         }
     }
@@ -693,6 +696,15 @@ pub fn testenv_kubectl() -> PathBuf {
             PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/tidemark")
         })
         .join("testenv/bin/kubectl")
+}
+
+/// The helm CLI that `scripts/testenv build` caches (Helm v4, pinned in
+/// `tests/testenv/go/helm`), or `$TIDEMARK_HELM` when set.
+pub fn testenv_helm() -> PathBuf {
+    if let Some(helm) = std::env::var_os("TIDEMARK_HELM") {
+        return PathBuf::from(helm);
+    }
+    testenv_kubectl().with_file_name("helm")
 }
 
 /// The go command `scripts/testenv` builds with (`$GO`, `go` on `PATH`, or
