@@ -86,15 +86,10 @@ fn run(cmd: &Path, args: &[&str], stdin: &str) -> Output {
     child.wait_with_output().expect("wait for the process")
 }
 
-/// Helm's own configuration, cache and data directories: one per test process, so nothing of
-/// the user's Helm setup is read or written.
-fn helm_home() -> &'static Path {
-    static HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    HOME.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("tidemark-helm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
+/// Helm's own configuration, cache and data directories, in Cargo's scratch directory for
+/// integration tests: nothing of the user's Helm setup is read or written.
+fn helm_home() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-home")
 }
 
 /// `helm ARGS`, run from the repository root (clusters are named with `--kubeconfig`).
