@@ -1186,6 +1186,24 @@ async fn velero_written_backups_are_listed_and_restored() {
         "restore resource list",
     ))
     .unwrap();
+    // The restore's log: one line per resource with what happened to its items and how long.
+    let rlogs = String::from_utf8(gunzip(
+        &std::fs::read(rdir.join("restore-r1-logs.gz")).unwrap(),
+        "restore logs",
+    ))
+    .unwrap();
+    for (resource, kind) in [
+        ("configmaps", "v1/ConfigMap"),
+        ("deployments.apps", "apps/v1/Deployment"),
+    ] {
+        let n = rlist[kind].len();
+        let line = format!("msg=\"Restored resource {resource}: {n} created in ");
+        assert_eq!(
+            rlogs.lines().filter(|l| l.contains(&line)).count(),
+            1,
+            "no single {line:?} in the restore log:\n{rlogs}"
+        );
+    }
     assert!(
         rlist["v1/ConfigMap"].contains(&"shop/app-config".to_string()),
         "{rlist:?}"
@@ -1625,8 +1643,17 @@ async fn tidemark_written_backup_follows_velero_format() {
     let loc = tempfile::tempdir().unwrap();
     let url = format!("file://{}", loc.path().display());
     let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+    // Debug level for the run log only: a line per item as well.
     let out = tidemark(
-        &["backup", "create", "b1", "--location", &url],
+        &[
+            "backup",
+            "create",
+            "b1",
+            "--location",
+            &url,
+            "--log-level",
+            "warn,tidemark::report::log=debug",
+        ],
         &[("KUBECONFIG", kc.as_str())],
     );
     assert!(out.status.success(), "{}", show(&out));
@@ -1893,18 +1920,35 @@ async fn tidemark_written_backup_follows_velero_format() {
         serde_json::from_slice(&gunzip(&read("b1-resource-list.json.gz"), "resource list"))
             .unwrap();
     assert!(!resources.is_empty());
+    // Listed resources also say how long their listing took.
     for (resource, items) in &resources {
         let n = items.len();
         let wanted = format!(
-            "Backed up {n} item{} of resource {resource}\"",
+            "Backed up {n} item{} of resource {resource}",
             if n == 1 { "" } else { "s" }
         );
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("{wanted}\""))
+                    || (l.contains(&format!("{wanted}, listed in ")) && l.contains("s\""))
+            })
+            .collect();
         assert_eq!(
-            logs.lines().filter(|l| l.contains(&wanted)).count(),
+            lines.len(),
             1,
             "no single line {wanted:?} in the log:\n{logs}"
         );
+        // At debug level, a line per item.
+        for item in items {
+            let line = format!("level=debug msg=\"Backed up item {resource} {item}\"");
+            assert!(logs.contains(&line), "no {line:?} in the log:\n{logs}");
+        }
     }
+    assert!(
+        logs.contains(", listed in "),
+        "no listing durations in the log:\n{logs}"
+    );
     for l in logs.lines() {
         assert!(
             l.starts_with("time=\"") && l.contains(" level=") && l.contains(" msg=\""),

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kube::api::{DynamicObject, GetParams, ListParams};
@@ -15,7 +16,7 @@ use super::pipeline::{ArchiveItem, Closed, ItemSender};
 use super::raw::{RawItem, RawList, TypeHead};
 use crate::archive::ItemKey;
 use crate::cluster::{Budget, ServedResource, describe, is_not_found};
-use crate::report::Results;
+use crate::report::{Results, RunLog};
 
 /// Live counters of a backup, read by progress displays.
 #[derive(Debug, Default)]
@@ -40,6 +41,8 @@ pub struct Collected {
     pub referenced_pvs: BTreeSet<String>,
     /// Group-resources of backed-up custom resources (CRD names are `<plural>.<group>`).
     pub custom_group_resources: BTreeSet<String>,
+    /// Resource-list key → how long its listing took, first request to last page archived.
+    pub listed_in: BTreeMap<String, Duration>,
     /// Warnings and errors.
     pub results: Results,
 }
@@ -72,6 +75,8 @@ pub struct Lister {
     pub collected: Arc<Mutex<Collected>>,
     /// Group-resources served by CRDs (to pull CRDs in, in auto mode).
     pub crd_group_resources: Arc<BTreeSet<String>>,
+    /// The run's log (a line per item at debug level).
+    pub log: Arc<RunLog>,
 }
 
 /// One LIST request under the budget; the response body as text.
@@ -98,6 +103,7 @@ impl Lister {
     /// # Errors
     /// [`Closed`] when the archive pipeline has stopped (then the backup fails).
     pub async fn list_resource(&self, r: &ServedResource) -> Result<(), Closed> {
+        let started = Instant::now();
         let ar = r.api_resource();
         let kind = self.kind_of(r);
         let order = self
@@ -196,6 +202,11 @@ impl Lister {
                 .collect();
             self.send(batch).await?;
         }
+        self.collected
+            .lock()
+            .expect("collected lock")
+            .listed_in
+            .insert(kind.list_key.clone(), started.elapsed());
         self.progress.resources_done.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -307,6 +318,10 @@ impl Lister {
                 Some(ns) => format!("{ns}/{name}"),
                 None => name.clone(),
             };
+            if self.log.debug_enabled() {
+                self.log
+                    .debug(&format!("Backed up item {} {entry}", kind.list_key));
+            }
             match c.resource_list.get_mut(&kind.list_key) {
                 Some(names) => names.push(entry),
                 None => {

@@ -358,7 +358,10 @@ pub async fn run(
     })?;
     let filter = req.filter()?;
     let mut record = req.record()?;
-    let log = RunLog::new("backup", &format!("{}/{}", req.record_namespace, req.name));
+    let log = Arc::new(RunLog::new(
+        "backup",
+        &format!("{}/{}", req.record_namespace, req.name),
+    ));
 
     let layout = store.layout();
     // The store's checks and the start of the archive upload run while the cluster is
@@ -488,6 +491,7 @@ pub async fn run(
         progress: progress.clone(),
         collected: collected.clone(),
         crd_group_resources: Arc::new(crd_group_resources),
+        log: log.clone(),
     };
     // Each resource is listed by its own task, so parsing runs on every core; tasks are spawned
     // as slots free up, so at most `concurrency` resources are listed at once.
@@ -578,10 +582,17 @@ pub async fn run(
     } else {
         "Completed"
     };
-    // One line per resource backed up, as Velero's log has, in the resource list's order.
+    // One line per resource backed up, as Velero's log has, in the resource list's order, with
+    // how long its listing took (objects pulled in afterwards, such as the namespaces of items,
+    // have no listing of their own).
     for (resource, items) in &collected.resource_list {
+        let took = collected
+            .listed_in
+            .get(resource)
+            .map(|d| format!(", listed in {}", crate::report::text::duration(*d)))
+            .unwrap_or_default();
         log.info(&format!(
-            "Backed up {} item{} of resource {resource}",
+            "Backed up {} item{} of resource {resource}{took}",
             items.len(),
             if items.len() == 1 { "" } else { "s" }
         ));

@@ -1,7 +1,5 @@
 //! Rendering for the CLI: Velero-style tables, JSON/YAML, human sizes and durations.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -38,15 +36,7 @@ pub fn print_list<T: Serialize>(items: &[T], yaml: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `1.2s`, `3m04s`.
-pub fn duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
+pub use crate::report::text::duration;
 
 /// The `velero ... get` tables: columns three spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -392,6 +382,7 @@ pub fn restore_table(restores: &[Restore]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_expiry() {

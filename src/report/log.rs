@@ -12,6 +12,8 @@ pub struct RunLog {
     /// `backup=<ns>/<name>` or `restore=<ns>/<name>`, appended to every line.
     subject: String,
     gz: Mutex<Option<GzEncoder<Vec<u8>>>>,
+    /// Debug lines (one per item) are kept: the process logs at debug level.
+    debug: bool,
 }
 
 impl RunLog {
@@ -20,6 +22,22 @@ impl RunLog {
         Self {
             subject: format!("{key}={value}"),
             gz: Mutex::new(Some(GzEncoder::new(Vec::new(), Compression::default()))),
+            debug: tracing::enabled!(tracing::Level::DEBUG),
+        }
+    }
+
+    /// Whether [`RunLog::debug`] lines are kept: as Velero's server `--log-level debug` does,
+    /// `--log-level debug` (of `tidemark backup|restore create` or `tidemark server`) puts a
+    /// line per item in the run's log. Callers check it before formatting a line per item.
+    pub fn debug_enabled(&self) -> bool {
+        self.debug
+    }
+
+    /// Logs at debug level (one line per item); nothing when [`RunLog::debug_enabled`] is false.
+    pub fn debug(&self, msg: &str) {
+        if self.debug {
+            tracing::debug!(subject = %self.subject, "{msg}");
+            self.line("debug", msg);
         }
     }
 

@@ -753,6 +753,7 @@ pub async fn run(
         }
     };
     let resource_list: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+    let tallies: Mutex<BTreeMap<String, ResourceTally>> = Mutex::new(BTreeMap::new());
     let pacer = pacing::CreatePacer::new(settings.concurrency, settings.max_concurrency);
     let throttled_before = crate::cluster::api_stats().throttled();
     log.info(&format!(
@@ -774,6 +775,7 @@ pub async fn run(
         log: &log,
         pod_volumes: pod_volumes.as_ref(),
         csi: csi.as_ref(),
+        tallies: &tallies,
     };
     let mut namespaces_ready = false;
     for tier in &planned.tiers {
@@ -823,6 +825,17 @@ pub async fn run(
         crate::cluster::api_stats().throttled() - throttled_before,
         pacer.overload_signals()
     ));
+    // One line per resource, in the order the restore started them (Velero's log has one per
+    // resource too).
+    let mut tallies: Vec<(String, ResourceTally)> = tallies
+        .into_inner()
+        .expect("tallies lock")
+        .into_iter()
+        .collect();
+    tallies.sort_by_key(|(_, t)| t.span.map(|(a, _)| a));
+    for (resource, tally) in &tallies {
+        log.info(&tally.line(resource));
+    }
     let results = results.into_inner().expect("results lock");
     let resource_list = resource_list.into_inner().expect("resource list lock");
     let failed = counters.failed.load(Ordering::Relaxed);
@@ -920,9 +933,108 @@ struct Applier<'a> {
     log: &'a RunLog,
     pod_volumes: Option<&'a crate::volumes::podvolume::PodVolumeRestorer>,
     csi: Option<&'a crate::volumes::csi::CsiRestorer>,
+    tallies: &'a Mutex<BTreeMap<String, ResourceTally>>,
+}
+
+/// What happened to the items of one resource, for the log's line per resource.
+#[derive(Debug, Default)]
+struct ResourceTally {
+    created: u64,
+    updated: u64,
+    skipped: u64,
+    failed: u64,
+    /// When its first item was started and its last one finished.
+    span: Option<(Instant, Instant)>,
+}
+
+/// An item's outcome.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    Created,
+    Updated,
+    Skipped,
+    Failed,
+}
+
+impl ResourceTally {
+    /// `Restored resource pods: 3 created, 1 skipped in 0.4s`.
+    fn line(&self, resource: &str) -> String {
+        let parts: Vec<String> = [
+            (self.created, "created"),
+            (self.updated, "updated"),
+            (self.skipped, "skipped"),
+            (self.failed, "failed"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        let took = self
+            .span
+            .map(|(a, b)| format!(" in {}", crate::report::text::duration(b - a)))
+            .unwrap_or_default();
+        format!("Restored resource {resource}: {}{took}", parts.join(", "))
+    }
 }
 
 impl Applier<'_> {
+    /// Counts an item's outcome (the run's counters and its resource's tally); a line per item
+    /// at debug level.
+    fn count(&self, item: &PlannedItem, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Created => &self.counters.created,
+            Outcome::Updated => &self.counters.updated,
+            Outcome::Skipped => &self.counters.skipped,
+            Outcome::Failed => &self.counters.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut t = self.tallies.lock().expect("tallies lock");
+            let t = t.entry(item.group_resource.clone()).or_default();
+            match outcome {
+                Outcome::Created => t.created += 1,
+                Outcome::Updated => t.updated += 1,
+                Outcome::Skipped => t.skipped += 1,
+                Outcome::Failed => t.failed += 1,
+            }
+        }
+        if self.log.debug_enabled() {
+            let at = match &item.namespace {
+                Some(ns) => format!("{ns}/{}", item.name),
+                None => item.name.clone(),
+            };
+            self.log.debug(&format!(
+                "Restored item {} {at}: {}",
+                item.group_resource,
+                format!("{outcome:?}").to_lowercase()
+            ));
+        }
+    }
+
+    /// An item that failed: the error in the results and the log, counted as failed.
+    fn fail(&self, item: &PlannedItem, msg: String) {
+        self.log.error(&msg);
+        self.results
+            .lock()
+            .expect("results lock")
+            .errors
+            .add(item.namespace.as_deref(), msg);
+        self.count(item, Outcome::Failed);
+    }
+
+    /// Applies one item, timing it into its resource's tally.
+    async fn apply(&self, item: &PlannedItem) {
+        let started = Instant::now();
+        self.apply_item(item).await;
+        let finished = Instant::now();
+        let mut t = self.tallies.lock().expect("tallies lock");
+        let t = t.entry(item.group_resource.clone()).or_default();
+        t.span = Some(match t.span {
+            Some((a, b)) => (a.min(started), b.max(finished)),
+            None => (started, finished),
+        });
+    }
+
     fn api(&self, item: &PlannedItem) -> Api<DynamicObject> {
         match &item.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &*item.api_resource),
@@ -966,12 +1078,12 @@ impl Applier<'_> {
             .push(entry);
     }
 
-    async fn apply(&self, item: &PlannedItem) {
+    async fn apply_item(&self, item: &PlannedItem) {
         let ns = item.namespace.as_deref();
         let what = format!("{} {}", item.group_resource, item.name);
         let (mut object, status) = match self.plan.materialize(item) {
             Ok(x) => x,
-            Err(e) => return self.error(ns, format!("{what}: {e}")),
+            Err(e) => return self.fail(item, format!("{what}: {e}")),
         };
         let source_ns = item.source_namespace.as_deref().or(ns).unwrap_or_default();
         let pod_volumes = self.pod_volumes.filter(|pv| {
@@ -984,11 +1096,11 @@ impl Applier<'_> {
                 .prepare_claim(source_ns, &item.name, ns.unwrap_or_default(), &mut object)
                 .await
         {
-            return self.error(ns, format!("{what}: {e}"));
+            return self.fail(item, format!("{what}: {e}"));
         }
         let obj: DynamicObject = match serde_json::from_value(object.clone()) {
             Ok(o) => o,
-            Err(e) => return self.error(ns, format!("{what}: invalid object: {e}")),
+            Err(e) => return self.fail(item, format!("{what}: invalid object: {e}")),
         };
         let api = self.api(item);
         self.budget.acquire().await;
@@ -997,7 +1109,7 @@ impl Applier<'_> {
         self.pacer.finish(slot, pacing::Answer::of(&created)).await;
         match created {
             Ok(created) => {
-                self.counters.created.fetch_add(1, Ordering::Relaxed);
+                self.count(item, Outcome::Created);
                 self.record(item);
                 if let Some(pv) = pod_volumes {
                     for (ns, msg) in pv.pod_created(source_ns, &item.name, &created).await {
@@ -1011,7 +1123,7 @@ impl Applier<'_> {
                 self.reconcile_existing(item, &object, status.as_ref(), &api, &what)
                     .await
             }
-            Err(e) => self.error(ns, format!("{what}: {}", describe(&e))),
+            Err(e) => self.fail(item, format!("{what}: {}", describe(&e))),
         }
     }
 
@@ -1054,20 +1166,20 @@ impl Applier<'_> {
         let existing = match api.get(&item.name).await {
             Ok(o) => o,
             Err(e) => {
-                return self.error(
-                    ns,
+                return self.fail(
+                    item,
                     format!("{what}: exists but cannot be read: {}", describe(&e)),
                 );
             }
         };
         let existing = serde_json::to_value(&existing).unwrap_or(Value::Null);
         if transform::is_subset(object, &existing) {
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            self.count(item, Outcome::Skipped);
             return;
         }
         match self.policy {
             ExistingPolicy::None => {
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                self.count(item, Outcome::Skipped);
                 self.warn(
                     ns,
                     format!("{what}: already exists and differs from the backup; left unchanged"),
@@ -1081,11 +1193,11 @@ impl Applier<'_> {
                 };
                 match api.patch(&item.name, &pp, &Patch::Merge(object)).await {
                     Ok(_) => {
-                        self.counters.updated.fetch_add(1, Ordering::Relaxed);
+                        self.count(item, Outcome::Updated);
                         self.record(item);
                         self.restore_status(item, status, api, what).await;
                     }
-                    Err(e) => self.error(ns, format!("{what}: update failed: {}", describe(&e))),
+                    Err(e) => self.fail(item, format!("{what}: update failed: {}", describe(&e))),
                 }
             }
         }
