@@ -14,6 +14,7 @@ mod plan;
 mod progress;
 mod reconcile;
 mod restore;
+mod snapshot_class;
 
 use backup::BackupCommand;
 use objects::{LocationCommand, ScheduleCommand};
@@ -115,6 +116,10 @@ enum Command {
     /// velero).
     #[command(subcommand, visible_alias = "backup-location")]
     Location(LocationCommand),
+    /// The VolumeSnapshotClass CSI snapshots are taken with, per driver (also
+    /// `snapshot-location`, Velero's verb: CSI snapshots need no location of their own).
+    #[command(subcommand, visible_alias = "snapshot-location")]
+    SnapshotClass(snapshot_class::SnapshotClassCommand),
     /// Install the controller, its CRDs and RBAC into the cluster (or print them with --dry-run).
     Install(Box<install::InstallArgs>),
     /// Remove the controller (backups in object storage are kept).
@@ -331,6 +336,7 @@ pub fn main() -> ExitCode {
             | Command::Restore(_)
             | Command::Schedule(_)
             | Command::Location(_)
+            | Command::SnapshotClass(_)
             | Command::Install(_)
             | Command::Uninstall(_)
             | Command::Crds
@@ -372,6 +378,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => plan::run(&target, *args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,
         Command::Location(cmd) => objects::location(&target, cmd).await,
+        Command::SnapshotClass(cmd) => snapshot_class::run(&target, cmd).await,
         Command::Server(args) => {
             let server_config = match &args.config {
                 Some(path) => crate::source::config::ServerConfig::load(path)?,

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod report;
 mod select;
 mod settings;
+pub mod snapshot_class;
 
 use std::time::Duration;
 
