@@ -233,6 +233,41 @@ pub struct VolumesTemplate {
 pub struct BackupPolicySpec {
     /// What to back up.
     pub template: BackupSpecTemplate,
+    /// Which of the backups of the Schedules using this policy to keep (grandfather-father-son);
+    /// a Schedule's own `retention` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// Grandfather-father-son retention of a Schedule's backups, as restic's `forget --keep-*`:
+/// the newest `keepLast` backups, plus the newest backup of each of the last `hourly` hours,
+/// `daily` days, `weekly` ISO weeks, `monthly` months and `yearly` years that have a backup,
+/// periods read in the Schedule's time zone. A backup kept by any rule is kept; the Schedule's
+/// other `Completed` backups in its Location are deleted as an expired backup is. Backups in
+/// other phases are left to their TTL, which still bounds every backup. Counts are numbers of
+/// backups (`keepLast`) or periods; an unset or 0 rule keeps nothing by itself, and at least one
+/// rule must keep something.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retention {
+    /// The newest N backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    /// The newest backup of each of the last N hours with backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly: Option<u32>,
+    /// The newest backup of each of the last N days with backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily: Option<u32>,
+    /// The newest backup of each of the last N ISO weeks (Monday to Sunday) with backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weekly: Option<u32>,
+    /// The newest backup of each of the last N months with backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly: Option<u32>,
+    /// The newest backup of each of the last N years with backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yearly: Option<u32>,
 }
 
 /// Observed state of a [`BackupPolicy`].
@@ -289,6 +324,9 @@ pub struct ScheduleSpec {
     /// Give the schedule's backups an owner reference to it.
     #[serde(default)]
     pub use_owner_references_in_backup: bool,
+    /// Which of its backups to keep (grandfather-father-son); replaces the policy's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
 }
 
 /// Observed state of a [`Schedule`].

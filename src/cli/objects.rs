@@ -269,6 +269,7 @@ pub(crate) async fn schedule(target: &Target, cmd: ScheduleCommand) -> Result<Ex
                     paused: a.paused,
                     skip_immediately: a.skip_immediately,
                     use_owner_references_in_backup: a.use_owner_references_in_backup,
+                    retention: None,
                 },
             );
             s.metadata.namespace = Some(a.ns.namespace.clone());

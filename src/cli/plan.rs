@@ -26,11 +26,11 @@ use serde::Serialize;
 
 use super::reconcile::{SourceArgs, read_once};
 use super::{ClientArgs, OutputFormat};
-use crate::api::tidemark::{AccessMode, Backup, Location, RestorePlan, Schedule};
+use crate::api::tidemark::{AccessMode, Backup, BackupPolicy, Location, RestorePlan, Schedule};
 use crate::api::velero::SCHEDULE_NAME_LABEL;
 use crate::cluster::{self, Target, is_not_found};
 use crate::controller::{
-    SYNCED_ANNOTATION, request_from_template_in, resolve_backup, store_for_in,
+    SYNCED_ANNOTATION, request_from_template_in, resolve_backup, retention_candidates, store_for_in,
 };
 use crate::plan::expiry::expired;
 use crate::plan::restore_plan::{restore_name, spec_hash};
@@ -95,6 +95,20 @@ struct SchedulePlan {
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Backups its retention would delete now (newest first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retention_deletes: Vec<String>,
+    /// Backups its retention keeps, with the rules that keep each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retention_keeps: Vec<RetainedBackup>,
+}
+
+/// A backup a Schedule's retention keeps.
+#[derive(Debug, Serialize)]
+struct RetainedBackup {
+    name: String,
+    /// `keepLast`, `hourly`, `daily`, `weekly`, `monthly`, `yearly`.
+    rules: Vec<&'static str>,
 }
 
 /// A Backup record whose TTL has passed.
@@ -300,7 +314,13 @@ impl<'a> Locations<'a> {
     }
 }
 
-async fn plan_schedule(client: &Client, m: &Manifest, now: DateTime<Utc>) -> Result<SchedulePlan> {
+async fn plan_schedule(
+    client: &Client,
+    locations: &mut Locations<'_>,
+    policies: &BTreeMap<(String, String), BackupPolicy>,
+    m: &Manifest,
+    now: DateTime<Utc>,
+) -> Result<SchedulePlan> {
     let s: Schedule = serde_json::from_value(m.object.clone())
         .with_context(|| format!("{} ({})", m.describe(), m.origin))?;
     let mut out = SchedulePlan {
@@ -316,6 +336,8 @@ async fn plan_schedule(client: &Client, m: &Manifest, now: DateTime<Utc>) -> Res
         records: 0,
         reason: None,
         error: None,
+        retention_deletes: Vec::new(),
+        retention_keeps: Vec::new(),
     };
     let cron = match CronSchedule::parse(&s.spec.schedule, s.spec.time_zone.as_deref()) {
         Ok(c) => c,
@@ -332,6 +354,44 @@ async fn plan_schedule(client: &Client, m: &Manifest, now: DateTime<Utc>) -> Res
     )
     .await?;
     out.records = records.len();
+    // The policy the Schedule names: the revision's, else the cluster's.
+    let policy: Option<BackupPolicy> = match &s.spec.policy {
+        Some(p) => match policies.get(&(m.namespace.clone(), p.clone())) {
+            Some(pol) => Some(pol.clone()),
+            None => get_or_none(client, &m.namespace, p).await?,
+        },
+        None => None,
+    };
+    let retention = s
+        .spec
+        .retention
+        .clone()
+        .or_else(|| policy.as_ref().and_then(|p| p.spec.retention.clone()));
+    if let Some(r) = &retention {
+        if let Err(e) = crate::plan::retention::validate("spec.retention", r) {
+            out.error = Some(e);
+            return Ok(out);
+        }
+        let named = s
+            .spec
+            .template
+            .as_ref()
+            .or(policy.as_ref().map(|p| &p.spec.template))
+            .and_then(|t| t.location.clone());
+        match locations.find(&m.namespace, named.as_deref()).await? {
+            Ok(l) => {
+                let candidates = retention_candidates(&records, &l.location.name_any());
+                let d = crate::plan::retention::decide(&candidates, r, cron.time_zone());
+                out.retention_deletes = d.delete;
+                out.retention_keeps = d
+                    .keep
+                    .into_iter()
+                    .map(|(name, rules)| RetainedBackup { name, rules })
+                    .collect();
+            }
+            Err(why) => out.reason = Some(format!("retention not evaluated: {why}")),
+        }
+    }
     let in_progress = records.iter().any(|b| {
         matches!(
             b.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -538,9 +598,17 @@ pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
     let now = Utc::now();
     let mut locations = Locations::new(&client, &valid);
 
+    let policies: BTreeMap<(String, String), BackupPolicy> = valid
+        .iter()
+        .filter(|m| m.kind == Kind::BackupPolicy)
+        .filter_map(|m| {
+            let p: BackupPolicy = serde_json::from_value(m.object.clone()).ok()?;
+            Some(((m.namespace.clone(), m.name.clone()), p))
+        })
+        .collect();
     let mut schedules = Vec::new();
     for m in valid.iter().filter(|m| m.kind == Kind::Schedule) {
-        schedules.push(plan_schedule(&client, m, now).await?);
+        schedules.push(plan_schedule(&client, &mut locations, &policies, m, now).await?);
     }
     // Records live in the controller's namespace: `-n`, and any namespace the revision uses.
     let namespaces: BTreeSet<String> = std::iter::once(args.namespace.clone())
@@ -614,6 +682,33 @@ fn render_table(doc: &PlanDocument) -> String {
             &["NAME", "SCHEDULE", "LAST BACKUP", "NEXT RUN", "NOW"],
             &rows,
         ));
+    }
+
+    let retained: Vec<&SchedulePlan> = doc
+        .schedules
+        .iter()
+        .filter(|s| !s.retention_deletes.is_empty() || !s.retention_keeps.is_empty())
+        .collect();
+    if !retained.is_empty() {
+        o += "\nRetention (backups each Schedule keeps, and deletes now):\n";
+        let mut rows = Vec::new();
+        for s in retained {
+            for k in &s.retention_keeps {
+                rows.push(vec![
+                    format!("{}/{}", s.namespace, k.name),
+                    s.name.clone(),
+                    format!("kept ({})", k.rules.join(", ")),
+                ]);
+            }
+            for d in &s.retention_deletes {
+                rows.push(vec![
+                    format!("{}/{d}", s.namespace),
+                    s.name.clone(),
+                    "deleted from the store".into(),
+                ]);
+            }
+        }
+        o += &indent(&columns(&["BACKUP", "SCHEDULE", "RETENTION"], &rows));
     }
 
     o += "\nBackups that would expire now:\n";
@@ -721,9 +816,14 @@ mod tests {
                 backup_name: Some("nightly-20250101000000".into()),
                 next_run: Some("2025-01-01T02:00:00Z".into()),
                 last_backup: None,
-                records: 0,
+                records: 3,
                 reason: None,
                 error: None,
+                retention_deletes: vec!["nightly-20240101000000".into()],
+                retention_keeps: vec![RetainedBackup {
+                    name: "nightly-20241231000000".into(),
+                    rules: vec!["keepLast", "daily"],
+                }],
             }],
             expiring: vec![ExpiringBackup {
                 name: "old".into(),
@@ -748,6 +848,14 @@ mod tests {
         };
         let t = render_table(&doc);
         assert!(t.contains("backs up now: nightly-20250101000000"), "{t}");
+        assert!(
+            t.contains("tidemark/nightly-20241231000000  nightly   kept (keepLast, daily)"),
+            "{t}"
+        );
+        assert!(
+            t.contains("tidemark/nightly-20240101000000  nightly   deleted from the store"),
+            "{t}"
+        );
         assert!(t.contains("expiry blocked: Location dr is ReadOnly"), "{t}");
         assert!(
             t.contains("1 to create, 0 to update, 2 unchanged, 1 conflicts"),

@@ -359,18 +359,21 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
         )
         .await;
     }
-    // Record first goes Deleting so nothing else starts from it.
-    apply_status(
-        &api,
-        b,
-        &existing,
-        json!({"phase": "Deleting"}),
-        &Health::Reconciling {
-            reason: "Expired".into(),
-            message: "TTL passed; deleting".into(),
-        },
-    )
-    .await?;
+    // Record first goes Deleting so nothing else starts from it (a Schedule's retention has
+    // already set it, with its own reason).
+    if phase(b) != Some("Deleting") {
+        apply_status(
+            &api,
+            b,
+            &existing,
+            json!({"phase": "Deleting"}),
+            &Health::Reconciling {
+                reason: "Expired".into(),
+                message: "TTL passed; deleting".into(),
+            },
+        )
+        .await?;
+    }
     let restores: Api<Restore> = ctx.api();
     for r in restores.list(&ListParams::default()).await? {
         if r.spec.template.backup_name.as_deref() == Some(name.as_str()) {

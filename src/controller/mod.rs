@@ -23,6 +23,7 @@ pub use location::{LocationProblem, store_for_in};
 pub use metrics::Metrics;
 pub use progress::{PROGRESS_FIELD_MANAGER, PROGRESS_INTERVAL};
 pub use restore::{request_from_template_in, resolve_backup};
+pub use schedule::retention_candidates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,8 +18,11 @@ use serde_json::json;
 use super::location::{self, LocationProblem};
 use super::{Context, apply_status};
 use crate::api::conditions::Health;
-use crate::api::tidemark::{Backup, BackupPolicy, BackupSpec, BackupSpecTemplate, Schedule};
+use crate::api::tidemark::{
+    Backup, BackupPolicy, BackupSpec, BackupSpecTemplate, Retention, Schedule,
+};
 use crate::api::velero;
+use crate::plan::retention::Candidate;
 use crate::plan::schedule::{CronSchedule, ScheduleDecision, ScheduleObserved, decide};
 
 fn rfc(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -55,38 +58,39 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
         Ok(c) => c,
         Err(e) => return stalled(&api, &s, "InvalidSchedule", e.to_string(), None).await,
     };
-    let template: BackupSpecTemplate = match (&s.spec.policy, &s.spec.template) {
-        (Some(p), None) => {
-            let policies: Api<BackupPolicy> = ctx.api();
-            match policies.get_opt(p).await? {
-                Some(pol) => pol.spec.template,
-                None => {
-                    return stalled(
-                        &api,
-                        &s,
-                        "PolicyNotFound",
-                        format!(
-                            "spec.policy: BackupPolicy {p} not found in namespace {}",
-                            ctx.namespace
-                        ),
-                        Some(Duration::from_secs(30)),
-                    )
-                    .await;
+    let (template, policy_retention): (BackupSpecTemplate, Option<Retention>) =
+        match (&s.spec.policy, &s.spec.template) {
+            (Some(p), None) => {
+                let policies: Api<BackupPolicy> = ctx.api();
+                match policies.get_opt(p).await? {
+                    Some(pol) => (pol.spec.template, pol.spec.retention),
+                    None => {
+                        return stalled(
+                            &api,
+                            &s,
+                            "PolicyNotFound",
+                            format!(
+                                "spec.policy: BackupPolicy {p} not found in namespace {}",
+                                ctx.namespace
+                            ),
+                            Some(Duration::from_secs(30)),
+                        )
+                        .await;
+                    }
                 }
             }
-        }
-        (None, Some(t)) => t.clone(),
-        _ => {
-            return stalled(
-                &api,
-                &s,
-                "InvalidSpec",
-                "spec: exactly one of policy and template must be set".into(),
-                None,
-            )
-            .await;
-        }
-    };
+            (None, Some(t)) => (t.clone(), None),
+            _ => {
+                return stalled(
+                    &api,
+                    &s,
+                    "InvalidSpec",
+                    "spec: exactly one of policy and template must be set".into(),
+                    None,
+                )
+                .await;
+            }
+        };
     let loc = match location::find(&ctx, template.location.as_deref()).await {
         Ok(l) => l,
         Err(LocationProblem::Kube(e)) => return Err(e),
@@ -106,16 +110,30 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
     {
         return stalled(&api, &s, "InvalidSpec", m, None).await;
     }
+    let retention = match (&s.spec.retention, &policy_retention) {
+        (Some(r), _) => Some((r, "spec.retention")),
+        (None, Some(r)) => Some((r, "the BackupPolicy's spec.retention")),
+        (None, None) => None,
+    };
+    if let Some((r, field)) = retention
+        && let Err(m) = crate::plan::retention::validate(field, r)
+    {
+        return stalled(&api, &s, "InvalidSpec", m, None).await;
+    }
+    let backups: Api<Backup> = ctx.api();
+    let mine = backups
+        .list(&ListParams::default().labels(&format!("{}={name}", velero::SCHEDULE_NAME_LABEL)))
+        .await?;
+    // Retention applies while paused too: it keeps backups, it does not make them.
+    if let Some((r, _)) = retention {
+        apply_retention(&backups, &mine.items, r, &cron, &name, &loc.name_any()).await?;
+    }
     if s.spec.paused {
         apply_status(&api, s.as_ref(), &st.conditions,
             json!({"phase": "Paused", "lastBackup": st.last_backup, "lastBackupName": st.last_backup_name, "nextRun": null}),
             &Health::Ready { reason: "Paused".into(), message: "paused: no backups are started".into() }).await?;
         return Ok(Action::await_change());
     }
-    let backups: Api<Backup> = ctx.api();
-    let mine = backups
-        .list(&ListParams::default().labels(&format!("{}={name}", velero::SCHEDULE_NAME_LABEL)))
-        .await?;
     let in_progress = mine.iter().any(|b| {
         matches!(
             b.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -228,6 +246,62 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
         Duration::from_millis(500),
         Duration::from_secs(3600),
     )))
+}
+
+/// The Schedule's `Completed` backups in its Location that its retention does not keep: each
+/// goes `Deleting`, which the Backup controller carries out as for an expired backup (store
+/// folder, restores, snapshots, then the record). Backups in other phases or Locations are left
+/// alone.
+///
+/// # Errors
+/// The API error of a status write (the reconcile is retried).
+async fn apply_retention(
+    backups: &Api<Backup>,
+    mine: &[Backup],
+    r: &Retention,
+    cron: &CronSchedule,
+    schedule: &str,
+    location: &str,
+) -> Result<(), kube::Error> {
+    let candidates: Vec<Candidate> = retention_candidates(mine, location);
+    let decision = crate::plan::retention::decide(&candidates, r, cron.time_zone());
+    for name in &decision.delete {
+        let Some(b) = mine.iter().find(|b| &b.name_any() == name) else {
+            continue;
+        };
+        let existing = b.status.clone().unwrap_or_default().conditions;
+        apply_status(
+            backups,
+            b,
+            &existing,
+            json!({"phase": "Deleting"}),
+            &Health::Reconciling {
+                reason: "Retention".into(),
+                message: format!("not kept by Schedule {schedule}'s retention; deleting"),
+            },
+        )
+        .await?;
+        tracing::info!(schedule, backup = %name, "not kept by the retention; deleting");
+    }
+    Ok(())
+}
+
+/// The backups retention judges: `Completed`, in `location`, not being deleted, with a start
+/// time.
+pub fn retention_candidates(mine: &[Backup], location: &str) -> Vec<Candidate> {
+    mine.iter()
+        .filter(|b| {
+            b.metadata.deletion_timestamp.is_none()
+                && b.labels().get(super::LOCATION_LABEL).map(String::as_str) == Some(location)
+                && b.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Completed")
+        })
+        .filter_map(|b| {
+            Some(Candidate {
+                name: b.name_any(),
+                started: parse(b.status.as_ref()?.start_timestamp.as_deref())?,
+            })
+        })
+        .collect()
 }
 
 fn error_policy(_s: Arc<Schedule>, err: &kube::Error, _ctx: Arc<Context>) -> Action {

@@ -9,6 +9,7 @@
 //! - [`sync`]: reconciling Backup records with the object store, the source of truth.
 //! - [`expiry`]: TTL expiry and Go-style duration parsing.
 //! - [`restore_plan`]: a RestorePlan runs once per distinct spec.
+//! - [`retention`]: grandfather-father-son retention of a Schedule's backups.
 //!
 //! Invalid input is reported as [`PlanError`], whose messages name the offending field
 //! (`spec.schedule`, `spec.timeZone`, `spec.template.ttl`…) so they can go straight into a
@@ -17,6 +18,7 @@
 pub mod expiry;
 pub mod labels;
 pub mod restore_plan;
+pub mod retention;
 pub mod schedule;
 pub mod sync;
 
