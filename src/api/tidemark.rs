@@ -26,9 +26,14 @@ pub const VERSION: &str = "v1alpha1";
 pub enum Provider {
     /// A directory on the controller's filesystem (`bucket` is the absolute path).
     Filesystem,
-    /// Amazon S3 or an S3-compatible store.
+    /// Amazon S3 or an S3-compatible store (Velero's `velero.io/aws`).
     #[default]
     S3,
+    /// Azure Blob Storage (Velero's `velero.io/azure`): `bucket` is the blob container,
+    /// `config.storageAccount` its storage account.
+    Azure,
+    /// Google Cloud Storage (Velero's `velero.io/gcp`).
+    Gcp,
 }
 
 /// Whether a location may be written (Velero's `accessMode`).
@@ -46,8 +51,12 @@ pub enum AccessMode {
 pub struct SecretKeyRef {
     /// Secret name.
     pub name: String,
-    /// Key within the Secret. For S3 the value is an AWS shared-credentials file
-    /// (`[default]` with `aws_access_key_id` and `aws_secret_access_key`), as in Velero.
+    /// Key within the Secret. Its value is the provider's credentials file, as in Velero: for
+    /// S3 an AWS shared-credentials file (`[default]` with `aws_access_key_id` and
+    /// `aws_secret_access_key`); for Azure `KEY=VALUE` lines (`AZURE_TENANT_ID`,
+    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_CLOUD_NAME`, the storage account key
+    /// under the name `config.storageAccountKeyEnvVar` gives); for GCS a service-account key
+    /// (JSON).
     pub key: String,
 }
 
@@ -73,14 +82,18 @@ pub struct LocationSpec {
     /// The provider.
     #[serde(default)]
     pub provider: Provider,
-    /// Bucket name (S3) or absolute directory (filesystem).
+    /// Bucket name (S3, GCS), blob container (Azure) or absolute directory (filesystem).
     #[x_kube(validation = Rule::new("self != ''").message("bucket must not be empty"))]
     pub bucket: String,
     /// Prefix inside the bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// Provider settings (Velero's keys: `region`, `s3Url`, `s3ForcePathStyle`,
-    /// `insecureSkipTLSVerify`).
+    /// Provider settings, Velero's keys: S3 `region`, `s3Url`, `s3ForcePathStyle`,
+    /// `insecureSkipTLSVerify`, `profile`; Azure `storageAccount` (required),
+    /// `storageAccountKeyEnvVar`, `useAAD`, `storageAccountURI`, `activeDirectoryAuthorityURI`,
+    /// `blockSizeInBytes`, `resourceGroup`, `subscriptionId`; GCS `storeEndpoint`,
+    /// `universeDomain`, `serviceAccount`. Unknown keys, and keys tidemark cannot honour, make
+    /// the Location Stalled with a message naming them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
     /// Credentials, from a Secret in the controller's namespace.

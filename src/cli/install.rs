@@ -46,7 +46,9 @@ pub(crate) struct InstallArgs {
     #[arg(long)]
     image: Option<String>,
     /// Object-store provider of the default Location: `aws` (any S3-compatible store, as
-    /// Velero's AWS plugin), `s3` (the same) or `filesystem` (a directory on the controller).
+    /// Velero's AWS plugin; also `s3`), `azure` (Azure Blob Storage, as Velero's Azure
+    /// plugin), `gcp` (Google Cloud Storage, as Velero's GCP plugin) or `filesystem` (a
+    /// directory on the controller).
     #[arg(long, value_name = "NAME")]
     provider: Option<String>,
     /// Bucket of the default Location (filesystem: an absolute directory).
@@ -67,9 +69,11 @@ pub(crate) struct InstallArgs {
     /// PEM file of the certificate authority the store's TLS certificate is checked against.
     #[arg(long, value_name = "FILE")]
     cacert: Option<PathBuf>,
-    /// Credentials file for the store (S3: an AWS shared-credentials file with `[default]`
-    /// `aws_access_key_id`/`aws_secret_access_key`), stored in Secret `cloud-credentials`, key
-    /// `cloud`, as Velero does.
+    /// Credentials file for the store, in Velero's format for the provider (aws: a
+    /// shared-credentials file with `[default]` `aws_access_key_id`/`aws_secret_access_key`;
+    /// azure: `KEY=VALUE` lines such as `AZURE_STORAGE_ACCOUNT_ACCESS_KEY=...` or
+    /// `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET`; gcp: a service-account key
+    /// JSON), stored in Secret `cloud-credentials`, key `cloud`, as Velero does.
     #[arg(long, value_name = "FILE", conflicts_with = "no_secret")]
     secret_file: Option<PathBuf>,
     /// Create no credentials Secret: the store is reached with the pod's own identity (IRSA,
@@ -176,9 +180,11 @@ pub(crate) struct UninstallArgs {
 fn provider(name: &str) -> Result<Provider> {
     Ok(match name {
         "aws" | "velero.io/aws" | "s3" => Provider::S3,
+        "azure" | "velero.io/azure" => Provider::Azure,
+        "gcp" | "velero.io/gcp" => Provider::Gcp,
         "filesystem" => Provider::Filesystem,
         other => bail!(
-            "--provider {other:?} is not supported: tidemark stores backups in S3-compatible stores (--provider aws) or a directory (--provider filesystem)"
+            "--provider {other:?} is not supported: tidemark stores backups in S3-compatible stores (--provider aws), Azure Blob Storage (--provider azure), Google Cloud Storage (--provider gcp) or a directory (--provider filesystem)"
         ),
     })
 }
@@ -243,7 +249,7 @@ fn options(args: &InstallArgs) -> Result<InstallOptions> {
         (None, false)
             if o.location
                 .as_ref()
-                .is_some_and(|l| l.provider == Provider::S3) =>
+                .is_some_and(|l| l.provider != Provider::Filesystem) =>
         {
             bail!(
                 "one of --secret-file or --no-secret is required (--no-secret: the store is reached with the pod's identity)"

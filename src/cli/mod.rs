@@ -195,13 +195,17 @@ pub(crate) struct ServerArgs {
 /// Where backups live.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LocationArgs {
-    /// Location URL: `file:///dir` or `s3://bucket/prefix` (S3 endpoint, region and credentials
-    /// from the standard AWS_* variables; add `?accessMode=ReadOnly` for a read-only location).
-    /// Default: a directory under the user's data dir.
+    /// Location URL: `file:///dir`, `s3://bucket/prefix` (S3 endpoint, region and credentials
+    /// from the standard AWS_* variables), `azure://container/prefix?storageAccount=NAME&...`
+    /// (credentials from $AZURE_CREDENTIALS_FILE or the environment) or `gs://bucket/prefix`
+    /// (a service-account key from $GOOGLE_APPLICATION_CREDENTIALS); add
+    /// `?accessMode=ReadOnly` for a read-only location. Default: a directory under the user's
+    /// data dir.
     #[arg(long, env = "TIDEMARK_LOCATION", value_name = "URL")]
     location: Option<String>,
-    /// Provider config overriding the URL's query, Velero's `--config` keys
-    /// (`region`, `s3Url`, `s3ForcePathStyle`, `insecureSkipTLSVerify`), repeatable.
+    /// Provider config overriding the URL's query, Velero's `--config` keys (S3: `region`,
+    /// `s3Url`, `s3ForcePathStyle`, `insecureSkipTLSVerify`; Azure: `storageAccount`,
+    /// `storageAccountKeyEnvVar`, `useAAD`, ...; GCS: `storeEndpoint`, ...), repeatable.
     #[arg(long = "location-config", value_name = "KEY=VALUE", value_parser = parse_kv)]
     location_config: Vec<(String, String)>,
 }

@@ -142,22 +142,45 @@ pub(crate) struct ScheduleCreate {
 
 /// Options of `location create`.
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Config keys (Velero's, per provider; unknown keys are refused):
+  s3     region, s3Url, s3ForcePathStyle, insecureSkipTLSVerify, profile
+  azure  storageAccount (required), storageAccountKeyEnvVar, useAAD, storageAccountURI,
+         activeDirectoryAuthorityURI, blockSizeInBytes, resourceGroup, subscriptionId
+  gcp    storeEndpoint, universeDomain, serviceAccount
+
+The --credential Secret key holds the provider's credentials file in Velero's format:
+  s3     an AWS shared-credentials file ([default] aws_access_key_id=..., aws_secret_access_key=...)
+  azure  KEY=VALUE lines: AZURE_STORAGE_ACCOUNT_ACCESS_KEY=... (the name storageAccountKeyEnvVar
+         gives), or with useAAD=true AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET;
+         AZURE_CLOUD_NAME for another cloud
+  gcp    a service-account key (JSON)
+
+Examples:
+  tidemark location create default --provider azure --bucket velero --config \\
+    storageAccount=mybackups,storageAccountKeyEnvVar=AZURE_STORAGE_ACCOUNT_ACCESS_KEY \\
+    --credential cloud-credentials=cloud --default
+  tidemark location create gcs --provider gcp --bucket my-backups --prefix cluster-a \\
+    --credential cloud-credentials=cloud"
+)]
 pub(crate) struct LocationCreate {
     /// Location name.
     name: String,
-    /// `s3` or `filesystem`.
+    /// `s3` (also `aws`), `azure`, `gcp` or `filesystem`.
     #[arg(long, default_value = "s3")]
     provider: String,
-    /// Bucket (S3) or absolute directory (filesystem).
+    /// Bucket (S3, GCS), blob container (Azure) or absolute directory (filesystem).
     #[arg(long)]
     bucket: String,
     /// Prefix inside the bucket.
     #[arg(long)]
     prefix: Option<String>,
-    /// Provider config (`region=us-east-1,s3Url=http://minio:9000,s3ForcePathStyle=true`).
+    /// Provider config, Velero's keys (`region=us-east-1,s3Url=http://minio:9000`;
+    /// `storageAccount=NAME,storageAccountKeyEnvVar=VAR`; `storeEndpoint=URL`).
     #[arg(long, value_delimiter = ',', value_parser = parse_kv)]
     config: Vec<(String, String)>,
-    /// Credential Secret key in the namespace: `SECRET=KEY` (Velero's `--credential`).
+    /// Credential Secret key in the namespace: `SECRET=KEY` (Velero's `--credential`); the
+    /// value is the provider's credentials file, as for Velero.
     #[arg(long, value_parser = parse_kv)]
     credential: Option<(String, String)>,
     /// `ReadWrite` or `ReadOnly`.
@@ -354,17 +377,37 @@ pub(crate) async fn location(target: &Target, cmd: LocationCommand) -> Result<Ex
     match cmd {
         LocationCommand::Create(a) => {
             let provider = match a.provider.as_str() {
-                "s3" => Provider::S3,
+                "s3" | "aws" | "velero.io/aws" => Provider::S3,
+                "azure" | "velero.io/azure" => Provider::Azure,
+                "gcp" | "velero.io/gcp" => Provider::Gcp,
                 "filesystem" => Provider::Filesystem,
-                other => bail!("--provider: {other:?} is not s3 or filesystem"),
+                other => bail!("--provider: {other:?} is not s3, azure, gcp or filesystem"),
             };
+            let config = a.config.iter().cloned().collect::<BTreeMap<_, _>>();
+            // Refuse what the controller would refuse (unknown keys, bad values) before
+            // creating anything.
+            if provider != Provider::Filesystem {
+                let mut store_config = config.clone();
+                if provider == Provider::S3 {
+                    store_config.remove("profile");
+                }
+                crate::store::LocationUrl::new(
+                    provider.into(),
+                    &a.bucket,
+                    a.prefix.as_deref().unwrap_or(""),
+                    store_config,
+                    crate::store::AccessMode::ReadWrite,
+                )
+                .check_config()
+                .context("--config")?;
+            }
             let mut l = Location::new(
                 &a.name,
                 LocationSpec {
                     provider,
                     bucket: a.bucket.clone(),
                     prefix: a.prefix.clone(),
-                    config: a.config.iter().cloned().collect::<BTreeMap<_, _>>(),
+                    config,
                     credential: a
                         .credential
                         .clone()

@@ -84,25 +84,22 @@ pub async fn store_for_in(
         CrdAccess::ReadOnly => AccessMode::ReadOnly,
     };
     let prefix = s.prefix.clone().unwrap_or_default();
-    // `profile` picks the credentials file's section; it is not a store setting.
+    // S3's `profile` picks the credentials file's section; it is not a store setting.
     let mut config = s.config.clone();
-    config.remove("profile");
-    let url = match s.provider {
-        CrdProvider::S3 => LocationUrl::s3(&s.bucket, &prefix, config, mode),
-        CrdProvider::Filesystem => {
-            let dir = std::path::Path::new(&s.bucket).join(prefix.trim_matches('/'));
-            if !std::path::Path::new(&s.bucket).is_absolute() {
-                return Err(LocationProblem::Invalid {
-                    field: "spec.bucket".into(),
-                    message: format!(
-                        "{:?} must be an absolute directory for provider filesystem",
-                        s.bucket
-                    ),
-                });
-            }
-            LocationUrl::filesystem(&dir).with_access_mode(mode)
-        }
+    let profile = match s.provider {
+        CrdProvider::S3 => config.remove("profile"),
+        _ => None,
     };
+    if s.provider == CrdProvider::Filesystem && !std::path::Path::new(&s.bucket).is_absolute() {
+        return Err(LocationProblem::Invalid {
+            field: "spec.bucket".into(),
+            message: format!(
+                "{:?} must be an absolute directory for provider filesystem",
+                s.bucket
+            ),
+        });
+    }
+    let url = LocationUrl::new(s.provider.into(), &s.bucket, &prefix, config, mode);
     let mut secrets = Secrets::default();
     if let Some(cred) = &s.credential {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -122,9 +119,8 @@ pub async fn store_for_in(
                 field: "spec.credential.key".into(),
                 message: format!("Secret {} has no key {:?}", cred.name, cred.key),
             })?;
-        secrets =
-            Secrets::from_aws_credentials_file(&raw, s.config.get("profile").map(String::as_str))
-                .map_err(|m| LocationProblem::Invalid {
+        secrets = Secrets::from_credentials_file(s.provider.into(), &raw, profile.as_deref())
+            .map_err(|m| LocationProblem::Invalid {
                 field: "spec.credential".into(),
                 message: format!("Secret {}/{}: {m}", cred.name, cred.key),
             })?;

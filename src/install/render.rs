@@ -38,8 +38,9 @@ pub const DEFAULT_LOCATION: &str = "default";
 pub const REPO_SECRET: &str = "tidemark-repo-credentials";
 /// Key of the repositories' password in [`REPO_SECRET`].
 pub const REPO_PASSWORD_KEY: &str = "repository-password";
-/// The node agent's store credentials (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` as
-/// environment variables), in the node agent's namespace.
+/// The node agent's store credentials as environment variables (S3: `AWS_ACCESS_KEY_ID`/
+/// `AWS_SECRET_ACCESS_KEY`; Azure: the credentials file's variables; GCS:
+/// `GOOGLE_SERVICE_ACCOUNT_KEY`), in the node agent's namespace.
 pub const NODE_AGENT_CREDENTIALS: &str = "tidemark-node-agent-credentials";
 /// Label on the objects `install` adds beyond the embedded manifests (Secrets, Location).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "tidemark-install");
@@ -168,18 +169,18 @@ pub fn render(o: &InstallOptions) -> Result<Vec<Value>, InstallError> {
         ));
         if o.node_agent
             && let Some(loc) = &o.location
-            && loc.provider == Provider::S3
+            && loc.provider != Provider::Filesystem
         {
-            let s = crate::store::Secrets::from_aws_credentials_file(text, None)
+            let s = crate::store::Secrets::from_credentials_file(loc.provider.into(), text, None)
                 .map_err(|e| InstallError::Invalid(format!("--secret-file: {e}")))?;
-            if let Some((id, key)) = &s.aws_credentials {
+            let vars = s.env_vars();
+            if !vars.is_empty() {
+                let pairs: Vec<(&str, &str)> =
+                    vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                 out.push(secret(
                     &o.node_agent_namespace(),
                     NODE_AGENT_CREDENTIALS,
-                    &[
-                        ("AWS_ACCESS_KEY_ID", id.as_str()),
-                        ("AWS_SECRET_ACCESS_KEY", key.as_str()),
-                    ],
+                    &pairs,
                 ));
             }
         }
@@ -295,19 +296,31 @@ fn validate(o: &InstallOptions) -> Result<(), InstallError> {
         if loc.bucket.trim().is_empty() {
             return bad("--bucket must not be empty".into());
         }
-        if loc.provider == Provider::S3 {
-            // The store client is built without any request: unknown config keys and bad
-            // values are refused here, before anything is applied.
-            let url = crate::store::LocationUrl::s3(
+        if loc.provider != Provider::Filesystem {
+            // Unknown config keys and bad values are refused here, before anything is
+            // applied; with a credentials file, the store client is built as the controller
+            // will build it (without any request).
+            let mut config = loc.config.clone();
+            if loc.provider == Provider::S3 {
+                config.remove("profile");
+            }
+            let url = crate::store::LocationUrl::new(
+                loc.provider.into(),
                 &loc.bucket,
                 loc.prefix.as_deref().unwrap_or(""),
-                loc.config.clone(),
+                config,
                 crate::store::AccessMode::ReadWrite,
             );
-            crate::store::Store::open_with(&url, &crate::store::Secrets::default())
+            url.check_config()
                 .map_err(|e| InstallError::Invalid(format!("--backup-location-config: {e}")))?;
             if let Some(text) = &o.credentials_file {
-                crate::store::Secrets::from_aws_credentials_file(text, None)
+                let secrets = crate::store::Secrets::from_credentials_file(
+                    loc.provider.into(),
+                    text,
+                    loc.config.get("profile").map(String::as_str),
+                )
+                .map_err(|e| InstallError::Invalid(format!("--secret-file: {e}")))?;
+                crate::store::Store::open_with(&url, &secrets)
                     .map_err(|e| InstallError::Invalid(format!("--secret-file: {e}")))?;
             }
         } else if !loc.bucket.starts_with('/') {
@@ -602,6 +615,56 @@ mod tests {
             sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
             "arn:aws:iam::1:role/backup"
         );
+    }
+
+    #[test]
+    fn azure_and_gcp_locations_follow_velero_files() {
+        let mut o = InstallOptions::base("tidemark");
+        o.node_agent = true;
+        o.location = Some(LocationOptions {
+            provider: Provider::Azure,
+            bucket: "velero".into(),
+            prefix: None,
+            config: [
+                ("storageAccount".to_string(), "backups1".to_string()),
+                (
+                    "storageAccountKeyEnvVar".to_string(),
+                    "AZURE_STORAGE_ACCOUNT_ACCESS_KEY".to_string(),
+                ),
+                ("resourceGroup".to_string(), "rg".to_string()),
+            ]
+            .into(),
+            ca_cert: None,
+        });
+        o.credentials_file = Some(
+            "AZURE_STORAGE_ACCOUNT_ACCESS_KEY=a2V5\nAZURE_CLOUD_NAME=AzurePublicCloud\n".into(),
+        );
+        let docs = render(&o).unwrap();
+        let loc = find(&docs, "Location", DEFAULT_LOCATION);
+        assert_eq!(loc["spec"]["provider"], "azure");
+        let env = find(&docs, "Secret", NODE_AGENT_CREDENTIALS);
+        // The account key "a2V5", base64-encoded as Secret data.
+        assert_eq!(env["data"]["AZURE_STORAGE_ACCOUNT_ACCESS_KEY"], "YTJWNQ==");
+        // The file lacks the variable the config names: refused before anything is applied.
+        o.credentials_file = Some("AZURE_CLOUD_NAME=AzurePublicCloud\n".into());
+        let e = render(&o).unwrap_err().to_string();
+        assert!(e.contains("AZURE_STORAGE_ACCOUNT_ACCESS_KEY"), "{e}");
+        // GCP: a service-account key; other credential types are named as unsupported.
+        o.location = Some(LocationOptions {
+            provider: Provider::Gcp,
+            bucket: "velero".into(),
+            prefix: None,
+            config: [("kmsKeyName".to_string(), "k".to_string())].into(),
+            ca_cert: None,
+        });
+        o.credentials_file = Some(r#"{"type": "external_account"}"#.into());
+        let e = render(&o).unwrap_err().to_string();
+        assert!(e.contains("kmsKeyName"), "{e}");
+        if let Some(l) = o.location.as_mut() {
+            l.config.clear();
+        }
+        let e = render(&o).unwrap_err().to_string();
+        assert!(e.contains("external_account"), "{e}");
     }
 
     #[test]

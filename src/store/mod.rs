@@ -6,6 +6,7 @@
 //! `velero-backup.json` is present. Every write goes through [`Store`], which refuses writes on a
 //! read-only location before any request is sent.
 
+mod gcs;
 pub mod layout;
 mod location;
 
@@ -86,20 +87,24 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: LocationUrl,
     layout: Layout,
+    part_size: usize,
 }
 
 /// Size of one multipart part, in bytes: S3's minimum for all parts but the last (5 MiB), so
 /// that the part still open when the stream ends — uploaded only then, before the upload can
 /// complete — is as small as it can be. With S3's limit of 10,000 parts an archive can reach
-/// 48.8 GiB, several times what etcd's largest database (8 GiB) holds.
+/// 48.8 GiB, several times what etcd's largest database (8 GiB) holds. Azure locations may set
+/// their own (`blockSizeInBytes`, [`LocationUrl::part_size`]); an object no larger than one
+/// part is written with a single request instead.
 pub const PART_SIZE: usize = 5 * 1024 * 1024;
 /// Number of parts uploaded concurrently by [`Upload`].
 pub const PART_CONCURRENCY: usize = 4;
 
 impl Store {
     /// Opens a location. Filesystem locations must exist unless `create_dir` is set (used for
-    /// the embedded default). S3 settings come from the URL's query (`region`, `s3Url`,
-    /// `s3ForcePathStyle`, `insecureSkipTLSVerify`) over the standard `AWS_*` environment.
+    /// the embedded default). Provider settings come from the URL's query (Velero's config
+    /// keys: S3's `region`, `s3Url`, ...; Azure's `storageAccount`, ...; GCS's
+    /// `storeEndpoint`, ...), credentials from the environment (see [`LocationUrl`]).
     ///
     /// No request is sent: use [`Store::check`] to validate reachability.
     ///
@@ -143,7 +148,13 @@ impl Store {
     /// Wraps an existing object store (used by tests and by other providers).
     pub fn from_parts(inner: Arc<dyn ObjectStore>, url: LocationUrl) -> Self {
         let layout = Layout::new(url.prefix());
-        Self { inner, url, layout }
+        let part_size = url.part_size();
+        Self {
+            inner,
+            url,
+            layout,
+            part_size,
+        }
     }
 
     /// The location URL (without credentials), for messages.
@@ -361,22 +372,22 @@ impl Store {
             .map_err(|e| self.err("put", path, e))
     }
 
-    /// Starts a streaming multipart upload of `path` ([`PART_SIZE`] parts,
-    /// [`PART_CONCURRENCY`] in flight: memory stays bounded whatever the object's size).
+    /// Starts a streaming upload of `path`: chunks are held until they exceed one part
+    /// ([`PART_SIZE`], or the location's own); a larger object becomes a multipart upload
+    /// with [`PART_CONCURRENCY`] parts in flight (memory stays bounded whatever the object's
+    /// size), a smaller one is written with one request when the upload finishes.
     ///
     /// # Errors
-    /// [`StoreError::ReadOnly`] or [`StoreError::Request`].
+    /// [`StoreError::ReadOnly`] (nothing is sent).
     pub async fn upload(&self, path: &Path) -> Result<Upload, StoreError> {
         self.guard("write", path)?;
-        let mp = self
-            .inner
-            .put_multipart(path)
-            .await
-            .map_err(|e| self.err("put", path, e))?;
         Ok(Upload {
             store: self.clone(),
             path: path.clone(),
-            writer: WriteMultipart::new_with_chunk_size(mp, PART_SIZE),
+            state: UploadState::Held {
+                chunks: Vec::new(),
+                len: 0,
+            },
         })
     }
 
@@ -419,25 +430,57 @@ impl Store {
     }
 }
 
-/// A streaming multipart upload in progress. Call [`Upload::finish`] to complete it or
+/// A streaming upload in progress. Call [`Upload::finish`] to complete it or
 /// [`Upload::abort`] to discard it; a dropped upload leaves no object behind.
 pub struct Upload {
     store: Store,
     path: Path,
-    writer: WriteMultipart,
+    state: UploadState,
+}
+
+enum UploadState {
+    /// No more than one part so far, held in memory, nothing sent.
+    Held { chunks: Vec<Bytes>, len: usize },
+    /// A multipart upload.
+    Parts(WriteMultipart),
 }
 
 impl Upload {
-    /// Queues a chunk, waiting while [`PART_CONCURRENCY`] parts are already in flight.
+    /// Queues a chunk, waiting while [`PART_CONCURRENCY`] parts are already in flight. The
+    /// multipart upload starts once the chunks exceed one part.
     ///
     /// # Errors
-    /// [`StoreError::Request`] when a part upload failed.
+    /// [`StoreError::Request`] when starting the upload or a part upload failed.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        self.writer
-            .wait_for_capacity(PART_CONCURRENCY)
-            .await
-            .map_err(|e| self.store.err("put", &self.path, e))?;
-        self.writer.put(chunk);
+        let Upload { store, path, state } = self;
+        let err = |e| store.err("put", path, e);
+        match state {
+            UploadState::Held { chunks, len } => {
+                *len += chunk.len();
+                chunks.push(chunk);
+                if *len <= store.part_size {
+                    return Ok(());
+                }
+                let held = std::mem::take(chunks);
+                let mp = store.inner.put_multipart(path).await.map_err(err)?;
+                let mut writer = WriteMultipart::new_with_chunk_size(mp, store.part_size);
+                for c in held {
+                    writer
+                        .wait_for_capacity(PART_CONCURRENCY)
+                        .await
+                        .map_err(err)?;
+                    writer.put(c);
+                }
+                *state = UploadState::Parts(writer);
+            }
+            UploadState::Parts(writer) => {
+                writer
+                    .wait_for_capacity(PART_CONCURRENCY)
+                    .await
+                    .map_err(err)?;
+                writer.put(chunk);
+            }
+        }
         Ok(())
     }
 
@@ -446,21 +489,23 @@ impl Upload {
     /// # Errors
     /// [`StoreError::Request`].
     pub async fn finish(self) -> Result<(), StoreError> {
-        let Upload {
-            store,
-            path,
-            writer,
-        } = self;
-        writer
-            .finish()
-            .await
-            .map(|_| ())
-            .map_err(|e| store.err("put", &path, e))
+        let Upload { store, path, state } = self;
+        let done = match state {
+            UploadState::Held { chunks, .. } => store
+                .inner
+                .put_opts(&path, chunks.into_iter().collect(), PutOptions::default())
+                .await
+                .map(|_| ()),
+            UploadState::Parts(writer) => writer.finish().await.map(|_| ()),
+        };
+        done.map_err(|e| store.err("put", &path, e))
     }
 
     /// Discards the upload and its parts.
     pub async fn abort(self) {
-        let _ = self.writer.abort().await;
+        if let UploadState::Parts(writer) = self.state {
+            let _ = writer.abort().await;
+        }
     }
 }
 
@@ -543,6 +588,29 @@ mod tests {
         assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err}");
         assert_eq!(&store.get(&p).await.unwrap()[..], b"one");
         assert_eq!(store.list_backups().await.unwrap(), vec!["b".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn uploads_larger_than_a_part_stream_in_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let url: LocationUrl = format!("file://{}", dir.path().display()).parse().unwrap();
+        let store = Store::open(&url, false).unwrap();
+        let p = store.layout().backup_file("b", "b.tar.gz");
+        let mut up = store.upload(&p).await.unwrap();
+        let mut want = Vec::new();
+        for i in 0..23u8 {
+            let chunk = vec![i; 512 * 1024 + usize::from(i)];
+            want.extend_from_slice(&chunk);
+            up.write(Bytes::from(chunk)).await.unwrap();
+        }
+        assert!(want.len() > 2 * PART_SIZE);
+        assert!(matches!(up.state, UploadState::Parts(_)));
+        assert!(matches!(
+            store.get(&p).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        up.finish().await.unwrap();
+        assert_eq!(store.get(&p).await.unwrap(), want);
     }
 
     #[tokio::test]

@@ -80,9 +80,10 @@ impl PodVolumeSettings {
     }
 }
 
-/// The restic repository of `namespace` as the `restic` CLI names it: `s3:<endpoint>/<bucket>/
-/// <prefix>/restic/<ns>` (endpoint: the location's `s3Url`, else `$AWS_ENDPOINT_URL`, else
-/// `s3.amazonaws.com`), or the directory for filesystem locations.
+/// The restic repository of `namespace` as the `restic` CLI names it (and Velero records it):
+/// `s3:<endpoint>/<bucket>/<prefix>/restic/<ns>` (endpoint: the location's `s3Url`, else
+/// `$AWS_ENDPOINT_URL`, else `s3.amazonaws.com`), `azure:<container>:/<prefix>/restic/<ns>`,
+/// `gs:<bucket>:/<prefix>/restic/<ns>`, or the directory for filesystem locations.
 pub fn repo_identifier(store: &Store, namespace: &str) -> String {
     let url = store.url();
     let dir = store.layout().restic_repo(namespace);
@@ -101,6 +102,8 @@ pub fn repo_identifier(store: &Store, namespace: &str) -> String {
                 .unwrap_or_else(|| "s3.amazonaws.com".into());
             format!("s3:{endpoint}/{}/{dir}", url.bucket())
         }
+        Provider::Azure => format!("azure:{}:/{dir}", url.bucket()),
+        Provider::Gcp => format!("gs:{}:/{dir}", url.bucket()),
     }
 }
 
@@ -866,6 +869,25 @@ mod tests {
         assert_eq!(
             repo_identifier(&store, "shop"),
             "s3:http://minio:9000/bkt/cluster-a/restic/shop"
+        );
+        let az: LocationUrl =
+            "azure://backups/cluster-a?storageAccount=acct1&storageAccountKeyEnvVar=K"
+                .parse()
+                .unwrap();
+        let creds = crate::store::Secrets::from_azure_credentials_file("K=a2V5\n").unwrap();
+        let store = Store::open_with(&az, &creds).unwrap();
+        assert_eq!(
+            repo_identifier(&store, "shop"),
+            "azure:backups:/cluster-a/restic/shop"
+        );
+        let gs: LocationUrl = "gs://bkt/cluster-a".parse().unwrap();
+        let store = Store::from_parts(
+            std::sync::Arc::new(object_store::memory::InMemory::new()),
+            gs,
+        );
+        assert_eq!(
+            repo_identifier(&store, "shop"),
+            "gs:bkt:/cluster-a/restic/shop"
         );
         let dir = tempfile::tempdir().unwrap();
         let fs = Store::open(&LocationUrl::filesystem(dir.path()), false).unwrap();
