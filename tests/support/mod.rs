@@ -1,7 +1,9 @@
-//! Test support: real clusters and MinIO started with `scripts/testenv`, the `tidemark` binary,
-//! and the shared corpus (`../shared/corpus`, or `$TIDEMARK_CORPUS`).
+//! Test support: real clusters, MinIO and the Azure and GCS emulators started with
+//! `scripts/testenv`, the `tidemark` binary, and the shared corpus (`../shared/corpus`, or
+//! `$TIDEMARK_CORPUS`).
 //!
-//! Every [`Cluster`] and [`Minio`] stops and removes its state when dropped.
+//! Every [`Cluster`], [`Minio`], [`Azurite`] and [`FakeGcs`] stops and removes its state when
+//! dropped.
 
 #![allow(dead_code)]
 
@@ -188,6 +190,158 @@ impl Drop for Minio {
     fn drop(&mut self) {
         let _ = Command::new(repo().join("scripts/testenv"))
             .args(["minio", "down", &self.name])
+            .output();
+    }
+}
+
+/// The variable holding an Azurite instance's account key (the name Velero's Azure docs use; a
+/// Location's `storageAccountKeyEnvVar` names it).
+pub const AZURE_KEY_VAR: &str = "AZURE_STORAGE_ACCOUNT_ACCESS_KEY";
+
+/// A running Azurite (Azure Blob Storage emulator) with one container and its own random
+/// account and key, stopped on drop.
+pub struct Azurite {
+    /// Instance name.
+    pub name: String,
+    /// Its exports: [`AZURE_KEY_VAR`] and `TIDEMARK_TEST_AZURE_{ACCOUNT,ENDPOINT,CONTAINER}`.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Azurite {
+    /// Starts Azurite instance `name`.
+    pub fn up(name: &str) -> Azurite {
+        let env = parse_exports(&testenv(&["azurite", "up", name]));
+        assert!(env.contains_key("TIDEMARK_TEST_AZURE_CONTAINER"), "{env:?}");
+        Azurite {
+            name: name.to_string(),
+            env,
+        }
+    }
+
+    /// The container created for the tests.
+    pub fn container(&self) -> &str {
+        &self.env["TIDEMARK_TEST_AZURE_CONTAINER"]
+    }
+
+    /// The storage account's name.
+    pub fn account(&self) -> &str {
+        &self.env["TIDEMARK_TEST_AZURE_ACCOUNT"]
+    }
+
+    /// The account's blob endpoint (`http://127.0.0.1:PORT/ACCOUNT`, path style).
+    pub fn endpoint(&self) -> &str {
+        &self.env["TIDEMARK_TEST_AZURE_ENDPOINT"]
+    }
+
+    /// The account key (base64).
+    pub fn key(&self) -> &str {
+        &self.env[AZURE_KEY_VAR]
+    }
+
+    /// A Location's `config`, Velero's Azure keys: the account, the credentials variable
+    /// holding its key, the endpoint.
+    pub fn config(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("storageAccount".to_string(), self.account().to_string()),
+            ("storageAccountKeyEnvVar".to_string(), AZURE_KEY_VAR.to_string()),
+            ("storageAccountURI".to_string(), self.endpoint().to_string()),
+        ])
+    }
+
+    /// An `azure://container/prefix?storageAccount=..` location URL (the key comes from the
+    /// environment, see [`Azurite::env_with`]).
+    pub fn url(&self, prefix: &str) -> String {
+        let query = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(self.config())
+            .finish();
+        format!("azure://{}/{prefix}?{query}", self.container())
+    }
+
+    /// Its key as Velero's Azure credentials file (a Location credential Secret's content).
+    pub fn credentials_file(&self) -> String {
+        format!(
+            "{AZURE_KEY_VAR}={}\nAZURE_CLOUD_NAME=AzurePublicCloud\n",
+            self.key()
+        )
+    }
+
+    /// The key variable plus `KUBECONFIG`, for [`tidemark`] runs in direct mode.
+    pub fn env_with<'a>(&'a self, kubeconfig: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![(AZURE_KEY_VAR, self.key()), ("KUBECONFIG", kubeconfig)]
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["azurite", "down", &self.name])
+            .output();
+    }
+}
+
+/// A running fake-gcs-server (Google Cloud Storage emulator) with one bucket and a generated
+/// service-account key, stopped on drop.
+pub struct FakeGcs {
+    /// Instance name.
+    pub name: String,
+    /// Its exports: `GOOGLE_APPLICATION_CREDENTIALS` and
+    /// `TIDEMARK_TEST_GCS_{ENDPOINT,BUCKET}`.
+    pub env: BTreeMap<String, String>,
+}
+
+impl FakeGcs {
+    /// Starts fake-gcs-server instance `name`.
+    pub fn up(name: &str) -> FakeGcs {
+        let env = parse_exports(&testenv(&["fakegcs", "up", name]));
+        assert!(env.contains_key("TIDEMARK_TEST_GCS_BUCKET"), "{env:?}");
+        FakeGcs {
+            name: name.to_string(),
+            env,
+        }
+    }
+
+    /// The bucket created for the tests.
+    pub fn bucket(&self) -> &str {
+        &self.env["TIDEMARK_TEST_GCS_BUCKET"]
+    }
+
+    /// The emulator's endpoint (`http://127.0.0.1:PORT`).
+    pub fn endpoint(&self) -> &str {
+        &self.env["TIDEMARK_TEST_GCS_ENDPOINT"]
+    }
+
+    /// A Location's `config`, Velero's GCP keys: the endpoint.
+    pub fn config(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([("storeEndpoint".to_string(), self.endpoint().to_string())])
+    }
+
+    /// A `gs://bucket/prefix?storeEndpoint=..` location URL.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("gs://{}/{prefix}?storeEndpoint={}", self.bucket(), self.endpoint())
+    }
+
+    /// The service-account key (JSON), Velero's GCP credentials file.
+    pub fn credentials_file(&self) -> String {
+        std::fs::read_to_string(&self.env["GOOGLE_APPLICATION_CREDENTIALS"])
+            .expect("read the service-account key")
+    }
+
+    /// `GOOGLE_APPLICATION_CREDENTIALS` plus `KUBECONFIG`, for [`tidemark`] runs in direct mode.
+    pub fn env_with<'a>(&'a self, kubeconfig: &'a str) -> Vec<(&'a str, &'a str)> {
+        vec![
+            (
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                self.env["GOOGLE_APPLICATION_CREDENTIALS"].as_str(),
+            ),
+            ("KUBECONFIG", kubeconfig),
+        ]
+    }
+}
+
+impl Drop for FakeGcs {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["fakegcs", "down", &self.name])
             .output();
     }
 }
@@ -637,6 +791,11 @@ impl Server {
             .env("KUBECONFIG", kubeconfig)
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY")
+            // Store credentials come from Locations' Secrets, not from the test's environment.
+            .env_remove("AZURE_CREDENTIALS_FILE")
+            .env_remove(AZURE_KEY_VAR)
+            .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+            .env_remove("GOOGLE_SERVICE_ACCOUNT_KEY")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
