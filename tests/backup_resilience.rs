@@ -1,6 +1,7 @@
 //! A backup survives a broken cluster (issue 3): an APIService whose backend is down and
 //! resources the identity may not list are recorded as errors, the rest is backed up, and the
-//! backup ends `PartiallyFailed`; a backup killed mid-upload leaves no `velero-backup.json`.
+//! backup ends `PartiallyFailed`; a backup killed mid-upload leaves no `velero-backup.json`; a
+//! continue token that expires mid-listing (`410 Gone`) lists that resource again.
 
 mod support;
 
@@ -257,4 +258,138 @@ async fn a_backup_killed_mid_upload_leaves_no_record() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no item count in {text}"));
     assert!(n >= 2000, "{text}");
+}
+
+/// etcd's current revision, through its JSON gateway on `port`.
+async fn etcd_revision(http: &reqwest::Client, port: &str) -> u64 {
+    let body = http
+        .post(format!("http://127.0.0.1:{port}/v3/kv/range"))
+        .body(r#"{"key":"AA=="}"#)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    v["header"]["revision"].as_str().unwrap().parse().unwrap()
+}
+
+/// A continue token that expires mid-listing — the API server's watch cache is off, so every
+/// page comes from etcd, and the test compacts etcd while the backup pages through one object
+/// at a time — restarts that resource's listing, not the backup: it completes, and every object
+/// is in the archive exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_continue_tokens_restart_the_listing_not_the_backup() {
+    let cluster = Cluster::up_with_apiserver_args(&unique("gone"), "--watch-cache=false").await;
+    let client = cluster.client.clone();
+    const N: usize = 300;
+    let mut docs =
+        vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}})];
+    for i in 0..N {
+        docs.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": format!("cm-{i:03}"), "namespace": "many"},
+                         "data": {"i": i.to_string()}}));
+    }
+    docs.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": "bump", "namespace": "default"}, "data": {"n": "0"}}));
+    apply_docs(&client, &docs).await;
+    let ports =
+        std::fs::read_to_string(cluster.kubeconfig.parent().unwrap().join("ports")).unwrap();
+    let etcd_port = ports
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_PORT="))
+        .expect("ETCD_PORT in the cluster's ports file")
+        .trim_matches('"')
+        .to_string();
+
+    // Compact etcd a few times while the backup runs (a write, then compaction at the new
+    // revision, so every continue token older than it expires): no more often than the lister
+    // restarts a listing (5), as production's compaction every few minutes is.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let compactor = {
+        let stop = stop.clone();
+        let client = client.clone();
+        let port = etcd_port.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+            let mut compactions = 0u32;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && compactions < 5 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                n += 1;
+                let _ = cms
+                    .patch(
+                        "bump",
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(json!({"data": {"n": n.to_string()}})),
+                    )
+                    .await;
+                let rev = etcd_revision(&http, &port).await;
+                let done = http
+                    .post(format!("http://127.0.0.1:{port}/v3/kv/compaction"))
+                    .body(format!(r#"{{"revision":"{rev}"}}"#))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                compactions += u32::from(done);
+            }
+            compactions
+        })
+    };
+    let location = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", location.path().display());
+    let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        tidemark(
+            &[
+                "backup",
+                "create",
+                "gone",
+                "--include-namespaces",
+                "many",
+                "--include-resources",
+                "configmaps",
+                "--page-size",
+                "1",
+                "--location",
+                &url,
+            ],
+            &[("KUBECONFIG", kc.as_str())],
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let compactions = compactor.await.unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Completed"),
+        "{}",
+        show(&out)
+    );
+    // The fault really happened (else this test proves nothing).
+    let log = {
+        let f = std::fs::File::open(location.path().join("backups/gone/gone-logs.gz")).unwrap();
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(f), &mut s).unwrap();
+        s
+    };
+    let relists = log.matches("continue token expired").count();
+    assert!(
+        relists > 0,
+        "no continue token expired during the backup ({compactions} compactions); log:\n{log}"
+    );
+    let paths = items(location.path(), "gone");
+    let primary: Vec<&String> = paths
+        .iter()
+        .filter(|p| p.starts_with("resources/configmaps/namespaces/many/"))
+        .collect();
+    let unique: std::collections::BTreeSet<&&String> = primary.iter().collect();
+    assert_eq!(unique.len(), primary.len(), "duplicates in the archive");
+    // The N objects plus the namespace's kube-root-ca.crt.
+    assert_eq!(primary.len(), N + 1, "{primary:?}");
+    eprintln!("expired continue tokens: {relists} relists over {compactions} compactions");
 }

@@ -2,7 +2,7 @@
 //! under the run's QPS budget, each object filtered and handed to the archive pipeline as it
 //! arrives, as the API server's bytes.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +79,15 @@ pub struct Lister {
     pub log: Arc<RunLog>,
 }
 
+/// How many times one resource's listing is started again after its continue token expired
+/// (`410 Gone`) before the error is recorded.
+const MAX_RELISTS: u32 = 5;
+
+/// Whether a client error is `410 Gone` (an expired continue token or resource version).
+fn is_gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 410)
+}
+
 /// One LIST request under the budget; the response body as text.
 async fn fetch_page(
     client: Client,
@@ -138,6 +147,12 @@ impl Lister {
                 ))
             };
             let mut next = Some(spawn(params(None)));
+            // Whether the pending request carries a continue token.
+            let mut continued = false;
+            // Items already taken from this listing, and whether a restart of it may repeat
+            // some (then they are skipped).
+            let mut taken: HashSet<(Option<String>, String)> = HashSet::new();
+            let mut restarts = 0;
             while let Some(pending) = next.take() {
                 let failed = |msg: String| {
                     let mut c = self.collected.lock().expect("collected lock");
@@ -145,6 +160,20 @@ impl Lister {
                 };
                 let text = match pending.await {
                     Ok(Ok(text)) => text,
+                    // An expired continue token (etcd compacted past the listing's snapshot):
+                    // list this resource again from a fresh snapshot; what was already taken
+                    // is not taken twice. Kubernetes API conventions, "410 Gone" on `continue`.
+                    Ok(Err(e)) if is_gone(&e) && continued && restarts < MAX_RELISTS => {
+                        restarts += 1;
+                        self.log.warn(&format!(
+                            "listing {}: continue token expired ({}); listing it again from a fresh snapshot ({restarts} of {MAX_RELISTS})",
+                            r.group_resource(),
+                            describe(&e)
+                        ));
+                        continued = false;
+                        next = Some(spawn(params(None)));
+                        continue;
+                    }
                     Ok(Err(e)) => {
                         failed(format!("listing {}: {}", r.group_resource(), describe(&e)));
                         break;
@@ -164,6 +193,7 @@ impl Lister {
                         break;
                     }
                 };
+                continued = token.is_some();
                 if let Some(token) = token {
                     next = Some(spawn(params(Some(token))));
                 }
@@ -177,6 +207,14 @@ impl Lister {
                             continue;
                         }
                     };
+                    // Only a listing that may be restarted needs to remember what it took.
+                    if continued || restarts > 0 {
+                        let key = (item.namespace.clone(), item.name.clone());
+                        if restarts > 0 && taken.contains(&key) {
+                            continue;
+                        }
+                        taken.insert(key);
+                    }
                     if order.is_some() {
                         held.push(item);
                     } else if let Some(item) = self.admit(r, &kind, item, false) {

@@ -39,9 +39,15 @@ fn ensure_built() {
 }
 
 fn testenv(args: &[&str]) -> String {
+    testenv_with(args, &[])
+}
+
+/// Runs `scripts/testenv` with extra environment variables.
+fn testenv_with(args: &[&str], env: &[(&str, &str)]) -> String {
     ensure_built();
     let out = Command::new(repo().join("scripts/testenv"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run scripts/testenv");
     assert!(
@@ -87,7 +93,16 @@ pub struct Cluster {
 impl Cluster {
     /// Starts cluster `name`.
     pub async fn up(name: &str) -> Cluster {
-        let exports = testenv(&["up", name]);
+        Cluster::up_with_apiserver_args(name, "").await
+    }
+
+    /// Starts cluster `name` with extra kube-apiserver flags (space-separated, e.g.
+    /// `--watch-cache=false`; `TIDEMARK_TESTENV_APISERVER_ARGS` of `scripts/testenv`).
+    pub async fn up_with_apiserver_args(name: &str, apiserver_args: &str) -> Cluster {
+        let exports = testenv_with(
+            &["up", name],
+            &[("TIDEMARK_TESTENV_APISERVER_ARGS", apiserver_args)],
+        );
         // Stop the cluster again if anything below fails.
         let guard = DownGuard(vec!["down".into(), name.into()]);
         let env = parse_exports(&exports);
