@@ -446,7 +446,7 @@ async fn read_only_cluster_and_restore_plans() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    apply_docs(&a.client, &[plan]).await;
+    apply_docs(&a.client, std::slice::from_ref(&plan)).await;
     let again = wait_for(
         "re-created plan reports it already ran",
         Duration::from_secs(60),
@@ -470,6 +470,60 @@ async fn read_only_cluster_and_restore_plans() {
         cms_a.get_opt("settings").await.unwrap().is_none(),
         "restored again"
     );
+
+    // Credentials that stopped working (the store answers 403): the store cannot say whether
+    // this spec was restored, so the re-created plan waits instead of restoring again.
+    plans_a
+        .delete("bring-back", &DeleteParams::default())
+        .await
+        .unwrap();
+    let bad = minio.credentials_file().replace(
+        &minio.env["AWS_SECRET_ACCESS_KEY"],
+        "not-the-secret-key-any-more",
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(a.client.clone(), NS);
+    secrets
+        .patch(
+            "s3-credentials",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"cloud": bad}})),
+        )
+        .await
+        .unwrap();
+    wait_for("the deleted plan gone", Duration::from_secs(30), || async {
+        plans_a
+            .get_opt("bring-back")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    apply_docs(&a.client, &[plan]).await;
+    let waiting = wait_for(
+        "the plan to wait for a store it cannot read",
+        Duration::from_secs(60),
+        || async {
+            let p = json_of(&plans_a.get("bring-back").await.ok()?);
+            condition(&p, "Ready").filter(|(_, reason, _)| reason == "StoreUnavailable")
+        },
+    )
+    .await;
+    assert!(
+        waiting.2.contains("nothing is restored until it can"),
+        "{waiting:?}"
+    );
+    // The decision was made without a restore.
+    assert!(
+        restores_a
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "restored again while the store was unreadable"
+    );
+    assert!(cms_a.get_opt("settings").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

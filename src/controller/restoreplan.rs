@@ -21,18 +21,20 @@ use crate::api::conditions::Health;
 use crate::api::tidemark::{Restore, RestorePlan, RestoreSpec};
 use crate::plan::restore_plan::{PlanDecision, decide, restore_name, spec_hash};
 use crate::restore;
-use crate::store::{Store, layout};
+use crate::store::{Store, StoreError, layout};
 
 /// Hashes already run for `plan`, from the store's restore records: hash → restore name.
-async fn ran_in_store(store: &Store, plan: &str) -> BTreeMap<String, String> {
+async fn ran_in_store(store: &Store, plan: &str) -> Result<BTreeMap<String, String>, StoreError> {
     let mut out = BTreeMap::new();
-    let Ok(names) = store.list_restores().await else {
-        return out;
-    };
-    for n in names {
+    // A store that cannot be listed or read says nothing about what ran: that is an error, never
+    // "not run" (which would restore again).
+    for n in store.list_restores().await? {
         let path = store.layout().restore_file(&n, layout::RESTORE_RECORD_FILE);
-        let Ok(bytes) = store.get(&path).await else {
-            continue;
+        let bytes = match store.get(&path).await {
+            Ok(b) => b,
+            // A folder without its record: a restore still running, or one that never finished.
+            Err(StoreError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
         };
         let Ok(rec) = serde_json::from_slice::<crate::api::velero::Restore>(&bytes) else {
             continue;
@@ -44,7 +46,7 @@ async fn ran_in_store(store: &Store, plan: &str) -> BTreeMap<String, String> {
             out.insert(h.clone(), n);
         }
     }
-    out
+    Ok(out)
 }
 
 fn health_of(phase: Option<&str>, restore: &str) -> Health {
@@ -92,7 +94,25 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
             return Ok(Action::requeue(std::time::Duration::from_secs(30)));
         }
     };
-    let ran = ran_in_store(&store, &name).await;
+    let ran = match ran_in_store(&store, &name).await {
+        Ok(r) => r,
+        Err(e) => {
+            apply_status(
+                &api,
+                p.as_ref(),
+                &st.conditions,
+                keep,
+                &Health::NotReady {
+                    reason: "StoreUnavailable".into(),
+                    message: format!(
+                        "cannot tell whether this spec was restored already (nothing is restored until it can): {e}"
+                    ),
+                },
+            )
+            .await?;
+            return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+        }
+    };
     let restores: Api<Restore> = ctx.api();
     match decide(
         &hash,
