@@ -392,14 +392,26 @@ pub async fn run_with(
     let metrics = tokio::spawn(serve_metrics(ctx.clone(), config.metrics_address));
     // A standby replica is healthy and ready too; only the leader reconciles.
     ctx.ready.store(true, Ordering::Relaxed);
-    let lease = if config.leader_elect {
-        Some(leader::acquire(&client, &config.namespace, &config.identity).await?)
+    let (lease, took_over_from) = if config.leader_elect {
+        let won = leader::acquire(&client, &config.namespace, &config.identity).await?;
+        (Some(won.holder), won.took_over_from)
     } else {
-        None
+        (None, None)
     };
-    recover(&ctx).await?;
-    tracing::info!(namespace = %config.namespace, "tidemark controller running");
     let controllers = async {
+        // The previous holder stopped renewing at least a lease duration ago by our clock; give
+        // whatever it may still be finishing (it stops as soon as it cannot renew) one more
+        // before its unfinished records are marked Failed and their partial files removed.
+        if let Some(previous) = &took_over_from {
+            tracing::info!(
+                previous = %previous,
+                "took the lease over: recovering its unfinished records in {:?}",
+                leader::LEASE_DURATION
+            );
+            tokio::time::sleep(leader::LEASE_DURATION).await;
+        }
+        recover(&ctx).await?;
+        tracing::info!(namespace = %config.namespace, "tidemark controller running");
         tokio::join!(
             location::run(ctx.clone()),
             policy::run(ctx.clone()),
@@ -410,6 +422,7 @@ pub async fn run_with(
             maintenance::run(ctx.clone()),
             alongside,
         );
+        Ok::<(), ControllerError>(())
     };
     let lost = async {
         match lease {
@@ -418,7 +431,7 @@ pub async fn run_with(
         }
     };
     tokio::select! {
-        _ = controllers => Ok(()),
+        r = controllers => r,
         e = lost => Err(e),
         r = health => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
         r = metrics => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
