@@ -258,7 +258,10 @@ impl Azurite {
     pub fn config(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
             ("storageAccount".to_string(), self.account().to_string()),
-            ("storageAccountKeyEnvVar".to_string(), AZURE_KEY_VAR.to_string()),
+            (
+                "storageAccountKeyEnvVar".to_string(),
+                AZURE_KEY_VAR.to_string(),
+            ),
             ("storageAccountURI".to_string(), self.endpoint().to_string()),
         ])
     }
@@ -332,7 +335,11 @@ impl FakeGcs {
 
     /// A `gs://bucket/prefix?storeEndpoint=..` location URL.
     pub fn url(&self, prefix: &str) -> String {
-        format!("gs://{}/{prefix}?storeEndpoint={}", self.bucket(), self.endpoint())
+        format!(
+            "gs://{}/{prefix}?storeEndpoint={}",
+            self.bucket(),
+            self.endpoint()
+        )
     }
 
     /// The service-account key (JSON), Velero's GCP credentials file.
