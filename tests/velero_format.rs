@@ -1659,7 +1659,8 @@ async fn tidemark_written_backup_follows_velero_format() {
     assert!(out.status.success(), "{}", show(&out));
     eprintln!("{}", stdout(&out).trim_end());
 
-    // Layout: Velero's file names, plus tidemark's own metadata file; Velero's top-level rule.
+    // Layout: Velero's file names (every file Velero 1.18 writes for a backup without volume
+    // data, tests/velero_real.rs), plus tidemark's own metadata file; Velero's top-level rule.
     assert_only_velero_top_level(loc.path());
     assert_eq!(
         list_dir(&loc.path().join("backups")),
@@ -1673,11 +1674,27 @@ async fn tidemark_written_backup_follows_velero_format() {
         "b1-logs.gz",
         "b1-resource-list.json.gz",
         "b1-results.gz",
+        "b1-volumesnapshots.json.gz",
+        "b1-itemoperations.json.gz",
+        "b1-podvolumebackups.json.gz",
+        "b1-volumeinfo.json.gz",
         "tidemark-backup.json",
     ]
     .map(String::from)
     .into();
     assert_eq!(files, expected);
+    // Velero's empty values: nil lists encode as `null`, initialised empty ones as `[]`.
+    for (suffix, empty) in [
+        ("volumesnapshots.json.gz", Value::Null),
+        ("itemoperations.json.gz", json!([])),
+        ("podvolumebackups.json.gz", Value::Null),
+        ("volumeinfo.json.gz", json!([])),
+    ] {
+        let f = format!("b1-{suffix}");
+        let v: Value = serde_json::from_slice(&gunzip(&std::fs::read(dir.join(&f)).unwrap(), &f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(v, empty, "{f}");
+    }
     for f in &files {
         assert!(dir.join(f).is_file(), "{f} is not a file");
     }

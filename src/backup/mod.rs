@@ -312,6 +312,16 @@ impl BackupRequest {
             &self.volumes,
             self.resource_policy_configmap.as_deref(),
         );
+        // Fields Velero always writes, with the values that say what tidemark does: no backup
+        // hooks, no labels for backups made from this spec (Velero's `spec.metadata`, used by
+        // schedule templates), no movement of snapshot data.
+        for (key, value) in [
+            ("hooks", serde_json::json!({})),
+            ("metadata", serde_json::json!({})),
+            ("snapshotMoveData", serde_json::json!(false)),
+        ] {
+            b.spec.extra.insert(key.into(), value);
+        }
         b.status.phase = Some("New".into());
         Ok(b)
     }
@@ -334,6 +344,25 @@ fn source_cluster_version(record: &mut Backup, v: &k8s_openapi::apimachinery::pk
     ] {
         annotations.insert(key.to_string(), value.clone());
     }
+}
+
+/// Annotation saying a backup's files (all but `velero-backup.json`) are encrypted: `age`.
+pub const ENCRYPTION_ANNOTATION: &str = "tidemark.dev/encryption";
+/// Annotation with the recipients a backup was encrypted to (public keys only, comma-separated;
+/// `passphrase (scrypt)` for a passphrase).
+pub const ENCRYPTION_RECIPIENTS_ANNOTATION: &str = "tidemark.dev/encryption-recipients";
+
+/// Records on the backup that its files are age-encrypted, and to whom.
+fn encryption_annotations(record: &mut Backup, keys: &crate::store::Encryption) {
+    let annotations = record
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(ENCRYPTION_ANNOTATION.into(), "age".into());
+    annotations.insert(
+        ENCRYPTION_RECIPIENTS_ANNOTATION.into(),
+        keys.recipients().join(","),
+    );
 }
 
 /// Runs a backup into `store`.
@@ -602,6 +631,14 @@ pub async fn run(
         summary.items, summary.bytes
     ));
     let completion = Utc::now();
+    if let Some(keys) = store.encryption() {
+        encryption_annotations(&mut record, keys);
+    }
+    // The record was made when the backup started (Velero's is created just before).
+    record.metadata.creation_timestamp =
+        k8s_openapi::jiff::Timestamp::from_second(start_time.timestamp())
+            .ok()
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time);
     record.status = velero::BackupStatus {
         version: Some(1),
         format_version: Some(crate::archive::FORMAT_VERSION.into()),
@@ -618,7 +655,8 @@ pub async fn run(
             total_items: summary.items,
             items_backed_up: summary.items,
         }),
-        extra: BTreeMap::new(),
+        // No hooks ran: Velero's `hookStatus` with both counters at 0 (omitted, as Velero does).
+        extra: BTreeMap::from([("hookStatus".to_string(), serde_json::json!({}))]),
     };
     if volumes.csi_attempted > 0 {
         record.status.extra.insert(
@@ -640,11 +678,14 @@ pub async fn run(
     let written = write_side_files(
         store,
         &req.name,
-        &record,
-        &meta,
-        &results,
-        &collected.resource_list,
-        &log,
+        &SideFiles {
+            record: &record,
+            meta: &meta,
+            results: &results,
+            resource_list: &collected.resource_list,
+            log: &log,
+            volumes: &volumes,
+        },
     )
     .await;
     if let Err(e) = written {
@@ -659,15 +700,71 @@ pub async fn run(
     })
 }
 
+/// What goes into a backup's folder besides the archive.
+struct SideFiles<'a> {
+    /// `velero-backup.json`.
+    record: &'a Backup,
+    /// `tidemark-backup.json`.
+    meta: &'a TidemarkBackupMeta,
+    /// `<name>-results.gz`.
+    results: &'a Results,
+    /// `<name>-resource-list.json.gz`.
+    resource_list: &'a BTreeMap<String, Vec<String>>,
+    /// `<name>-logs.gz`.
+    log: &'a RunLog,
+    /// What the volume phase wrote itself.
+    volumes: &'a crate::volumes::phase::PhaseOutcome,
+}
+
+/// Velero's empty volume files, as Velero 1.18 writes them for a backup without volume data
+/// (`persistBackup`: `encode.ToJSONGzip` of nil lists, `null`, and of initialised empty ones,
+/// `[]`). tidemark writes the same, so that a folder has every file a Velero-written one has:
+/// `-volumesnapshots` (Velero-native snapshots: tidemark takes none), `-itemoperations`
+/// (asynchronous plugin operations: tidemark runs none), and, when the volume phase wrote no
+/// records, `-podvolumebackups` and `-volumeinfo`.
+fn empty_volume_files(
+    name: &str,
+    layout: &layout::Layout,
+    volumes: &crate::volumes::phase::PhaseOutcome,
+) -> Vec<(object_store::path::Path, Bytes)> {
+    let mut files = vec![
+        (
+            layout.backup_volume_snapshots(name),
+            gzip_json(&serde_json::Value::Null),
+        ),
+        (
+            layout.backup_item_operations(name),
+            gzip_json(&serde_json::json!([])),
+        ),
+    ];
+    if !volumes.wrote_pod_volume_backups {
+        files.push((
+            layout.backup_pod_volume_backups(name),
+            gzip_json(&serde_json::Value::Null),
+        ));
+    }
+    if !volumes.wrote_volume_info {
+        files.push((
+            layout.backup_volume_info(name),
+            gzip_json(&serde_json::json!([])),
+        ));
+    }
+    files
+}
+
 async fn write_side_files(
     store: &Store,
     name: &str,
-    record: &Backup,
-    meta: &TidemarkBackupMeta,
-    results: &Results,
-    resource_list: &BTreeMap<String, Vec<String>>,
-    log: &RunLog,
+    files: &SideFiles<'_>,
 ) -> Result<(), StoreError> {
+    let SideFiles {
+        record,
+        meta,
+        results,
+        resource_list,
+        log,
+        volumes,
+    } = files;
     let layout = store.layout();
     let meta_json = serde_json::to_vec_pretty(meta).unwrap_or_default();
     let mut logs = log.finish();
@@ -683,11 +780,17 @@ async fn write_side_files(
         layout.backup_file(name, layout::TIDEMARK_BACKUP_FILE),
         layout.backup_logs(name),
     );
+    let empties = futures::future::try_join_all(
+        empty_volume_files(name, layout, volumes)
+            .into_iter()
+            .map(|(path, body)| async move { store.put(&path, body, false).await }),
+    );
     tokio::try_join!(
         store.put(&list_path, gzip_json(resource_list), false),
         store.put(&results_path, gzip_json(results), false),
         store.put(&meta_path, Bytes::from(meta_json), false),
         store.put(&logs_path, Bytes::from(logs), false),
+        empties,
     )?;
     // Last: the record. Its presence is what makes the backup exist.
     let record_json = serde_json::to_vec_pretty(record).unwrap_or_default();
@@ -816,5 +919,48 @@ mod tests {
         );
         let all = BackupRequest::new("b2").record().unwrap();
         assert_eq!(all.spec.included_namespaces, vec!["*"]);
+        // Velero's always-present fields, with tidemark's true values.
+        let spec = serde_json::to_value(&all.spec).unwrap();
+        assert_eq!(spec["hooks"], serde_json::json!({}));
+        assert_eq!(spec["metadata"], serde_json::json!({}));
+        assert_eq!(spec["snapshotMoveData"], false);
+        assert_eq!(spec["defaultVolumesToFsBackup"], false);
+    }
+
+    #[test]
+    fn folders_get_velero_s_empty_volume_files() {
+        let layout = layout::Layout::new("p");
+        let names = |v: &crate::volumes::phase::PhaseOutcome| -> Vec<(String, String)> {
+            empty_volume_files("b", &layout, v)
+                .into_iter()
+                .map(|(path, gz)| {
+                    let mut json = String::new();
+                    std::io::Read::read_to_string(
+                        &mut flate2::read::GzDecoder::new(&gz[..]),
+                        &mut json,
+                    )
+                    .unwrap();
+                    (path.to_string(), json)
+                })
+                .collect()
+        };
+        let none = crate::volumes::phase::PhaseOutcome::default();
+        assert_eq!(
+            names(&none),
+            [
+                ("p/backups/b/b-volumesnapshots.json.gz", "null"),
+                ("p/backups/b/b-itemoperations.json.gz", "[]"),
+                ("p/backups/b/b-podvolumebackups.json.gz", "null"),
+                ("p/backups/b/b-volumeinfo.json.gz", "[]"),
+            ]
+            .map(|(p, j)| (p.to_string(), j.to_string()))
+        );
+        // What the volume phase wrote is not overwritten.
+        let wrote = crate::volumes::phase::PhaseOutcome {
+            wrote_pod_volume_backups: true,
+            wrote_volume_info: true,
+            ..Default::default()
+        };
+        assert_eq!(names(&wrote).len(), 2);
     }
 }

@@ -91,6 +91,12 @@ impl Layout {
         self.backup_file(name, &format!("{name}-volumesnapshots.json.gz"))
     }
 
+    /// `<prefix>/backups/<name>/<name>-itemoperations.json.gz` (the asynchronous operations of
+    /// Velero's backup item action plugins, a gzipped JSON list; Velero's file name).
+    pub fn backup_item_operations(&self, name: &str) -> Path {
+        self.backup_file(name, &format!("{name}-itemoperations.json.gz"))
+    }
+
     /// `<prefix>/backups/<name>/<name>-csi-volumesnapshots.json.gz` (the backup's CSI
     /// VolumeSnapshots as they were when ready, a gzipped JSON list; Velero's file name).
     pub fn backup_csi_volume_snapshots(&self, name: &str) -> Path {

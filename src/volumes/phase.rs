@@ -63,6 +63,11 @@ pub struct PhaseOutcome {
     pub fs_attempted: usize,
     /// Per-volume failures as `(namespace, message)`: backup errors (`PartiallyFailed`).
     pub errors: Vec<(String, String)>,
+    /// Whether this phase wrote `<name>-podvolumebackups.json.gz` (file-system backups ran).
+    pub wrote_pod_volume_backups: bool,
+    /// Whether this phase wrote `<name>-volumeinfo.json.gz` and the `-csi-*` lists (some
+    /// volume's choice is worth a line).
+    pub wrote_volume_info: bool,
 }
 
 /// Reads and parses the policy ConfigMap (`name` in `default_ns`, or `namespace/name`).
@@ -316,6 +321,8 @@ pub async fn run(
     infos.extend(csi::skipped_infos(&choices));
     match fs_out {
         Some(Ok(fs)) => {
+            // `back_up_volumes` wrote the records when it returned them.
+            out.wrote_pod_volume_backups = !store.is_read_only();
             out.fs_attempted = choices
                 .iter()
                 .filter(|c| c.method == VolumeMethod::FsBackup)
@@ -329,33 +336,36 @@ pub async fn run(
         Some(Err(e)) => out.errors.push((String::new(), e.to_string())),
         None => {}
     }
-    if let Err(e) = write(store, req.backup, &csi_out, &infos, &choices).await {
-        out.errors.push((String::new(), e.to_string()));
+    match write(store, req.backup, &csi_out, &infos, &choices).await {
+        Ok(wrote) => out.wrote_volume_info = wrote,
+        Err(e) => out.errors.push((String::new(), e.to_string())),
     }
     out.choices = choices;
     Ok(out)
 }
 
+/// Writes the volume records; `Ok(false)` when there was nothing to write.
 async fn write(
     store: &Store,
     backup: &str,
     csi_out: &CsiBackupOutcome,
     infos: &[VolumeInfo],
     choices: &[VolumeChoice],
-) -> Result<(), VolumesError> {
+) -> Result<bool, VolumesError> {
     // Nothing to record when no volume holds data worth a line (only configMap, secret,
     // projected... volumes, or none): the folder then has exactly the files of a backup
-    // without volume data.
+    // without volume data (the backup writes Velero's empty `-volumeinfo.json.gz`).
     let any = !infos.is_empty() || choices.iter().any(|c| c.method != VolumeMethod::Skip);
     if store.is_read_only() || !any {
-        return Ok(());
+        return Ok(false);
     }
     let path = store
         .layout()
         .backup_file(backup, super::report::VOLUMES_FILE);
     let body = serde_json::to_vec_pretty(choices).unwrap_or_default();
     super::put_record(store, &path, body.into()).await?;
-    csi::write_records(store, backup, csi_out, infos).await
+    csi::write_records(store, backup, csi_out, infos).await?;
+    Ok(true)
 }
 
 /// A `volumeinfo` entry for a PodVolumeBackup (Velero's `pvbInfo`).

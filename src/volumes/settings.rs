@@ -12,14 +12,15 @@ use crate::backup::BackupRequest;
 pub const RESOURCE_POLICY_KIND: &str = "configmap";
 
 /// Writes the volume settings into a Velero Backup spec, with Velero's field names:
-/// `snapshotVolumes`, `defaultVolumesToFsBackup`, `csiSnapshotTimeout` (Go duration) and
+/// `snapshotVolumes` (absent: auto), `defaultVolumesToFsBackup` (always, as Velero's backup
+/// controller resolves it), `csiSnapshotTimeout` (Go duration) and
 /// `resourcePolicy: {kind: configmap, name}`.
 pub fn record_spec(spec: &mut BackupSpec, v: &VolumeSettings, configmap: Option<&str>) {
     spec.snapshot_volumes = v.snapshot_volumes;
-    if v.default_volumes_to_fs_backup {
-        spec.extra
-            .insert("defaultVolumesToFsBackup".into(), json!(true));
-    }
+    spec.extra.insert(
+        "defaultVolumesToFsBackup".into(),
+        json!(v.default_volumes_to_fs_backup),
+    );
     spec.extra.insert(
         "csiSnapshotTimeout".into(),
         json!(velero::go_duration(v.csi_snapshot_timeout)),
@@ -78,6 +79,8 @@ mod tests {
     fn template_round_trip_and_record_fields() {
         let mut req = BackupRequest::new("b");
         assert_eq!(template_of(&req), None);
+        let rec = req.record().unwrap();
+        assert_eq!(rec.spec.extra["defaultVolumesToFsBackup"], json!(false));
         let t = VolumesTemplate {
             snapshot_volumes: Some(false),
             default_volumes_to_fs_backup: Some(true),
