@@ -926,3 +926,292 @@ pub fn git_commit(dir: &Path, files: &[(&str, Option<&str>)], message: &str) -> 
         .unwrap()
         .to_string()
 }
+
+/// The real Velero, `velero server` from `github.com/vmware-tanzu/velero` (the same binary is
+/// the `velero` client) with `velero-plugin-for-aws`, both built by `scripts/testenv build`,
+/// running as a local process against a test cluster and a MinIO bucket. Stopped on drop (its
+/// process group: the server and the plugin processes it starts); when the test is panicking,
+/// the end of its log is printed first. The log stays in [`Velero::log`].
+pub struct Velero {
+    /// The namespace it serves, holding its records and the BackupStorageLocation (`velero`).
+    pub namespace: String,
+    /// The cluster's kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Its directory: the server's log, `plugins/` (the AWS plugin), `credentials/cloud` (the
+    /// MinIO keys), `home/` (`HOME` of the client and the server), `tmp/` (`TMPDIR`: plugin
+    /// sockets and the credential files of locations with a `credential`), `scratch/`.
+    pub dir: PathBuf,
+    /// The server's log (stdout and stderr).
+    pub log: PathBuf,
+    child: std::process::Child,
+}
+
+/// The AWS plugin's image in the `velero` Deployment that [`Velero::start`] installs (the
+/// Deployment is scaled to 0; the plugin runs from `scripts/testenv`'s build of the same release).
+pub const VELERO_AWS_PLUGIN_IMAGE: &str = "velero/velero-plugin-for-aws:v1.14.3";
+
+/// The `velero` binary that `scripts/testenv build` caches.
+pub fn testenv_velero() -> PathBuf {
+    testenv_kubectl().with_file_name("velero")
+}
+
+impl Velero {
+    /// Installs Velero as `velero install` renders it (`--dry-run -o yaml` with provider `aws`,
+    /// the AWS plugin, MinIO's bucket under `prefix` as the default BackupStorageLocation, the
+    /// MinIO keys as Secret `cloud-credentials`, no volume snapshot location): its CRDs, the
+    /// namespace `velero`, RBAC, the Secret, the location and the `velero` Deployment, scaled to
+    /// 0 because its server runs here as a local process instead, with the container's arguments
+    /// and environment. Waits until the location is `Available`.
+    ///
+    /// The Deployment must exist: Velero's restore builds its pod-volume restore action from it
+    /// (the image of the restore helper) even when no pod is restored. Outside a pod the server
+    /// also needs: `--kubeconfig` and `--namespace`; `--plugin-dir` holding only the plugins
+    /// (every executable there is started as one); its metrics on a free loopback port
+    /// (`--metrics-address`, default `:8085`) and no profiler (`--profiler-address=`, default
+    /// `localhost:6060`), so that several can run on one machine; `TMPDIR`, under which it writes
+    /// credential files, and the container's `AWS_SHARED_CREDENTIALS_FILE` pointing at the
+    /// Secret's content. The controller-runtime metrics listener (`:8080` by default) is switched
+    /// off at build time by `scripts/testenv`. The backup sync period is 10 s, so that each run
+    /// of the sync controller (once a minute, fixed in Velero) syncs.
+    pub async fn start(cluster: &Cluster, minio: &Minio, prefix: &str) -> Velero {
+        let namespace = "velero".to_string();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("velero")
+            .join(&cluster.name);
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in [
+            "plugins",
+            "home/.config/velero",
+            "tmp",
+            "scratch",
+            "credentials",
+        ] {
+            std::fs::create_dir_all(dir.join(d)).expect("velero instance directory");
+        }
+        // The client's config (`velero client config set colorized=false`): plain output.
+        std::fs::write(
+            dir.join("home/.config/velero/config.json"),
+            r#"{"colorized":"false"}"#,
+        )
+        .expect("velero client config");
+        let plugin = testenv_kubectl().with_file_name("velero-plugin-for-aws");
+        std::os::unix::fs::symlink(&plugin, dir.join("plugins/velero-plugin-for-aws"))
+            .expect("link the AWS plugin");
+        let credentials = dir.join("credentials/cloud");
+        std::fs::write(&credentials, minio.credentials_file()).expect("credentials file");
+
+        let location_config = format!(
+            "region={},s3ForcePathStyle=true,s3Url={}",
+            minio.env["AWS_REGION"], minio.env["AWS_ENDPOINT_URL"]
+        );
+        let kubeconfig = cluster.kubeconfig.to_str().expect("kubeconfig path");
+        let out = Command::new(testenv_velero())
+            .args([
+                "install",
+                "--dry-run",
+                "-o",
+                "yaml",
+                "--kubeconfig",
+                kubeconfig,
+                "--namespace",
+                &namespace,
+                "--provider",
+                "aws",
+                "--plugins",
+                VELERO_AWS_PLUGIN_IMAGE,
+                "--bucket",
+                minio.bucket(),
+                "--prefix",
+                prefix,
+                "--backup-location-config",
+                &location_config,
+                "--secret-file",
+                credentials.to_str().expect("credentials path"),
+                "--use-volume-snapshots=false",
+            ])
+            .env("HOME", dir.join("home"))
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run velero install");
+        assert!(out.status.success(), "velero install: {}", show(&out));
+        let list: Value = serde_yaml::from_slice(&out.stdout).expect("velero's install list");
+        let items = list["items"].as_array().expect("items").clone();
+        let (crds, mut rest): (Vec<Value>, Vec<Value>) = items
+            .into_iter()
+            .partition(|d| d["kind"] == "CustomResourceDefinition");
+        let names: Vec<String> = crds
+            .iter()
+            .map(|c| {
+                c["metadata"]["name"]
+                    .as_str()
+                    .expect("CRD name")
+                    .to_string()
+            })
+            .collect();
+        apply_docs(&cluster.client, &crds).await;
+        wait_established(&cluster.client, &names).await;
+        let deployment = rest
+            .iter_mut()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "velero")
+            .expect("velero install renders the velero Deployment");
+        deployment["spec"]["replicas"] = 0.into();
+        let container = deployment["spec"]["template"]["spec"]["containers"][0].clone();
+        // The namespace first, then what lives in it.
+        rest.sort_by_key(|d| d["kind"] != "Namespace");
+        apply_docs(&cluster.client, &rest).await;
+
+        // The container's command line (`/velero server --features= ...`) and environment, with
+        // the paths of this directory.
+        let container_args: Vec<String> = container["args"]
+            .as_array()
+            .expect("container args")
+            .iter()
+            .map(|a| a.as_str().expect("arg").to_string())
+            .collect();
+        assert_eq!(container_args.first().map(String::as_str), Some("server"));
+        let log = dir.join("velero-server.log");
+        let file = std::fs::File::create(&log).expect("velero log");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let child = {
+            use std::os::unix::process::CommandExt;
+            Command::new(testenv_velero())
+                .args(&container_args)
+                .args([
+                    "--namespace",
+                    &namespace,
+                    "--kubeconfig",
+                    kubeconfig,
+                    "--plugin-dir",
+                    dir.join("plugins").to_str().expect("plugin dir"),
+                    "--metrics-address",
+                    &metrics,
+                    "--profiler-address=",
+                    "--backup-sync-period",
+                    "10s",
+                ])
+                .env("HOME", dir.join("home"))
+                .env("TMPDIR", dir.join("tmp"))
+                .env("VELERO_SCRATCH_DIR", dir.join("scratch"))
+                .env("VELERO_NAMESPACE", &namespace)
+                .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_PROFILE")
+                .env_remove("KUBECONFIG")
+                .stdin(std::process::Stdio::null())
+                .stdout(file.try_clone().expect("log file"))
+                .stderr(file)
+                .process_group(0)
+                .spawn()
+                .expect("start velero server")
+        };
+        let mut velero = Velero {
+            namespace,
+            kubeconfig: cluster.kubeconfig.clone(),
+            dir,
+            log,
+            child,
+        };
+        velero.wait_available(&cluster.client).await;
+        velero
+    }
+
+    /// Waits until the BackupStorageLocation `default` is `Available` (Velero validated the
+    /// bucket through the plugin), failing at once if the server exited.
+    async fn wait_available(&mut self, client: &Client) {
+        let ar = ApiResource {
+            group: "velero.io".into(),
+            version: "v1".into(),
+            api_version: "velero.io/v1".into(),
+            kind: "BackupStorageLocation".into(),
+            plural: "backupstoragelocations".into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &self.namespace, &ar);
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("velero server status") {
+                panic!(
+                    "velero server exited ({status}); log {}",
+                    self.log.display()
+                );
+            }
+            let bsl = api
+                .get("default")
+                .await
+                .expect("get the BackupStorageLocation");
+            let phase = bsl.data["status"]["phase"].as_str().unwrap_or_default();
+            if phase == "Available" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "BackupStorageLocation default not Available (phase {phase:?}); log {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Runs the `velero` client with `args` against this server's cluster and namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(testenv_velero())
+            .args(args)
+            .args([
+                "--kubeconfig",
+                self.kubeconfig.to_str().expect("kubeconfig path"),
+                "--namespace",
+                &self.namespace,
+            ])
+            .env("HOME", self.dir.join("home"))
+            .env_remove("KUBECONFIG")
+            .output()
+            .expect("run velero")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Stops the server's process group: SIGTERM, then SIGKILL after 10 s.
+    fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args([sig, "--", &group])
+                .stderr(std::process::Stdio::null())
+                .status();
+        };
+        if matches!(self.child.try_wait(), Ok(None)) {
+            signal("-TERM");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // Plugin processes left in the group, or a server that ignored TERM.
+        signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Velero {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let problems: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("level=error") || l.contains("level=warning"))
+                .collect();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "----- velero server log {}: errors and warnings -----\n{}\n----- last lines -----\n{}\n-----",
+                self.log.display(),
+                problems[problems.len().saturating_sub(40)..].join("\n"),
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        self.stop();
+    }
+}
