@@ -510,13 +510,15 @@ impl Upload {
 }
 
 /// Strips anything that looks like a credential from a store error message (signatures,
-/// access keys in query strings) so messages can be logged and written to status.
+/// access keys in query strings, GCS upload session ids, which grant writes without a token) so
+/// messages can be logged and written to status.
 pub fn sanitize(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     for word in message.split_inclusive(|c: char| c.is_whitespace() || c == '&' || c == '?') {
         let lower = word.to_ascii_lowercase();
         if lower.contains("signature=")
             || lower.contains("credential=")
+            || lower.contains("upload_id=")
             || lower.contains("x-amz-security-token")
             || lower.contains("secret")
         {
@@ -542,6 +544,9 @@ mod tests {
         assert!(!s.contains("AKIA"), "{s}");
         assert!(!s.contains("abc"), "{s}");
         assert!(s.contains("request failed"));
+        let gcs =
+            sanitize("PUT http://h/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=XYZ");
+        assert!(!gcs.contains("XYZ"), "{gcs}");
     }
 
     #[tokio::test]
