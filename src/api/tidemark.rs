@@ -114,6 +114,26 @@ pub struct LocationSpec {
     /// How often to validate the store (`1m`; `0` disables). Default `1m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_period: Option<String>,
+    /// Client-side encryption of the backups written here (age format); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<LocationEncryption>,
+}
+
+/// Client-side encryption of a Location's backups in the age format
+/// (<https://age-encryption.org/v1>): every file but `velero-backup.json` is encrypted, so a
+/// leaked bucket leaks no Secret, and the plain `age` command decrypts them. Velero cannot read
+/// encrypted backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationEncryption {
+    /// A Secret in the controller's namespace holding the key: key `identity` (age X25519
+    /// identities, `AGE-SECRET-KEY-1...` one per line, as `age-keygen` writes them: backups are
+    /// encrypted to their public keys and decrypted with any of them) or key `passphrase`.
+    pub secret_name: String,
+    /// More recipients (`age1...` public keys) every backup is also encrypted to: a key being
+    /// rotated in, or an escrow key kept elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
 }
 
 /// Observed state of a [`Location`].

@@ -346,6 +346,25 @@ fn source_cluster_version(record: &mut Backup, v: &k8s_openapi::apimachinery::pk
     }
 }
 
+/// Annotation saying a backup's files (all but `velero-backup.json`) are encrypted: `age`.
+pub const ENCRYPTION_ANNOTATION: &str = "tidemark.dev/encryption";
+/// Annotation with the recipients a backup was encrypted to (public keys only, comma-separated;
+/// `passphrase (scrypt)` for a passphrase).
+pub const ENCRYPTION_RECIPIENTS_ANNOTATION: &str = "tidemark.dev/encryption-recipients";
+
+/// Records on the backup that its files are age-encrypted, and to whom.
+fn encryption_annotations(record: &mut Backup, keys: &crate::store::Encryption) {
+    let annotations = record
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    annotations.insert(ENCRYPTION_ANNOTATION.into(), "age".into());
+    annotations.insert(
+        ENCRYPTION_RECIPIENTS_ANNOTATION.into(),
+        keys.recipients().join(","),
+    );
+}
+
 /// Runs a backup into `store`.
 ///
 /// # Errors
@@ -612,6 +631,9 @@ pub async fn run(
         summary.items, summary.bytes
     ));
     let completion = Utc::now();
+    if let Some(keys) = store.encryption() {
+        encryption_annotations(&mut record, keys);
+    }
     // The record was made when the backup started (Velero's is created just before).
     record.metadata.creation_timestamp =
         k8s_openapi::jiff::Timestamp::from_second(start_time.timestamp())

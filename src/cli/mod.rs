@@ -208,6 +208,22 @@ pub(crate) struct LocationArgs {
     /// `storageAccountKeyEnvVar`, `useAAD`, ...; GCS: `storeEndpoint`, ...), repeatable.
     #[arg(long = "location-config", value_name = "KEY=VALUE", value_parser = parse_kv)]
     location_config: Vec<(String, String)>,
+    /// age identity file (`age-keygen` output): backups written are encrypted to its public
+    /// keys, encrypted backups read are decrypted with it. Velero cannot read encrypted
+    /// backups.
+    #[arg(long, env = "TIDEMARK_ENCRYPTION_KEY_FILE", value_name = "FILE")]
+    encryption_key_file: Option<PathBuf>,
+    /// File holding an encryption passphrase instead of a key (age's scrypt).
+    #[arg(
+        long,
+        env = "TIDEMARK_ENCRYPTION_PASSPHRASE_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["encryption_key_file", "encryption_recipient"]
+    )]
+    encryption_passphrase_file: Option<PathBuf>,
+    /// Also encrypt to this age public key (`age1...`; repeatable): key rotation, escrow.
+    #[arg(long, value_name = "AGE1...")]
+    encryption_recipient: Vec<String>,
 }
 
 /// The client-side request budget.
@@ -289,7 +305,25 @@ async fn open_store(args: &LocationArgs) -> Result<Store> {
         None => (LocationUrl::filesystem(&default_location_dir()), true),
     };
     let url = url.with_config(&config);
-    Ok(Store::open(&url, default)?)
+    let store = Store::open(&url, default)?;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+    };
+    let keys = match (&args.encryption_key_file, &args.encryption_passphrase_file) {
+        (Some(f), _) => Some(crate::store::Encryption::from_identities(
+            &read(f)?,
+            &args.encryption_recipient,
+        )?),
+        (None, Some(f)) => Some(crate::store::Encryption::from_passphrase(&read(f)?)?),
+        (None, None) if !args.encryption_recipient.is_empty() => Some(
+            crate::store::Encryption::from_identities("", &args.encryption_recipient)?,
+        ),
+        (None, None) => None,
+    };
+    Ok(match keys {
+        Some(k) => store.with_encryption(std::sync::Arc::new(k)),
+        None => store,
+    })
 }
 
 /// Reads and decompresses a small gzip side file of a location (logs, results, resource

@@ -166,6 +166,16 @@ pub fn describe_backup(
         map_or_none(b.metadata.annotations.as_ref())
     );
     o += &format!("Phase:  {}\n\n", b.phase());
+    let annotations = b.metadata.annotations.clone().unwrap_or_default();
+    if let Some(kind) = annotations.get(crate::backup::ENCRYPTION_ANNOTATION) {
+        o += &format!(
+            "Encryption:  {kind}, to {} (Velero cannot read this backup; `age -d` decrypts its files)\n\n",
+            annotations
+                .get(crate::backup::ENCRYPTION_RECIPIENTS_ANNOTATION)
+                .map(String::as_str)
+                .unwrap_or("<unknown>")
+        );
+    }
     o += &format!(
         "Namespaces:\n  Included:  {}\n  Excluded:  {}\n\n",
         list_or(&s.included_namespaces, "*"),

@@ -126,10 +126,79 @@ pub async fn store_for_in(
             })?;
     }
     secrets.ca_cert_pem = s.ca_cert.clone();
-    Store::open_with(&url, &secrets).map_err(|e| LocationProblem::Invalid {
+    let store = Store::open_with(&url, &secrets).map_err(|e| LocationProblem::Invalid {
         field: "spec".into(),
         message: e.to_string(),
-    })
+    })?;
+    match &s.encryption {
+        Some(enc) => Ok(store.with_encryption(encryption_keys(client, namespace, enc).await?)),
+        None => Ok(store),
+    }
+}
+
+/// The keys of a Location's `spec.encryption`, from its Secret (`identity` or `passphrase`).
+///
+/// # Errors
+/// [`LocationProblem::Invalid`] naming `spec.encryption...` for a missing Secret or key, or
+/// keys age does not accept (never the key material itself).
+async fn encryption_keys(
+    client: &kube::Client,
+    namespace: &str,
+    enc: &crate::api::tidemark::LocationEncryption,
+) -> Result<std::sync::Arc<crate::store::Encryption>, LocationProblem> {
+    let invalid = |field: &str, message: String| LocationProblem::Invalid {
+        field: format!("spec.encryption.{field}"),
+        message,
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api.get_opt(&enc.secret_name).await?.ok_or_else(|| {
+        invalid(
+            "secretName",
+            format!(
+                "Secret {} not found in namespace {namespace}",
+                enc.secret_name
+            ),
+        )
+    })?;
+    let value = |key: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).to_string())
+    };
+    let keys = match (value("identity"), value("passphrase")) {
+        (Some(ids), None) => crate::store::Encryption::from_identities(&ids, &enc.recipients),
+        (None, Some(p)) if enc.recipients.is_empty() => {
+            crate::store::Encryption::from_passphrase(&p)
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "recipients",
+                "age cannot encrypt to recipients and a passphrase at once".into(),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "secretName",
+                format!(
+                    "Secret {} has both identity and passphrase: keep one",
+                    enc.secret_name
+                ),
+            ));
+        }
+        (None, None) => {
+            return Err(invalid(
+                "secretName",
+                format!(
+                    "Secret {} has neither an identity nor a passphrase key",
+                    enc.secret_name
+                ),
+            ));
+        }
+    };
+    keys.map(std::sync::Arc::new)
+        .map_err(|e| invalid("secretName", format!("Secret {}: {e}", enc.secret_name)))
 }
 
 /// Finds a Location by name, or the default one (`spec.default: true`; the first by name when

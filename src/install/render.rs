@@ -490,6 +490,7 @@ fn location(o: &InstallOptions, loc: &LocationOptions) -> Value {
         default: true,
         sync_period: None,
         validation_period: None,
+        encryption: None,
     };
     json!({
         "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),

@@ -6,10 +6,12 @@
 //! `velero-backup.json` is present. Every write goes through [`Store`], which refuses writes on a
 //! read-only location before any request is sent.
 
+pub mod encryption;
 mod gcs;
 pub mod layout;
 mod location;
 
+pub use encryption::{Encryption, EncryptionError};
 pub use layout::Layout;
 pub use location::{AccessMode, LocationUrl, Provider, Secrets};
 
@@ -67,6 +69,9 @@ pub enum StoreError {
         /// The existing object path.
         path: String,
     },
+    /// An object could not be encrypted or decrypted (a missing or wrong key).
+    #[error(transparent)]
+    Encryption(#[from] EncryptionError),
     /// A write was attempted on a `ReadOnly` location; nothing was sent.
     #[error("location {location} is read-only: refusing to {operation} {path}")]
     ReadOnly {
@@ -88,6 +93,9 @@ pub struct Store {
     url: LocationUrl,
     layout: Layout,
     part_size: usize,
+    /// The location's keys: objects are written encrypted and read decrypted
+    /// ([`encryption`]).
+    encryption: Option<Arc<Encryption>>,
 }
 
 /// Size of one multipart part, in bytes: S3's minimum for all parts but the last (5 MiB), so
@@ -154,7 +162,37 @@ impl Store {
             url,
             layout,
             part_size,
+            encryption: None,
         }
+    }
+
+    /// The same location with client-side encryption ([`encryption`]): what is written under
+    /// `backups/` and `restores/` (but `velero-backup.json`) is encrypted to `keys`' recipients,
+    /// and encrypted objects are read with its identities.
+    pub fn with_encryption(mut self, keys: Arc<Encryption>) -> Self {
+        self.encryption = Some(keys);
+        self
+    }
+
+    /// The location's keys, when it encrypts.
+    pub fn encryption(&self) -> Option<&Encryption> {
+        self.encryption.as_deref()
+    }
+
+    /// Whether `path` is written encrypted here.
+    fn encrypts(&self, path: &Path) -> bool {
+        if self.encryption.is_none() {
+            return false;
+        }
+        let full = path.as_ref();
+        let relative = match self.layout.root() {
+            Some(root) => full
+                .strip_prefix(root.as_ref())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(full),
+            None => full,
+        };
+        Encryption::applies_to(relative)
     }
 
     /// The location URL (without credentials), for messages.
@@ -291,7 +329,12 @@ impl Store {
             .get(path)
             .await
             .map_err(|e| self.err("get", path, e))?;
-        r.bytes().await.map_err(|e| self.err("get", path, e))
+        let bytes = r.bytes().await.map_err(|e| self.err("get", path, e))?;
+        Ok(Encryption::open(
+            self.encryption.as_deref(),
+            path.as_ref(),
+            bytes,
+        )?)
     }
 
     /// Every object under `dir` (recursively) with its size in bytes; an absent folder lists as
@@ -342,11 +385,39 @@ impl Store {
             .await
             .map_err(|e| self.err("get", path, e))?;
         let loc = self.url.to_string();
-        Ok(r.into_stream()
+        let mut stream = r
+            .into_stream()
             .map_err(move |e| {
                 std::io::Error::other(format!("location {loc}: {}", sanitize(&e.to_string())))
             })
-            .boxed())
+            .boxed();
+        // Enough of the start to tell an age file from a plain one.
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut seen = 0;
+        while seen < encryption::AGE_HEADER.len() {
+            match stream.next().await {
+                Some(Ok(c)) => {
+                    seen += c.len();
+                    head.push(c);
+                }
+                Some(Err(e)) => return Ok(futures::stream::once(async { Err(e) }).boxed()),
+                None => break,
+            }
+        }
+        let start: Vec<u8> = head
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .take(32)
+            .collect();
+        let rest = futures::stream::iter(head.into_iter().map(Ok)).chain(stream);
+        if !start.starts_with(encryption::AGE_HEADER) {
+            return Ok(rest.boxed());
+        }
+        let keys = self
+            .encryption
+            .clone()
+            .ok_or_else(|| EncryptionError::NoKey(path.to_string()))?;
+        Ok(decrypt_stream(keys, path.to_string(), rest.boxed()))
     }
 
     /// Writes a small object. With `create_only`, an existing object is never overwritten
@@ -356,6 +427,10 @@ impl Store {
     /// [`StoreError::ReadOnly`], [`StoreError::AlreadyExists`] or [`StoreError::Request`].
     pub async fn put(&self, path: &Path, data: Bytes, create_only: bool) -> Result<(), StoreError> {
         self.guard("write", path)?;
+        let data = match &self.encryption {
+            Some(keys) if self.encrypts(path) => keys.encrypt(path.as_ref(), &data)?,
+            _ => data,
+        };
         let mode = if create_only {
             PutMode::Create
         } else {
@@ -381,6 +456,10 @@ impl Store {
     /// [`StoreError::ReadOnly`] (nothing is sent).
     pub async fn upload(&self, path: &Path) -> Result<Upload, StoreError> {
         self.guard("write", path)?;
+        let encrypting = match &self.encryption {
+            Some(keys) if self.encrypts(path) => Some(keys.stream(path.as_ref())?),
+            _ => None,
+        };
         Ok(Upload {
             store: self.clone(),
             path: path.clone(),
@@ -388,6 +467,7 @@ impl Store {
                 chunks: Vec::new(),
                 len: 0,
             },
+            encrypting,
         })
     }
 
@@ -436,6 +516,8 @@ pub struct Upload {
     store: Store,
     path: Path,
     state: UploadState,
+    /// The encryptor the chunks go through first, on an encrypting location.
+    encrypting: Option<encryption::EncryptingStream>,
 }
 
 enum UploadState {
@@ -452,7 +534,21 @@ impl Upload {
     /// # Errors
     /// [`StoreError::Request`] when starting the upload or a part upload failed.
     pub async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
-        let Upload { store, path, state } = self;
+        let chunk = match &mut self.encrypting {
+            Some(enc) => enc.push(&chunk)?,
+            None => chunk,
+        };
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.write_sealed(chunk).await
+    }
+
+    /// Queues a chunk as it is to be stored.
+    async fn write_sealed(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        let Upload {
+            store, path, state, ..
+        } = self;
         let err = |e| store.err("put", path, e);
         match state {
             UploadState::Held { chunks, len } => {
@@ -488,8 +584,16 @@ impl Upload {
     ///
     /// # Errors
     /// [`StoreError::Request`].
-    pub async fn finish(self) -> Result<(), StoreError> {
-        let Upload { store, path, state } = self;
+    pub async fn finish(mut self) -> Result<(), StoreError> {
+        if let Some(mut enc) = self.encrypting.take() {
+            let tail = enc.finish()?;
+            if !tail.is_empty() {
+                self.write_sealed(tail).await?;
+            }
+        }
+        let Upload {
+            store, path, state, ..
+        } = self;
         let done = match state {
             UploadState::Held { chunks, .. } => store
                 .inner
@@ -507,6 +611,50 @@ impl Upload {
             let _ = writer.abort().await;
         }
     }
+}
+
+/// The plaintext of an age-encrypted byte stream: decrypted on a blocking thread (age's reader
+/// is synchronous) and handed back in chunks of up to 256 KiB, two in flight. A wrong key or a
+/// corrupt file is the stream's first (and only) error.
+fn decrypt_stream(
+    keys: Arc<Encryption>,
+    path: String,
+    input: futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>>,
+) -> futures::stream::BoxStream<'static, Result<Bytes, std::io::Error>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let reader = tokio_util::io::StreamReader::new(input);
+    tokio::task::spawn_blocking(move || {
+        let sync = tokio_util::io::SyncIoBridge::new(reader);
+        let mut plain = match keys.decrypting_reader(&path, sync) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+        };
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            match plain.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if tx
+                        .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(std::io::Error::other(format!(
+                        "{path}: cannot decrypt: {e}"
+                    ))));
+                    break;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) }).boxed()
 }
 
 /// Strips anything that looks like a credential from a store error message (signatures,
