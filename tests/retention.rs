@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::{Value, json};
 use support::*;
 use tidemark::api::tidemark::{Backup, Schedule};
