@@ -36,6 +36,9 @@ pub(crate) enum BackupCommand {
     Download(DownloadArgs),
     /// Delete backups from the location (and the restores made from them).
     Delete(DeleteArgs),
+    /// Prove a backup restores: restore it into scratch namespaces (`drill-<ns>`), compare
+    /// every object with the archive, report, delete the scratch namespaces.
+    Verify(Box<super::verify::VerifyArgs>),
 }
 
 /// Options of `backup create`.
@@ -199,6 +202,7 @@ pub(crate) async fn run(target: &Target, cmd: BackupCommand) -> Result<ExitCode>
         BackupCommand::Logs(args) => logs(args).await,
         BackupCommand::Download(args) => download(args).await,
         BackupCommand::Delete(args) => delete(target, args).await,
+        BackupCommand::Verify(args) => super::verify::run(target, *args).await,
     }
 }
 

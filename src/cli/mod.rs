@@ -15,6 +15,7 @@ mod progress;
 mod reconcile;
 mod restore;
 mod snapshot_class;
+mod verify;
 
 use backup::BackupCommand;
 use objects::{LocationCommand, ScheduleCommand};

@@ -10,6 +10,7 @@ pub mod order;
 pub mod pacing;
 mod preview;
 pub mod transform;
+pub mod verify;
 
 pub use preview::{Preview, preview};
 
