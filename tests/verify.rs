@@ -110,7 +110,6 @@ async fn drills_verify_a_backup_and_name_what_does_not_come_back() {
         "the drill to meet the admission policy",
         Duration::from_secs(60),
         || {
-            let env = env;
             let url = url.clone();
             async move {
                 let out = tidemark(&["backup", "verify", "flawed", "--location", &url], &env);
