@@ -45,21 +45,9 @@ async fn setup(client: &Client, minio: &Minio, prefix: &str, read_only: bool) {
     .await;
 }
 
-fn store(minio: &Minio) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(minio.bucket())
-        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
-        .with_region(&minio.env["AWS_REGION"])
-        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
-        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
-        .with_allow_http(true)
-        .build()
-        .unwrap()
-}
-
 /// Every object key under `prefix` with its ETag.
 async fn objects(minio: &Minio, prefix: &str) -> BTreeSet<String> {
-    let s = store(minio);
+    let s = minio.object_store();
     let p = object_store::path::Path::from(prefix);
     s.list(Some(&p))
         .map(|m| {
@@ -72,7 +60,8 @@ async fn objects(minio: &Minio, prefix: &str) -> BTreeSet<String> {
 
 async fn exists(minio: &Minio, key: &str) -> bool {
     use object_store::ObjectStoreExt;
-    store(minio)
+    minio
+        .object_store()
         .head(&object_store::path::Path::from(key))
         .await
         .is_ok()

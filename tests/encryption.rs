@@ -45,18 +45,6 @@ fn age_keygen(path: &Path) -> String {
         .to_string()
 }
 
-fn store(minio: &Minio) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(minio.bucket())
-        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
-        .with_region(&minio.env["AWS_REGION"])
-        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
-        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
-        .with_allow_http(true)
-        .build()
-        .unwrap()
-}
-
 /// Every object of a backup folder, raw as stored.
 async fn folder(s3: &impl ObjectStore, prefix: &str, backup: &str) -> BTreeMap<String, Vec<u8>> {
     let dir = StorePath::from(format!("{prefix}/backups/{backup}"));
@@ -147,7 +135,7 @@ async fn encrypted_backups_leak_nothing_and_restore_with_the_key_only() {
         &env_a,
     );
     assert!(out.status.success(), "{}", show(&out));
-    let s3 = store(&minio);
+    let s3 = minio.object_store();
     let files = folder(&s3, "enc", "sealed").await;
     assert_sealed(&files, "sealed");
 

@@ -34,9 +34,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 use support::*;
@@ -852,39 +850,6 @@ async fn rendered_chart_is_accepted_by_a_real_api_server() {
 // ---------------------------------------------------------------------------------------------
 // Install, upgrade, uninstall
 // ---------------------------------------------------------------------------------------------
-
-/// A kubeconfig beside `admin` authenticating with a fresh token of ServiceAccount
-/// `namespace/name`.
-async fn service_account_kubeconfig(
-    client: &kube::Client,
-    admin: &Path,
-    namespace: &str,
-    name: &str,
-    out: &Path,
-) {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let tr: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [], "expirationSeconds": 3600}
-    }))
-    .unwrap();
-    let answer = sas
-        .create_token_request(name, &PostParams::default(), &tr)
-        .await
-        .unwrap_or_else(|e| panic!("token for {namespace}/{name}: {e}"));
-    let token = answer
-        .status
-        .and_then(|s| s.token)
-        .expect("a token in the TokenRequest's status");
-    let mut kc = kube::config::Kubeconfig::read_from(admin).unwrap();
-    for auth in &mut kc.auth_infos {
-        auth.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
-    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
-}
 
 /// `kind/name` in `namespace` (cluster-scoped when `None`) as JSON, `None` when absent.
 async fn get(

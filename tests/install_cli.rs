@@ -161,43 +161,6 @@ fn subset_diff(want: &serde_json::Value, live: &serde_json::Value, path: &str) -
     }
 }
 
-/// A kubeconfig for the same server as `admin`, authenticated as ServiceAccount `ns/name`
-/// (a TokenRequest token): the controller stand-in runs with the RBAC `install` applied.
-async fn service_account_kubeconfig(
-    client: &kube::Client,
-    admin: &std::path::Path,
-    ns: &str,
-    name: &str,
-    out: &std::path::Path,
-) {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let tr = sas
-        .create_token_request(
-            name,
-            &Default::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let token = tr.status.expect("token status").token.expect("a token");
-    let mut kc = kube::config::Kubeconfig::read_from(admin).unwrap();
-    for auth in &mut kc.auth_infos {
-        auth.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
-    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
-}
-
 /// `tidemark install` with Velero's flags against a real API server and MinIO: `--dry-run -o
 /// yaml` prints exactly what is then applied; `--wait` waits for a controller and the Location;
 /// the controller — a local `tidemark server` process standing in for the Deployment (the test

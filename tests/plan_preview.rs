@@ -23,21 +23,10 @@ use tidemark::api::tidemark::{Backup, Location, Restore, RestorePlan, Schedule};
 const NS: &str = "tidemark";
 const PREFIX: &str = "plan";
 
-fn bucket(minio: &Minio) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(minio.bucket())
-        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
-        .with_region(&minio.env["AWS_REGION"])
-        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
-        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
-        .with_allow_http(true)
-        .build()
-        .unwrap()
-}
-
 /// Every object key of the bucket with its ETag and last modification.
 async fn bucket_listing(minio: &Minio) -> BTreeSet<String> {
-    bucket(minio)
+    minio
+        .object_store()
         .list(None)
         .map(|m| {
             let m = m.unwrap();

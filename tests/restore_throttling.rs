@@ -16,13 +16,12 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use support::{Cluster, show, unique};
+use support::{Cluster, service_account_kubeconfig, show, unique};
 
 const SA_NAMESPACE: &str = "tidemark-apf";
 const SA: &str = "restorer";
@@ -94,33 +93,6 @@ async fn set_up_identity_and_flow_control(client: &Client) {
     ] {
         apply(client, doc).await;
     }
-}
-
-/// A kubeconfig beside `admin` for the same server, authenticating with a fresh token of the
-/// test's ServiceAccount.
-async fn service_account_kubeconfig(client: &Client, admin: &Path, out: &Path) {
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), SA_NAMESPACE);
-    let tr: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": [], "expirationSeconds": 3600}
-    }))
-    .unwrap();
-    let answer = sas
-        .create_token_request(SA, &PostParams::default(), &tr)
-        .await
-        .unwrap();
-    let token = serde_json::to_value(&answer).unwrap()["status"]["token"]
-        .as_str()
-        .expect("a token in the TokenRequest's status")
-        .to_string();
-    let mut kc = kube::config::Kubeconfig::read_from(admin).unwrap();
-    for auth in &mut kc.auth_infos {
-        auth.auth_info = Some(kube::config::AuthInfo {
-            token: Some(token.clone().into()),
-            ..Default::default()
-        });
-    }
-    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
 }
 
 /// The client of `kubeconfig`.
@@ -200,7 +172,7 @@ async fn restore_backs_off_under_api_priority_and_fairness_and_completes() {
     // tidemark's identity, throttled hard by APF.
     set_up_identity_and_flow_control(admin).await;
     let sa_kc = dir.path().join("restorer.kubeconfig");
-    service_account_kubeconfig(admin, &cluster.kubeconfig, &sa_kc).await;
+    service_account_kubeconfig(admin, &cluster.kubeconfig, SA_NAMESPACE, SA, &sa_kc).await;
     let restorer = client_of(&sa_kc).await;
     let plcs: Api<DynamicObject> = Api::all_with(
         admin.clone(),

@@ -20,18 +20,6 @@ use tidemark::api::tidemark::{Backup, Schedule};
 const NS: &str = "tidemark";
 const SCHEDULE: &str = "nightly";
 
-fn store(minio: &Minio) -> object_store::aws::AmazonS3 {
-    object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(minio.bucket())
-        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
-        .with_region(&minio.env["AWS_REGION"])
-        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
-        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
-        .with_allow_http(true)
-        .build()
-        .unwrap()
-}
-
 /// The backup folders under `prefix/backups/` that hold a `velero-backup.json`.
 async fn stored(s: &impl ObjectStore, prefix: &str) -> BTreeSet<String> {
     let listed = s
@@ -112,7 +100,7 @@ async fn schedule_retention_keeps_exactly_what_its_rules_keep() {
     .into_iter()
     .map(|(n, t)| (n.to_string(), t))
     .collect();
-    let s3 = store(&minio);
+    let s3 = minio.object_store();
     for (name, started) in &old {
         let out = tidemark(
             &[

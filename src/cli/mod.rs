@@ -253,6 +253,22 @@ impl ClientArgs {
     async fn budget(&self, client: &kube::Client) -> Result<crate::cluster::Budget> {
         Ok(crate::cluster::Budget::choose(client, self.client_qps, self.client_burst).await?)
     }
+
+    /// A restore's settings from these options; `wait_timeout` for terminating namespaces and
+    /// CRDs.
+    async fn restore_settings(
+        &self,
+        client: &kube::Client,
+        wait_timeout: Duration,
+    ) -> Result<crate::restore::Settings> {
+        Ok(crate::restore::Settings {
+            concurrency: self.concurrency.max(1),
+            max_concurrency: self.max_concurrency.max(1),
+            budget: self.budget(client).await?,
+            wait_timeout,
+            pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
+        })
+    }
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum, PartialEq, Eq)]

@@ -588,13 +588,10 @@ pub(crate) async fn run(target: &Target, args: PlanArgs) -> Result<ExitCode> {
         .map(InvalidEntry::from)
         .collect();
     let client = cluster::connect(target).await?;
-    let settings = restore::Settings {
-        concurrency: args.client.concurrency.max(1),
-        max_concurrency: args.client.max_concurrency.max(1),
-        budget: args.client.budget(&client).await?,
-        wait_timeout: std::time::Duration::from_secs(120),
-        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
-    };
+    let settings = args
+        .client
+        .restore_settings(&client, std::time::Duration::from_secs(120))
+        .await?;
     let now = Utc::now();
     let mut locations = Locations::new(&client, &valid);
 

@@ -216,13 +216,10 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
     let mut req = req;
     let client = cluster::connect(target).await?;
     req.modifiers = load_modifiers(&client, &args).await?.map(Arc::new);
-    let settings = restore::Settings {
-        concurrency: args.client.concurrency.max(1),
-        max_concurrency: args.client.max_concurrency.max(1),
-        budget: args.client.budget(&client).await?,
-        wait_timeout: args.wait_timeout,
-        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
-    };
+    let settings = args
+        .client
+        .restore_settings(&client, args.wait_timeout)
+        .await?;
     if args.dry_run {
         let p = restore::dry_run(&client, &store, &req, &settings)
             .await

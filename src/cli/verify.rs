@@ -36,13 +36,10 @@ pub(crate) struct VerifyArgs {
 pub(crate) async fn run(target: &Target, args: VerifyArgs) -> Result<ExitCode> {
     let store = open_store(&args.location).await?;
     let client = cluster::connect(target).await?;
-    let settings = restore::Settings {
-        concurrency: args.client.concurrency.max(1),
-        max_concurrency: args.client.max_concurrency.max(1),
-        budget: args.client.budget(&client).await?,
-        wait_timeout: args.wait_timeout,
-        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
-    };
+    let settings = args
+        .client
+        .restore_settings(&client, args.wait_timeout)
+        .await?;
     let req = verify::VerifyRequest {
         backup: args.name.clone(),
         restore_name: format!(

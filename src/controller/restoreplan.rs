@@ -49,6 +49,19 @@ async fn ran_in_store(store: &Store, plan: &str) -> Result<BTreeMap<String, Stri
     Ok(out)
 }
 
+/// Reports `health` (with the plan's status so far) and tries again in 30 s: the location,
+/// store or backup the plan needs is not there yet.
+async fn retry_later(
+    api: &Api<RestorePlan>,
+    p: &RestorePlan,
+    keep: serde_json::Value,
+    health: Health,
+) -> Result<Action, kube::Error> {
+    let conditions = p.status.clone().unwrap_or_default().conditions;
+    apply_status(api, p, &conditions, keep, &health).await?;
+    Ok(Action::requeue(std::time::Duration::from_secs(30)))
+}
+
 fn health_of(phase: Option<&str>, restore: &str) -> Health {
     match phase {
         Some("Completed") => Health::Ready {
@@ -80,37 +93,33 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
         Ok(x) => x,
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => {
-            apply_status(
+            return retry_later(
                 &api,
                 p.as_ref(),
-                &st.conditions,
                 keep,
-                &Health::Stalled {
+                Health::Stalled {
                     reason: "LocationNotFound".into(),
                     message: format!("spec.template.location: {e}"),
                 },
             )
-            .await?;
-            return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+            .await;
         }
     };
     let ran = match ran_in_store(&store, &name).await {
         Ok(r) => r,
         Err(e) => {
-            apply_status(
+            return retry_later(
                 &api,
                 p.as_ref(),
-                &st.conditions,
                 keep,
-                &Health::NotReady {
+                Health::NotReady {
                     reason: "StoreUnavailable".into(),
                     message: format!(
                         "cannot tell whether this spec was restored already (nothing is restored until it can): {e}"
                     ),
                 },
             )
-            .await?;
-            return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+            .await;
         }
     };
     let restores: Api<Restore> = ctx.api();
@@ -144,18 +153,16 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
             let backup = match super::restore::resolve_backup(&store, &p.spec.template).await {
                 Ok(b) => b,
                 Err(m) => {
-                    apply_status(
+                    return retry_later(
                         &api,
                         p.as_ref(),
-                        &st.conditions,
                         keep,
-                        &Health::Stalled {
+                        Health::Stalled {
                             reason: "BackupNotFound".into(),
                             message: m,
                         },
                     )
-                    .await?;
-                    return Ok(Action::requeue(std::time::Duration::from_secs(30)));
+                    .await;
                 }
             };
             let rname = restore_name(&name, &hash);

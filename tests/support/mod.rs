@@ -191,6 +191,19 @@ impl Minio {
         )
     }
 
+    /// A client of its bucket (object_store's S3 client), to look at what the tests wrote.
+    pub fn object_store(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(self.bucket())
+            .with_endpoint(&self.env["AWS_ENDPOINT_URL"])
+            .with_region(&self.env["AWS_REGION"])
+            .with_access_key_id(&self.env["AWS_ACCESS_KEY_ID"])
+            .with_secret_access_key(&self.env["AWS_SECRET_ACCESS_KEY"])
+            .with_allow_http(true)
+            .build()
+            .unwrap()
+    }
+
     /// Its variables plus `KUBECONFIG`, for [`tidemark`] runs in direct mode.
     pub fn env_with<'a>(&'a self, kubeconfig: &'a str) -> Vec<(&'a str, &'a str)> {
         self.env
@@ -1214,4 +1227,42 @@ impl Drop for Velero {
         }
         self.stop();
     }
+}
+
+/// Writes to `out` a kubeconfig for the same server as `admin`, authenticated as ServiceAccount
+/// `namespace/name` with a fresh TokenRequest token (an hour): what runs with it has exactly
+/// that account's RBAC, not the admin's.
+pub async fn service_account_kubeconfig(
+    client: &Client,
+    admin: &Path,
+    namespace: &str,
+    name: &str,
+    out: &Path,
+) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let sas: kube::Api<ServiceAccount> = kube::Api::namespaced(client.clone(), namespace);
+    let tr = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let answer = sas
+        .create_token_request(name, &Default::default(), &tr)
+        .await
+        .unwrap_or_else(|e| panic!("token for {namespace}/{name}: {e}"));
+    let token = answer
+        .status
+        .and_then(|s| s.token)
+        .expect("a token in the TokenRequest's status");
+    let mut kc = kube::config::Kubeconfig::read_from(admin).unwrap();
+    for auth in &mut kc.auth_infos {
+        auth.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.clone().into()),
+            ..Default::default()
+        });
+    }
+    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
 }
