@@ -258,6 +258,9 @@ fn diff_paths(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
                 diff_paths(u, v, &format!("{path}/{i}"), out);
             }
         }
+        // YAML's `0` and `0.0` (kustomize and Helm print the CRDs' `minimum: 0.0` differently)
+        // are one number to the API server.
+        (Value::Number(x), Value::Number(y)) if x.as_f64() == y.as_f64() => {}
         _ if a != b => out.push(format!("{path}: {a} != {b}")),
         _ => {}
     }
