@@ -141,3 +141,76 @@ async fn drills_verify_a_backup_and_name_what_does_not_come_back() {
     )
     .await;
 }
+
+/// The controller's drill: a Backup with `spec.verify` is restored into scratch namespaces once
+/// it completes; the result is its `Verified` condition, `status.verification` and a metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_with_verify_gets_a_verified_condition() {
+    let cluster = Cluster::up(&unique("verify-ctl")).await;
+    let client = cluster.client.clone();
+    install_crds(&client).await;
+    let location = tempfile::tempdir().unwrap();
+    apply_docs(
+        &client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {"mode": "blue"}}),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": "tidemark"},
+                   "spec": {"provider": "filesystem", "bucket": location.path().to_str().unwrap(), "default": true}}),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup", "metadata": {"name": "proven", "namespace": "tidemark"},
+                   "spec": {"template": {"includedNamespaces": ["shop"]}, "verify": {"namespacePrefix": "ctl-drill-"}}}),
+        ],
+    )
+    .await;
+    let server = Server::start(&cluster.kubeconfig, "tidemark", &[]);
+    let backups: Api<tidemark::api::tidemark::Backup> = Api::namespaced(client.clone(), "tidemark");
+    let b = wait_for(
+        "the Verified condition",
+        Duration::from_secs(120),
+        || async {
+            let b = backups.get("proven").await.ok()?;
+            let st = b.status.clone()?;
+            st.conditions
+                .iter()
+                .any(|c| c.type_ == "Verified")
+                .then_some(b)
+        },
+    )
+    .await;
+    let st = b.status.unwrap();
+    let verified = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Verified")
+        .unwrap();
+    assert_eq!(verified.status, "True", "{verified:?}\n{}", server.log());
+    assert_eq!(st.phase.as_deref(), Some("Completed"));
+    let v = st.verification.expect("status.verification");
+    assert!(v.verified && v.equal >= 2, "{v:?}");
+    assert!(v.missing.is_empty() && v.different.is_empty());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    wait_for(
+        "the scratch namespace gone",
+        Duration::from_secs(60),
+        || async {
+            namespaces
+                .get_opt("ctl-drill-shop")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("tidemark_backup_verification_total{result=\"verified\",schedule=\"\"} 1"),
+        "{metrics}"
+    );
+}

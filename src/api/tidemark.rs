@@ -360,6 +360,9 @@ pub struct ScheduleSpec {
     /// Which of its backups to keep (grandfather-father-son); replaces the policy's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
+    /// Prove each of its backups restores (a restore drill once it completes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
 }
 
 /// Observed state of a [`Schedule`].
@@ -547,6 +550,41 @@ pub struct BackupSpec {
     /// The schedule that started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// Prove the backup restores once it completes: a restore drill ([`VerifySpec`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// A restore drill run right after a backup completes: its namespaced objects are restored by
+/// the restore engine into scratch namespaces (`<namespacePrefix><namespace>`), compared with
+/// the archive, and the scratch namespaces deleted. The result is the Backup's `Verified`
+/// condition and `status.verification`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// Prefix of the scratch namespaces (default `drill-`; give schedules whose backups share
+    /// namespaces different prefixes, so their drills never meet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_prefix: Option<String>,
+}
+
+/// The outcome of a Backup's restore drill.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// Every object came back equal to the archive.
+    pub verified: bool,
+    /// Objects restored and equal.
+    pub equal: i64,
+    /// Objects that did not come back (the first 20, `resource namespace/name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// Objects that came back different (the first 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub different: Vec<String>,
+    /// When the drill ended (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_timestamp: Option<String>,
 }
 
 /// Observed state of a [`Backup`] (Velero's BackupStatus fields plus conditions).
@@ -591,6 +629,9 @@ pub struct BackupStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The restore drill's outcome, when the Backup asked for one (`spec.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationStatus>,
     /// `Ready`, `Reconciling`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]

@@ -293,6 +293,7 @@ pub(crate) async fn schedule(target: &Target, cmd: ScheduleCommand) -> Result<Ex
                     skip_immediately: a.skip_immediately,
                     use_owner_references_in_backup: a.use_owner_references_in_backup,
                     retention: None,
+                    verify: None,
                 },
             );
             s.metadata.namespace = Some(a.ns.namespace.clone());
@@ -509,6 +510,7 @@ pub(crate) async fn create_backup_record(
             template,
             policy: None,
             schedule: None,
+            verify: None,
         },
     );
     b.metadata.namespace = Some(namespace.into());

@@ -269,6 +269,9 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
             )
             .await;
             apply_status(&api, &b, &existing, status, &health).await?;
+            if let Some(v) = &b.spec.verify {
+                drill(&ctx, &api, &name, &sched, &store, v).await?;
+            }
             Ok(Action::requeue(Duration::from_secs(60)))
         }
         Err(e) => {
@@ -279,6 +282,135 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
             fail(&api, &b, "Failed", "BackupFailed", e.to_string()).await
         }
     }
+}
+
+/// The `Verified` condition (`True` when the drill found every object, else `False` with the
+/// first missing ones), beside kstatus' conditions.
+fn verified_condition(
+    existing: &[Condition],
+    verified: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let status = if verified { "True" } else { "False" };
+    let mut out: Vec<Condition> = existing
+        .iter()
+        .filter(|c| c.type_ != "Verified")
+        .cloned()
+        .collect();
+    let previous = existing.iter().find(|c| c.type_ == "Verified");
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+        }
+    };
+    out.push(Condition {
+        type_: "Verified".into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    });
+    out
+}
+
+/// Runs a completed backup's restore drill ([`crate::restore::verify`]) and records the result:
+/// `status.verification`, the `Verified` condition, an event and
+/// `tidemark_backup_verification_total`. A drill that cannot run is `Verified=False` with the
+/// reason; the backup itself stays as it is.
+///
+/// # Errors
+/// The API error of the status write.
+async fn drill(
+    ctx: &Context,
+    api: &Api<Backup>,
+    name: &str,
+    schedule: &str,
+    store: &Store,
+    v: &crate::api::tidemark::VerifySpec,
+) -> Result<(), kube::Error> {
+    use crate::restore::verify;
+    let settings = crate::restore::Settings {
+        concurrency: ctx.concurrency,
+        max_concurrency: ctx.max_concurrency,
+        budget: ctx.budget.clone(),
+        wait_timeout: Duration::from_secs(120),
+        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
+    };
+    let req = verify::VerifyRequest {
+        backup: name.to_string(),
+        restore_name: format!("{}-verify", crate::plan::fit_name(name, 56)),
+        record_namespace: ctx.namespace.clone(),
+        namespace_prefix: v
+            .namespace_prefix
+            .clone()
+            .unwrap_or_else(|| "drill-".into()),
+        keep: false,
+    };
+    let outcome = verify::verify(
+        &ctx.client,
+        store,
+        &req,
+        &settings,
+        &crate::restore::Counters::default(),
+    )
+    .await;
+    let b = api.get(name).await?;
+    let st = b.status.clone().unwrap_or_default();
+    let health = match st.phase.as_deref() {
+        Some("Completed") => Health::Ready {
+            reason: "Completed".into(),
+            message: format!("{} items backed up", st.items_backed_up.unwrap_or(0)),
+        },
+        _ => Health::Stalled {
+            reason: "PartiallyFailed".into(),
+            message: "the backup is PartiallyFailed".into(),
+        },
+    };
+    let (verified, reason, message, verification, result) = match outcome {
+        Ok(o) => {
+            let first = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>();
+            let ok = o.verified();
+            (
+                ok,
+                if ok {
+                    "RestoreDrill"
+                } else {
+                    "ObjectsNotRestored"
+                },
+                o.summary(),
+                Some(crate::api::tidemark::VerificationStatus {
+                    verified: ok,
+                    equal: o.verified as i64,
+                    missing: first(&o.missing),
+                    different: first(&o.different),
+                    completion_timestamp: Some(now_rfc3339()),
+                }),
+                if ok { "verified" } else { "not_verified" },
+            )
+        }
+        Err(e) => (false, "DrillFailed", e.to_string(), None, "failed"),
+    };
+    ctx.metrics
+        .backup_verification
+        .with_label_values(&[schedule, result])
+        .inc();
+    ctx.event(&b, !verified, "Verified", message.clone()).await;
+    let conditions = verified_condition(
+        &st.conditions,
+        verified,
+        reason,
+        message,
+        b.metadata.generation,
+    );
+    let mut status = json!({});
+    if let Some(v) = verification {
+        status["verification"] = json!(v);
+    }
+    apply_status(api, &b, &conditions, status, &health).await
 }
 
 /// Leaves an expired backup in place, `NotReady` with `reason` and `message` (its phase kept),

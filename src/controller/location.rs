@@ -350,6 +350,7 @@ async fn import(ctx: &Context, location: &str, store: &Store, name: &str) -> Res
             },
             policy: None,
             schedule: labels.get(velero::SCHEDULE_NAME_LABEL).cloned(),
+            verify: None,
         },
     );
     rec.metadata.namespace = Some(ctx.namespace.clone());

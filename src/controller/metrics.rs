@@ -25,6 +25,8 @@ pub struct Metrics {
     pub backup_last_success: GaugeVec,
     /// Backups deleted by TTL expiry.
     pub backup_expired: IntCounterVec,
+    /// Restore drills of backups, by schedule and result (`verified`, `not_verified`, `failed`).
+    pub backup_verification: IntCounterVec,
     /// Restores attempted.
     pub restore_total: IntCounterVec,
     /// Restores Completed.
@@ -109,6 +111,12 @@ impl Metrics {
                 "tidemark_backup_expired_total",
                 "Backups deleted because their TTL passed",
                 &["location"],
+            ),
+            backup_verification: counter(
+                &r,
+                "tidemark_backup_verification_total",
+                "Restore drills of backups, by result: verified, not_verified (objects missing or different), failed (the drill could not run)",
+                &["schedule", "result"],
             ),
             restore_total: counter(
                 &r,

@@ -184,6 +184,7 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
                     template: template.clone(),
                     policy: s.spec.policy.clone(),
                     schedule: Some(name.clone()),
+                    verify: s.spec.verify.clone(),
                 },
             );
             rec.metadata.namespace = Some(ctx.namespace.clone());
