@@ -611,16 +611,15 @@ async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Er
     }
 }
 
-fn error_policy(_b: Arc<Backup>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("backup reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the Backup controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Backup> = ctx.api();
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -440,7 +440,7 @@ async fn reconcile(loc: Arc<Location>, ctx: Arc<Context>) -> Result<Action, kube
                 },
             )
             .await?;
-            return Ok(Action::requeue(super::ERROR_REQUEUE * 4));
+            return Ok(Action::requeue(std::time::Duration::from_secs(60)));
         }
     };
     let problem = match store.check().await {
@@ -503,16 +503,15 @@ async fn reconcile(loc: Arc<Location>, ctx: Arc<Context>) -> Result<Action, kube
     }))
 }
 
-fn error_policy(_loc: Arc<Location>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("location reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the Location controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Location> = ctx.api();
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

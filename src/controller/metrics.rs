@@ -27,6 +27,8 @@ pub struct Metrics {
     pub backup_expired: IntCounterVec,
     /// Restore drills of backups, by schedule and result (`verified`, `not_verified`, `failed`).
     pub backup_verification: IntCounterVec,
+    /// Failed reconciles, by kind and reason ([`super::errors::Failure`]).
+    pub reconcile_errors: IntCounterVec,
     /// Restores attempted.
     pub restore_total: IntCounterVec,
     /// Restores Completed.
@@ -117,6 +119,12 @@ impl Metrics {
                 "tidemark_backup_verification_total",
                 "Restore drills of backups, by result: verified, not_verified (objects missing or different), failed (the drill could not run)",
                 &["schedule", "result"],
+            ),
+            reconcile_errors: counter(
+                &r,
+                "tidemark_reconcile_errors_total",
+                "Reconciles that failed with an API error, by kind and reason (Throttled, ServerError, Conflict, Expired, Unreachable: retried with backoff; Forbidden, NotFound, Invalid, Other: retried after 5 minutes)",
+                &["kind", "reason"],
             ),
             restore_total: counter(
                 &r,

@@ -8,6 +8,7 @@
 //! running backup or restore every [`PROGRESS_INTERVAL`] under [`PROGRESS_FIELD_MANAGER`].
 
 mod backup;
+pub mod errors;
 mod leader;
 mod location;
 mod maintenance;
@@ -28,7 +29,6 @@ pub use schedule::retention_candidates;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -124,6 +124,8 @@ pub struct Context {
     pub ready: AtomicBool,
     /// The server's `--default-volumes-to-fs-backup`.
     pub default_volumes_to_fs_backup: bool,
+    /// Consecutive reconcile failures per object (their retry backoff).
+    pub failures: errors::Failures,
     /// Publishes Kubernetes events on transitions.
     pub recorder: kube::runtime::events::Recorder,
 }
@@ -380,6 +382,7 @@ pub async fn run_with(
         max_concurrency: config.max_concurrency.max(1),
         ready: AtomicBool::new(false),
         default_volumes_to_fs_backup: config.default_volumes_to_fs_backup,
+        failures: errors::Failures::default(),
         recorder: kube::runtime::events::Recorder::new(
             client.clone(),
             kube::runtime::events::Reporter {
@@ -437,9 +440,6 @@ pub async fn run_with(
         r = metrics => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
     }
 }
-
-/// A requeue delay for errors: short, so transient failures heal quickly.
-pub const ERROR_REQUEUE: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
 mod tests {

@@ -52,16 +52,15 @@ async fn reconcile(p: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action, ku
     })
 }
 
-fn error_policy(_p: Arc<BackupPolicy>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("policy reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the BackupPolicy controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<BackupPolicy> = ctx.api();
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -278,16 +278,15 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
     }
 }
 
-fn error_policy(_r: Arc<Restore>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("restore reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the Restore controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Restore> = ctx.api();
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

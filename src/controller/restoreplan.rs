@@ -263,18 +263,17 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
     }
 }
 
-fn error_policy(_p: Arc<RestorePlan>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("restore plan reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the RestorePlan controller (also woken by its Restore records).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<RestorePlan> = ctx.api();
     let restores: Api<Restore> = ctx.api();
     Controller::new(api, watcher::Config::default())
         .owns(restores, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }

@@ -305,11 +305,6 @@ pub fn retention_candidates(mine: &[Backup], location: &str) -> Vec<Candidate> {
         .collect()
 }
 
-fn error_policy(_s: Arc<Schedule>, err: &kube::Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!("schedule reconcile failed: {err}");
-    Action::requeue(super::ERROR_REQUEUE)
-}
-
 /// Runs the Schedule controller (also woken by changes to the schedule's Backup records).
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Schedule> = ctx.api();
@@ -321,7 +316,11 @@ pub async fn run(ctx: Arc<Context>) {
                     .within(b.namespace().as_deref().unwrap_or_default())
             })
         })
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
         .for_each(|_| futures::future::ready(()))
         .await;
 }
