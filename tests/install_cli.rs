@@ -123,9 +123,12 @@ async fn install_applies_the_base_and_uninstall_removes_it() {
     );
     assert!(out.status.success(), "{}", show(&out));
     assert!(deps.get_opt("tidemark").await.unwrap().is_none());
+    // The API server removes a CRD only after its finalizer has deleted every instance, and
+    // the namespace controller is deleting the namespace at the same time: on a busy machine
+    // that takes a while.
     wait_for(
         "CRDs removed",
-        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(120),
         || async {
             crds.get_opt("schedules.tidemark.dev")
                 .await
