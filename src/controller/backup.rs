@@ -82,8 +82,19 @@ pub async fn remove_partial(ctx: &Context, b: &Backup) {
         return;
     };
     let name = b.name_any();
-    if crate::restore::read_backup(&store, &name).await.is_ok() {
-        return;
+    // Only a folder without its record is partial. A record that exists, or a store that
+    // cannot say (unreachable, refusing), keeps everything: a flaky read must never delete a
+    // backup that completed just before the crash.
+    match crate::restore::read_backup(&store, &name).await {
+        Err(crate::restore::RestoreError::BackupNotFound { .. }) => {}
+        Ok(_) | Err(crate::restore::RestoreError::BackupUnusable { .. }) => return,
+        Err(e) => {
+            tracing::warn!(
+                backup = %name,
+                "cannot tell whether the interrupted backup completed; its files are kept: {e}"
+            );
+            return;
+        }
     }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
         tracing::warn!(backup = %name, "could not remove the interrupted backup's files: {e}");
