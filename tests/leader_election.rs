@@ -77,19 +77,16 @@ async fn a_frozen_api_server_never_leaves_two_leaders() {
     signal(&pid, "-STOP");
     let frozen = Instant::now();
     // The holder gives up within its renew deadline (10 s) and a retry period, and exits.
-    let a_exit = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
-            break (Instant::now(), status);
-        }
-        if frozen.elapsed() > Duration::from_secs(30) {
-            signal(&pid, "-CONT");
-            panic!(
-                "replica-a still running 30 s after the API server froze:\n{}",
-                a.log()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let a_status = wait_for(
+        "replica-a to exit after the API server froze",
+        Duration::from_secs(30),
+        || {
+            let exited = a.child.try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
+    let a_exit = (Instant::now(), a_status);
     let a_gave_up = a_exit.0.duration_since(frozen);
     assert!(
         !a_exit.1.success(),

@@ -208,33 +208,39 @@ async fn schedule_retention_keeps_exactly_what_its_rules_keep() {
 
     // The Schedule runs; every backup seen is remembered with its start time.
     apply_docs(&client, &[schedule]).await;
-    let mut seen: BTreeMap<String, DateTime<Utc>> = old.clone();
+    let seen: BTreeMap<String, DateTime<Utc>> = old.clone();
     let scheduled = |seen: &BTreeMap<String, DateTime<Utc>>| {
         seen.keys()
             .filter(|n| !n.starts_with("nightly-old-"))
             .count()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while scheduled(&seen) < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the schedule made {} backups in 2 minutes; server log:\n{}",
-            scheduled(&seen),
-            server.log()
-        );
-        for b in backups.list(&ListParams::default()).await.unwrap() {
-            let st = b.status.clone().unwrap_or_default();
-            if st.phase.as_deref() == Some("Completed")
-                && let Some(t) = st
-                    .start_timestamp
-                    .as_deref()
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            {
-                seen.insert(b.metadata.name.clone().unwrap(), t.with_timezone(&Utc));
+    let seen_so_far = std::sync::Arc::new(std::sync::Mutex::new(seen));
+    wait_for(
+        "the schedule to make 4 backups",
+        Duration::from_secs(120),
+        || {
+            let backups = backups.clone();
+            let seen = seen_so_far.clone();
+            async move {
+                for b in backups.list(&ListParams::default()).await.ok()? {
+                    let st = b.status.clone().unwrap_or_default();
+                    if st.phase.as_deref() == Some("Completed")
+                        && let Some(t) = st
+                            .start_timestamp
+                            .as_deref()
+                            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    {
+                        seen.lock()
+                            .unwrap()
+                            .insert(b.metadata.name.clone().unwrap(), t.with_timezone(&Utc));
+                    }
+                }
+                (scheduled(&seen.lock().unwrap()) >= 4).then_some(())
             }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        },
+    )
+    .await;
+    let mut seen = std::mem::take(&mut *seen_so_far.lock().unwrap());
     // Pause it (retention still applies) and let the deletions finish.
     let schedules: Api<Schedule> = Api::namespaced(client.clone(), NS);
     schedules

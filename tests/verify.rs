@@ -12,6 +12,16 @@ use kube::api::Api;
 use serde_json::json;
 use support::*;
 
+/// Waits (up to a minute) until namespace `name` is gone.
+async fn namespace_gone(namespaces: &Api<Namespace>, name: &str) {
+    wait_for(
+        &format!("namespace {name} gone"),
+        Duration::from_secs(60),
+        || async { namespaces.get_opt(name).await.ok()?.is_none().then_some(()) },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drills_verify_a_backup_and_name_what_does_not_come_back() {
     let cluster = Cluster::up(&unique("verify")).await;
@@ -57,19 +67,7 @@ async fn drills_verify_a_backup_and_name_what_does_not_come_back() {
         "{said}"
     );
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for(
-        "the scratch namespace gone",
-        Duration::from_secs(60),
-        || async {
-            namespaces
-                .get_opt("drill-shop")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    namespace_gone(&namespaces, "drill-shop").await;
     // The source namespace was never touched.
     assert!(namespaces.get_opt("shop").await.unwrap().is_some());
 
@@ -127,19 +125,7 @@ async fn drills_verify_a_backup_and_name_what_does_not_come_back() {
         said.contains("Missing:\n  configmaps drill-shop/blocked"),
         "{said}"
     );
-    wait_for(
-        "the scratch namespace gone again",
-        Duration::from_secs(60),
-        || async {
-            namespaces
-                .get_opt("drill-shop")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    namespace_gone(&namespaces, "drill-shop").await;
 }
 
 /// The controller's drill: a Backup with `spec.verify` is restored into scratch namespaces once
@@ -190,19 +176,7 @@ async fn a_backup_with_verify_gets_a_verified_condition() {
     assert!(v.verified && v.equal >= 2, "{v:?}");
     assert!(v.missing.is_empty() && v.different.is_empty());
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    wait_for(
-        "the scratch namespace gone",
-        Duration::from_secs(60),
-        || async {
-            namespaces
-                .get_opt("ctl-drill-shop")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    namespace_gone(&namespaces, "ctl-drill-shop").await;
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
         .await
         .unwrap()
