@@ -13,6 +13,7 @@
 //! - [`controller`]: the in-cluster reconciler (`tidemark server`).
 //! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
 //! - [`volumes`]: persistent volume data (method selection, CSI snapshots, file-system backup).
+//! - [`hooks`]: Velero's backup and restore hooks (exec hooks in pods, restore init containers).
 //! - [`install`]: installing and removing the controller (`tidemark install`/`uninstall`).
 //! - [`cli`]: the command line.
 
@@ -22,6 +23,7 @@ pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod hooks;
 pub mod install;
 pub mod plan;
 pub mod report;

@@ -128,12 +128,41 @@ fn every_install_keeps_rbac_least_privilege_and_the_pod_hardened() {
             }
         }
 
-        // Backup: read-only, everything.
+        // Backup: read-only, everything; writes only to CSI snapshot objects (it takes
+        // VolumeSnapshots, retains their contents and removes them, deletes storage
+        // snapshots through contents).
         let backup = find(&objs, "ClusterRole", "tidemark-backup").expect("tidemark-backup");
         for rule in backup["rules"].as_array().unwrap() {
-            assert_eq!(strs(&rule["verbs"]), ["get", "list", "watch"], "{dir}");
+            if strs(&rule["apiGroups"]) == ["snapshot.storage.k8s.io"] {
+                assert_eq!(
+                    strs(&rule["resources"]),
+                    ["volumesnapshots", "volumesnapshotcontents"],
+                    "{dir}"
+                );
+                assert_eq!(strs(&rule["verbs"]), ["create", "patch", "delete"], "{dir}");
+            } else {
+                assert_eq!(strs(&rule["verbs"]), ["get", "list", "watch"], "{dir}");
+            }
         }
         assert!(find(&objs, "ClusterRoleBinding", "tidemark-backup").is_some());
+
+        // Hooks: exec into pods, nothing else.
+        let hooks = find(&objs, "ClusterRole", "tidemark-hooks").expect("tidemark-hooks");
+        let mut granted: Vec<(Vec<&str>, Vec<&str>)> = hooks["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (strs(&r["resources"]), strs(&r["verbs"])))
+            .collect();
+        granted.sort();
+        assert_eq!(
+            granted,
+            [
+                (vec!["pods"], vec!["get"]),
+                (vec!["pods/exec"], vec!["create", "get"])
+            ],
+            "{dir}"
+        );
 
         // Restore: writes, never deletes; absent from backup-only.
         let restore = find(&objs, "ClusterRole", "tidemark-restore");

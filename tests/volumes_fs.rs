@@ -1,14 +1,16 @@
-//! File-system backup of pod volumes (issue 7) on real clusters and MinIO, with the node agent
-//! as a process and the test playing the missing kubelet and scheduler: a pod bound to a test
-//! node has its volume directory laid out under a temporary kubelet root with files of
-//! assorted sizes (empty, 1 byte, sparse, 100 MB, many small files, symlinks, permissions);
-//! `tidemark backup create` makes a PodVolumeBackup that the agent carries out into
-//! `<prefix>/restic/<ns>/`; the plain `restic` CLI lists the snapshot, checks the repository
-//! and restores the same bytes; `tidemark restore create` into a second cluster gives the
-//! restored pod the wait init container and a PodVolumeRestore, and the agent there writes
-//! identical data into the new pod's volume directory (made by the test, as the kubelet would)
-//! with the done marker; deleting the backup forgets the snapshot and `tidemark repo prune`
-//! leaves a repository that `restic check` accepts.
+//! File-system backup of pod volumes (issue 7, on a real node since issue 14): a busybox pod
+//! runs on the test node (real kubelet, containerd, runc; `scripts/testenv node up`) with an
+//! emptyDir the kubelet made, filled with files of assorted sizes (empty, 1 byte, sparse,
+//! 100 MB, many small files, symlinks, permissions) and a file the app writes itself;
+//! `tidemark backup create` makes a PodVolumeBackup that the node agent — a local process
+//! under the shipped `tidemark-node-agent` ServiceAccount's token, reading the real kubelet
+//! root — carries out into `<prefix>/restic/<ns>/`; the plain `restic` CLI lists the
+//! snapshot, checks the repository and restores the same bytes. The namespace is deleted and
+//! the backup restored twice, in place and into a mapped namespace: each restored pod gets
+//! the `tidemark-restore-wait` init container from tidemark's own image, which really runs and
+//! holds the pod until the agent has written the data; the pods run again and `kubectl exec`
+//! reads back the same checksums. Deleting the backup forgets the snapshot and `tidemark repo
+//! prune` leaves a repository that `restic check` accepts.
 
 mod support;
 
@@ -16,18 +18,17 @@ use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::*;
 use tidemark::api::podvolume::{PodVolumeBackup, PodVolumeRestore};
 
 const NS: &str = "tidemark";
-const NODE: &str = "vol-node-1";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A running `tidemark node-agent`, killed on drop.
@@ -37,14 +38,20 @@ struct Agent {
 }
 
 impl Agent {
-    fn start(kubeconfig: &Path, root: &Path, password_file: &Path, minio: &Minio) -> Agent {
+    fn start(
+        kubeconfig: &Path,
+        node: &str,
+        root: &Path,
+        password_file: &Path,
+        minio: &Minio,
+    ) -> Agent {
         let log = std::env::temp_dir().join(format!("{}.log", unique("tidemark-node-agent")));
         let file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
         cmd.args([
             "node-agent",
             "--node-name",
-            NODE,
+            node,
             "--namespace",
             NS,
             "--kubelet-root",
@@ -78,14 +85,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The emptyDir directory of `volume` of the pod with `uid`, as the kubelet lays it out.
-fn volume_dir(root: &Path, uid: &str, volume: &str) -> PathBuf {
-    root.join("pods")
-        .join(uid)
-        .join("volumes/kubernetes.io~empty-dir")
-        .join(volume)
 }
 
 /// Deterministic pseudo-random bytes (xorshift), so big files do not compress or dedupe away.
@@ -195,26 +194,18 @@ fn restic(minio: &Minio, repo: &str, password_file: &Path, args: &[&str]) -> std
     cmd.output().expect("run restic (apt-get install restic)")
 }
 
-async fn setup(client: &Client) {
-    install_crds(client).await;
-    apply_docs(
-        client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}}),
-        ],
-    )
-    .await;
-}
-
-fn pod_manifest() -> Value {
+/// The app: a busybox pod that writes a file of its own, with two emptyDirs (only `data` is
+/// chosen, by Velero's opt-in annotation) and a ConfigMap volume.
+fn pod_manifest(image: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "db-0", "namespace": "shop",
                      "annotations": {"backup.velero.io/backup-volumes": "data"}},
         "spec": {
-            "nodeName": NODE,
-            "containers": [{"name": "db", "image": "registry.invalid/db:1",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "db", "image": image, "imagePullPolicy": "Never",
+                            "command": ["sh", "-c",
+                                        "echo written-by-app > /data/app.txt; exec sleep 3600"],
                             "volumeMounts": [{"name": "data", "mountPath": "/data"},
                                              {"name": "scratch", "mountPath": "/scratch"},
                                              {"name": "cfg", "mountPath": "/cfg"}]}],
@@ -225,23 +216,42 @@ fn pod_manifest() -> Value {
     })
 }
 
+/// `sha256sum` of every file under the pod's `/data` (the done markers left out), read with
+/// `kubectl exec` through the API server and the kubelet.
+fn checksums_in_pod(kubeconfig: &Path, namespace: &str) -> String {
+    pod_exec(
+        kubeconfig,
+        namespace,
+        "db-0",
+        "db",
+        "cd /data && find . -type f | grep -v '^./.tidemark/' | sort | xargs sha256sum",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster() {
+async fn pod_volume_backed_up_read_by_restic_and_restored_on_the_node() {
     assert!(
         Command::new("restic").arg("version").output().is_ok(),
         "the restic CLI is needed: apt-get install -y restic"
     );
     let a = Cluster::up(&unique("vfs-a")).await;
-    let b = Cluster::up(&unique("vfs-b")).await;
+    let node = Node::up(&a);
     let minio = Minio::up(&unique("vfs-minio"));
     let work = tempfile::tempdir().unwrap();
     let password_file = work.path().join("repository-password");
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
-    let root_a = work.path().join("kubelet-a");
-    let root_b = work.path().join("kubelet-b");
 
-    setup(&a.client).await;
-    setup(&b.client).await;
+    // tidemark's shipped RBAC; the agent runs under its ServiceAccount's token.
+    apply_shipped_rbac(&a.client).await;
+    let agent_kc = work.path().join("node-agent.kubeconfig");
+    service_account_kubeconfig(
+        &a.client,
+        &a.kubeconfig,
+        "tidemark-node-agent",
+        "tidemark-node-agent",
+        &agent_kc,
+    )
+    .await;
     apply_docs(
         &a.client,
         &[
@@ -251,35 +261,55 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     )
     .await;
     let pods_a: Api<Pod> = Api::namespaced(a.client.clone(), "shop");
-    let pod: Pod = serde_json::from_value(pod_manifest()).unwrap();
-    let pod = pods_a.create(&PostParams::default(), &pod).await.unwrap();
+    let pod: Pod = serde_json::from_value(pod_manifest(&node.image_busybox)).unwrap();
+    pods_a.create(&PostParams::default(), &pod).await.unwrap();
+    let pod = wait_pod_ready(&a.client, "shop", "db-0", Duration::from_secs(60)).await;
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(node.name.as_str()),
+        "scheduled by the real scheduler"
+    );
     let uid = pod.uid().unwrap();
-    let source = volume_dir(&root_a, &uid, "data");
+    // The directory the kubelet made for the pod's emptyDir, filled beside the app's own file.
+    let source = node.volume_dir(&uid, "kubernetes.io~empty-dir", "data");
+    wait_for("the app's own file", Duration::from_secs(30), || {
+        let f = source.join("app.txt");
+        async move { f.is_file().then_some(()) }
+    })
+    .await;
     fill(&source);
-    // The other emptyDir exists too but is not chosen (no annotation for it).
-    std::fs::create_dir_all(volume_dir(&root_a, &uid, "scratch")).unwrap();
-    std::fs::write(volume_dir(&root_a, &uid, "scratch").join("tmp"), b"t").unwrap();
+    std::fs::write(
+        node.volume_dir(&uid, "kubernetes.io~empty-dir", "scratch")
+            .join("tmp"),
+        b"t",
+    )
+    .unwrap();
     let expected = tree(&source);
+    let expected_sums = checksums_in_pod(&a.kubeconfig, "shop");
+    assert!(
+        expected_sums.contains("./app.txt") && expected_sums.contains("./big.bin"),
+        "{expected_sums}"
+    );
 
-    let agent_a = Agent::start(&a.kubeconfig, &root_a, &password_file, &minio);
+    let agent = Agent::start(
+        &agent_kc,
+        &node.name,
+        &node.kubelet_root,
+        &password_file,
+        &minio,
+    );
     let s3 = minio.url("cluster-a");
     let pw = password_file.to_str().unwrap();
-    let agent_env = [
+    let ka = a.kubeconfig.to_str().unwrap();
+    let mut env_a = minio.env_with(ka);
+    env_a.extend([
         ("TIDEMARK_REPO_PASSWORD_FILE", pw),
         ("TIDEMARK_POD_VOLUME_TIMEOUT", "5m"),
         (
             "TIDEMARK_RESTORE_HELPER_IMAGE",
-            "registry.invalid/tidemark:test",
+            node.image_tidemark.as_str(),
         ),
-    ];
-    let (ka, kb) = (
-        a.kubeconfig.to_str().unwrap(),
-        b.kubeconfig.to_str().unwrap(),
-    );
-    let mut env_a = minio.env_with(ka);
-    env_a.extend(agent_env);
-    let mut env_b = minio.env_with(kb);
-    env_b.extend(agent_env);
+    ]);
 
     // Backup: one PodVolumeBackup, carried out by the agent.
     let started = std::time::Instant::now();
@@ -299,20 +329,20 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
         out.status.success(),
         "{}\nagent:\n{}",
         show(&out),
-        agent_a.log()
+        agent.log()
     );
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("Completed"),
         "{}",
         show(&out)
     );
-    eprintln!("backup with pod volume: {:?}", started.elapsed());
+    let backup_time = started.elapsed();
     let pvbs: Api<PodVolumeBackup> = Api::namespaced(a.client.clone(), NS);
     let list = pvbs.list(&Default::default()).await.unwrap().items;
     assert_eq!(list.len(), 1, "{list:?}");
     let pvb = &list[0];
     assert_eq!(pvb.spec.volume, "data");
-    assert_eq!(pvb.spec.node, NODE);
+    assert_eq!(pvb.spec.node, node.name);
     assert_eq!(pvb.spec.pod.uid.as_deref(), Some(uid.as_str()));
     let st = pvb.status.clone().unwrap();
     assert_eq!(st.phase.as_deref(), Some("Completed"), "{st:?}");
@@ -327,17 +357,13 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     assert_eq!(progress.total_bytes, Some(total), "{st:?}");
     assert_eq!(progress.bytes_done, Some(total), "{st:?}");
     assert_eq!(st.path.as_deref(), Some(source.to_str().unwrap()));
+    eprintln!(
+        "file-system backup of a running pod's volume: {total} bytes in {backup_time:?} ({:.1} MB/s)",
+        total as f64 / 1e6 / backup_time.as_secs_f64()
+    );
 
     // The backup folder holds the record as Velero's PodVolumeBackup.
-    let bucket = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name(minio.bucket())
-        .with_endpoint(&minio.env["AWS_ENDPOINT_URL"])
-        .with_region(&minio.env["AWS_REGION"])
-        .with_access_key_id(&minio.env["AWS_ACCESS_KEY_ID"])
-        .with_secret_access_key(&minio.env["AWS_SECRET_ACCESS_KEY"])
-        .with_allow_http(true)
-        .build()
-        .unwrap();
+    let bucket = minio.object_store();
     let gz = object_store::ObjectStoreExt::get(
         &bucket,
         &object_store::path::Path::from("cluster-a/backups/vb1/vb1-podvolumebackups.json.gz"),
@@ -400,97 +426,119 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     // The snapshot's path is /<namespace>/<pod>/<volume>.
     assert_eq!(tree(&by_restic.join("shop/db-0/data")), expected);
 
-    // Restore into cluster B: the agent there writes into the new pod's directory.
-    let agent_b = Agent::start(&b.kubeconfig, &root_b, &password_file, &minio);
-    let mut restore = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-    restore.args([
-        "restore",
-        "create",
-        "vr1",
-        "--from-backup",
-        "vb1",
-        "--location",
-        &s3,
-    ]);
-    for (k, v) in &env_b {
-        restore.env(k, v);
-    }
-    let restore = restore
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pods_b: Api<Pod> = Api::namespaced(b.client.clone(), "shop");
-    let new_pod = wait_for("the restored pod", Duration::from_secs(120), || {
-        let pods_b = pods_b.clone();
-        async move { pods_b.get_opt("db-0").await.ok().flatten() }
-    })
-    .await;
-    let new_uid = new_pod.uid().unwrap();
-    assert_ne!(new_uid, uid);
-    let spec = new_pod.spec.clone().unwrap();
-    let inits = spec.init_containers.clone().unwrap_or_default();
-    assert_eq!(inits[0].name, "tidemark-restore-wait", "{inits:?}");
-    assert_eq!(
-        inits[0].image.as_deref(),
-        Some("registry.invalid/tidemark:test")
+    // The incident: the namespace is gone, with the pod and its data.
+    kubectl(
+        &a.kubeconfig,
+        &[
+            "delete",
+            "namespace",
+            "shop",
+            "--wait=true",
+            "--timeout=120s",
+        ],
     );
-    assert_eq!(
-        inits[0].args.clone().unwrap(),
-        ["restore-wait", "--marker", "vr1", "/restores/data"]
-    );
-    // Play the scheduler (bind to the test node) and the kubelet (make the volume directory).
-    let binding = json!({"apiVersion": "v1", "kind": "Binding",
-        "metadata": {"name": "db-0", "namespace": "shop"},
-        "target": {"apiVersion": "v1", "kind": "Node", "name": NODE}});
-    pods_b
-        .create_subresource::<Value, Value>("binding", "db-0", &PostParams::default(), &binding)
-        .await
-        .expect("bind the restored pod to the test node");
-    let target = volume_dir(&root_b, &new_uid, "data");
-    std::fs::create_dir_all(&target).unwrap();
-    let out = tokio::task::spawn_blocking(move || restore.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\nagent:\n{}",
-        show(&out),
-        agent_b.log()
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("Completed"),
-        "{}",
-        show(&out)
-    );
-    let pvrs: Api<PodVolumeRestore> = Api::namespaced(b.client.clone(), NS);
-    let list = pvrs.list(&Default::default()).await.unwrap().items;
-    assert_eq!(list.len(), 1, "{list:?}");
-    assert_eq!(list[0].spec.snapshot_id, snapshot_id);
-    assert_eq!(list[0].spec.pod.uid.as_deref(), Some(new_uid.as_str()));
-    assert_eq!(
-        list[0].status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Completed")
-    );
-    assert_eq!(tree(&target), expected);
-    assert!(
-        target.join(".tidemark/vr1").is_file(),
-        "done marker missing"
-    );
-    // The sparse file stays sparse.
-    let m = std::fs::metadata(target.join("sparse.img")).unwrap();
-    assert!(
-        m.blocks() * 512 < SPARSE_LEN / 2,
-        "sparse.img takes {} blocks",
-        m.blocks()
-    );
+    assert!(!source.exists(), "the kubelet removed the old pod's volume");
 
-    // The wait init container's command returns once the marker is there.
-    let out = tidemark(
-        &["restore-wait", "--marker", "vr1", target.to_str().unwrap()],
-        &[],
-    );
-    assert!(out.status.success(), "{}", show(&out));
+    // Restore in place, then into a mapped namespace: the real scheduler places each pod, the
+    // kubelet makes its volume directory, the wait init container (tidemark's image) holds it
+    // until the agent has written the data, then the app starts on its restored files.
+    for (restore, namespace, extra) in [
+        ("vr1", "shop", None),
+        ("vr2", "shop-copy", Some("shop:shop-copy")),
+    ] {
+        let started = std::time::Instant::now();
+        let mut args = vec![
+            "restore",
+            "create",
+            restore,
+            "--from-backup",
+            "vb1",
+            "--location",
+            &s3,
+        ];
+        if let Some(m) = extra {
+            args.extend(["--namespace-mappings", m]);
+        }
+        let out = tidemark(&args, &env_a);
+        assert!(
+            out.status.success(),
+            "{}\nagent:\n{}",
+            show(&out),
+            agent.log()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Completed"),
+            "{}",
+            show(&out)
+        );
+        let pod = wait_pod_ready(&a.client, namespace, "db-0", Duration::from_secs(120)).await;
+        eprintln!(
+            "restore {restore} of {total} bytes into {namespace}, pod Ready: {:?} ({:.1} MB/s)",
+            started.elapsed(),
+            total as f64 / 1e6 / started.elapsed().as_secs_f64()
+        );
+        let new_uid = pod.uid().unwrap();
+        assert_ne!(new_uid, uid);
+        let spec = pod.spec.clone().unwrap();
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        assert_eq!(inits[0].name, "tidemark-restore-wait", "{inits:?}");
+        assert_eq!(
+            inits[0].image.as_deref(),
+            Some(node.image_tidemark.as_str())
+        );
+        assert_eq!(
+            inits[0].args.clone().unwrap(),
+            ["restore-wait", "--marker", restore, "/restores/data"]
+        );
+        // The init container ran to completion on the node.
+        let init_status = pod
+            .status
+            .as_ref()
+            .unwrap()
+            .init_container_statuses
+            .clone()
+            .unwrap();
+        let terminated = init_status[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .unwrap_or_else(|| panic!("{init_status:?}"));
+        assert_eq!(terminated.exit_code, 0, "{init_status:?}");
+
+        let pvrs: Api<PodVolumeRestore> = Api::namespaced(a.client.clone(), NS);
+        let pvr = pvrs
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .find(|p| p.spec.pod.uid.as_deref() == Some(new_uid.as_str()))
+            .expect("a PodVolumeRestore for the new pod");
+        assert_eq!(pvr.spec.snapshot_id, snapshot_id);
+        assert_eq!(
+            pvr.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Completed")
+        );
+
+        let target = node.volume_dir(&new_uid, "kubernetes.io~empty-dir", "data");
+        assert_eq!(tree(&target), expected);
+        // The agent's done marker was consumed: the wait init container saw it, removed it
+        // and exited, inside the pod.
+        assert!(
+            !target.join(".tidemark").exists(),
+            "the wait init container left the done marker"
+        );
+        assert!(agent.log().contains(restore), "{}", agent.log());
+        // The sparse file stays sparse.
+        let m = std::fs::metadata(target.join("sparse.img")).unwrap();
+        assert!(
+            m.blocks() * 512 < SPARSE_LEN / 2,
+            "sparse.img takes {} blocks",
+            m.blocks()
+        );
+        // What the app sees in its container.
+        assert_eq!(checksums_in_pod(&a.kubeconfig, namespace), expected_sums);
+    }
 
     // Deleting the backup forgets its snapshot; prune frees the data; restic still checks.
     let out = tidemark(
@@ -516,6 +564,6 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_into_a_second_cluster(
     );
     let out = restic(&minio, &repo, &password_file, &["check"]);
     assert!(out.status.success(), "{}", show(&out));
-    drop(agent_a);
-    drop(agent_b);
+    drop(agent);
+    drop(node);
 }

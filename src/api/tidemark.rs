@@ -222,6 +222,12 @@ pub struct BackupSpecTemplate {
     /// Velero does, for forensics (default false). They are never restored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_events: Option<bool>,
+    /// Velero's backup hooks (`resources[]`: pods selected by namespace, resource and labels,
+    /// `pre`/`post` exec hooks run around the backup of their volumes). Pod annotations
+    /// (`pre.hook.backup.velero.io/…`) need nothing here; a pod's annotation hook replaces these.
+    /// See the README's Hooks section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::BackupHooks>,
 }
 
 /// Volume data settings of a backup (`spec.template.volumes`), after `velero backup create`'s
@@ -458,6 +464,12 @@ pub struct RestoreSpecTemplate {
     /// Name of a ConfigMap (controller namespace) holding resource modifiers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_modifier: Option<String>,
+    /// Velero's restore hooks (`resources[]`: pods selected by target namespace, resource and
+    /// labels; `postHooks[]` adding init containers or running exec hooks once the restored
+    /// container is up). Pod annotations (`init.hook.restore.velero.io/…`,
+    /// `post.hook.restore.velero.io/…`) need nothing here. See the README's Hooks section.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::RestoreHooks>,
 }
 
 /// A reviewed restore: runs once per distinct spec.
@@ -632,6 +644,10 @@ pub struct BackupStatus {
     /// The restore drill's outcome, when the Backup asked for one (`spec.verify`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,
+    /// Velero's hook counters (`hooksAttempted`, `hooksFailed`) of the backup's pre and post
+    /// hooks; each hook's outcome is in `tidemark backup describe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_status: Option<crate::hooks::HookStatus>,
     /// `Ready`, `Reconciling`, `Stalled`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -736,6 +752,10 @@ pub struct RestoreStatus {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// Velero's hook counters (`hooksAttempted`, `hooksFailed`) of the restore's exec hooks;
+    /// each hook's outcome is in `tidemark restore describe`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_status: Option<crate::hooks::HookStatus>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

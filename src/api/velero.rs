@@ -315,6 +315,9 @@ pub struct RestoreSpec {
     /// `none` or `update`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub existing_resource_policy: Option<String>,
+    /// Velero's restore hooks (`resources[]`), as the restore was asked to run them.
+    #[serde(default, skip_serializing_if = "crate::hooks::RestoreHooks::is_empty")]
+    pub hooks: crate::hooks::RestoreHooks,
 }
 
 /// Velero's RestoreStatus.

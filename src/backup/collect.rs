@@ -77,6 +77,9 @@ pub struct Lister {
     pub crd_group_resources: Arc<BTreeSet<String>>,
     /// The run's log (a line per item at debug level).
     pub log: Arc<RunLog>,
+    /// Pods (`(namespace, name)`) not archived: a pre hook with `onError: Fail` failed in them,
+    /// which fails the pod's item as in Velero ([`crate::hooks`]).
+    pub skip_pods: Arc<BTreeSet<(String, String)>>,
 }
 
 /// How many times one resource's listing is started again after its continue token expired
@@ -343,6 +346,14 @@ impl Lister {
         } = item;
         if let Some(ns) = &namespace
             && !self.namespaces.contains(ns)
+        {
+            return None;
+        }
+        if !self.skip_pods.is_empty()
+            && r.group.is_empty()
+            && r.resource == "pods"
+            && let Some(ns) = &namespace
+            && self.skip_pods.contains(&(ns.clone(), name.clone()))
         {
             return None;
         }

@@ -71,6 +71,9 @@ pub enum BackupError {
     /// The volume phase could not start (unusable volume policy, pods/claims not listable).
     #[error(transparent)]
     Volumes(#[from] crate::volumes::VolumesError),
+    /// The hook spec (`hooks`) is invalid; nothing was run.
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
 }
 
 /// What to back up: the options of `velero backup create` / a BackupPolicy.
@@ -119,6 +122,8 @@ pub struct BackupRequest {
     pub volumes: crate::volumes::VolumeSettings,
     /// `--resource-policies-configmap`: a ConfigMap in `record_namespace` holding volume policies.
     pub resource_policy_configmap: Option<String>,
+    /// Velero's spec hooks (`spec.template.hooks`); pod annotation hooks need nothing here.
+    pub hooks: crate::hooks::BackupHooks,
 }
 
 /// How hard to drive the API server.
@@ -143,6 +148,8 @@ pub struct BackupOutcome {
     pub results: Results,
     /// Wall-clock duration.
     pub duration: Duration,
+    /// The outcome of every pre and post hook (also in `tidemark-hooks.json.gz`).
+    pub hooks: Vec<crate::hooks::HookOutcome>,
 }
 
 /// Default TTL of a backup: 30 days (Velero's default, `720h`).
@@ -203,6 +210,7 @@ impl BackupRequest {
             annotations: BTreeMap::new(),
             volumes: crate::volumes::VolumeSettings::default(),
             resource_policy_configmap: None,
+            hooks: crate::hooks::BackupHooks::default(),
         }
     }
 
@@ -312,11 +320,14 @@ impl BackupRequest {
             &self.volumes,
             self.resource_policy_configmap.as_deref(),
         );
-        // Fields Velero always writes, with the values that say what tidemark does: no backup
-        // hooks, no labels for backups made from this spec (Velero's `spec.metadata`, used by
-        // schedule templates), no movement of snapshot data.
+        // Fields Velero always writes, with the values that say what tidemark does: the spec's
+        // hooks (`{}` without any), no labels for backups made from this spec (Velero's
+        // `spec.metadata`, used by schedule templates), no movement of snapshot data.
         for (key, value) in [
-            ("hooks", serde_json::json!({})),
+            (
+                "hooks",
+                serde_json::to_value(&self.hooks).unwrap_or_else(|_| serde_json::json!({})),
+            ),
             ("metadata", serde_json::json!({})),
             ("snapshotMoveData", serde_json::json!(false)),
         ] {
@@ -391,6 +402,12 @@ pub async fn run(
         "backup",
         &format!("{}/{}", req.record_namespace, req.name),
     ));
+    let hooks = crate::hooks::BackupHookRunner::new(
+        Arc::new(crate::hooks::ApiExecutor::new(client.clone())),
+        &req.hooks,
+    )?
+    .with_concurrency(settings.concurrency)
+    .with_log(log.clone());
 
     let layout = store.layout();
     // The store's checks and the start of the archive upload run while the cluster is
@@ -466,6 +483,7 @@ pub async fn run(
         take_claims: takes("persistentvolumeclaims"),
         concurrency: settings.concurrency,
         budget: &settings.budget,
+        hooks: Some(&hooks),
     };
     let volumes = match crate::volumes::phase::run(client, store, &volume_phase).await {
         Ok(v) => v,
@@ -481,6 +499,9 @@ pub async fn run(
             .errors
             .add(Some(ns.as_str()).filter(|n| !n.is_empty()), msg.clone());
     }
+    // Failed hooks: `onError: Fail` as errors, `Continue` as warnings (each hook was logged as
+    // it ended).
+    crate::hooks::outcome::record(&volumes.hooks, &mut results);
 
     let mut listed: Vec<&ServedResource> = Vec::new();
     let mut related: BTreeMap<String, &ServedResource> = BTreeMap::new();
@@ -521,6 +542,7 @@ pub async fn run(
         collected: collected.clone(),
         crd_group_resources: Arc::new(crd_group_resources),
         log: log.clone(),
+        skip_pods: Arc::new(volumes.hook_failed_pods.clone()),
     };
     // Each resource is listed by its own task, so parsing runs on every core; tasks are spawned
     // as slots free up, so at most `concurrency` resources are listed at once.
@@ -655,8 +677,11 @@ pub async fn run(
             total_items: summary.items,
             items_backed_up: summary.items,
         }),
-        // No hooks ran: Velero's `hookStatus` with both counters at 0 (omitted, as Velero does).
-        extra: BTreeMap::from([("hookStatus".to_string(), serde_json::json!({}))]),
+        // Velero's `hookStatus` (counters at 0 are omitted, as Velero does).
+        extra: BTreeMap::from([(
+            "hookStatus".to_string(),
+            crate::hooks::HookStatus::of(&volumes.hooks).to_json(),
+        )]),
     };
     if volumes.csi_attempted > 0 {
         record.status.extra.insert(
@@ -697,6 +722,7 @@ pub async fn run(
         meta,
         results,
         duration: started.elapsed(),
+        hooks: volumes.hooks,
     })
 }
 
@@ -791,6 +817,7 @@ async fn write_side_files(
         store.put(&meta_path, Bytes::from(meta_json), false),
         store.put(&logs_path, Bytes::from(logs), false),
         empties,
+        crate::hooks::outcome::write_backup(store, name, &volumes.hooks),
     )?;
     // Last: the record. Its presence is what makes the backup exist.
     let record_json = serde_json::to_vec_pretty(record).unwrap_or_default();
@@ -925,6 +952,37 @@ mod tests {
         assert_eq!(spec["metadata"], serde_json::json!({}));
         assert_eq!(spec["snapshotMoveData"], false);
         assert_eq!(spec["defaultVolumesToFsBackup"], false);
+    }
+
+    #[test]
+    fn spec_hooks_round_trip_through_velero_backup_json() {
+        let mut r = BackupRequest::new("b");
+        r.hooks = serde_json::from_value(serde_json::json!({"resources": [{
+            "name": "freeze",
+            "includedNamespaces": ["db"],
+            "labelSelector": {"matchLabels": {"app": "pg"}},
+            "pre": [{"exec": {"container": "pg", "command": ["/sbin/fsfreeze", "--freeze", "/data"],
+                              "onError": "Fail", "timeout": "1m"}}],
+            "post": [{"exec": {"container": "pg", "command": ["/sbin/fsfreeze", "--unfreeze", "/data"]}}]
+        }]}))
+        .unwrap();
+        let record = r.record().unwrap();
+        // Velero's field names and shape, in the record's spec.
+        let json = serde_json::to_string_pretty(&record).unwrap();
+        let back: Backup = serde_json::from_str(&json).unwrap();
+        let spec = serde_json::to_value(&back.spec).unwrap();
+        assert_eq!(
+            spec["hooks"]["resources"][0]["pre"][0]["exec"]["onError"],
+            "Fail"
+        );
+        assert_eq!(
+            spec["hooks"]["resources"][0]["pre"][0]["exec"]["timeout"],
+            "1m"
+        );
+        let hooks: crate::hooks::BackupHooks =
+            serde_json::from_value(spec["hooks"].clone()).unwrap();
+        assert_eq!(hooks, r.hooks);
+        assert_eq!(back, record);
     }
 
     #[test]

@@ -273,6 +273,7 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
             ttl: s.ttl,
             volumes: crate::volumes::template_of(&req),
             include_events: args.include_events.then_some(true),
+            hooks: (!req.hooks.is_empty()).then(|| req.hooks.clone()),
         };
         let client = cluster::connect(target).await?;
         return super::objects::create_backup_record(
@@ -308,6 +309,13 @@ async fn create(target: &Target, args: BackupCreate) -> Result<ExitCode> {
         text::bytes(outcome.meta.archive_bytes),
         store.url()
     );
+    if !outcome.hooks.is_empty() {
+        let h = crate::hooks::HookStatus::of(&outcome.hooks);
+        println!(
+            "Hooks: {} attempted, {} failed (`tidemark backup describe {}` lists them)",
+            h.hooks_attempted, h.hooks_failed, args.name
+        );
+    }
     if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
         print!("{}", outcome.results.render());
     }
@@ -365,6 +373,12 @@ async fn describe(args: DescribeArgs) -> Result<ExitCode> {
             "{}",
             output::describe_backup(&b, meta.as_ref(), &results, resource_list.as_ref())
         );
+        // Each hook's outcome, when the backup ran hooks (`tidemark-hooks.json.gz`).
+        match crate::hooks::outcome::read_backup(&store, &name).await {
+            Ok(h) if h.is_empty() => {}
+            Ok(h) => print!("\n{}", crate::hooks::outcome::render(&h)),
+            Err(e) => println!("\nHooks:  <error: {e}>"),
+        }
         if args.details {
             match crate::volumes::report::describe_backup(&store, &name).await {
                 Ok(v) => print!("\n{v}"),

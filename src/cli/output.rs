@@ -225,6 +225,7 @@ pub fn describe_backup(
         s.storage_location.clone().unwrap_or_default()
     );
     o += &format!("TTL:  {}\n\n", s.ttl.clone().unwrap_or_default());
+    o += &spec_hooks(s.extra.get("hooks"));
     if !s.ordered_resources.is_empty() {
         o += "Ordered resources:\n";
         for (k, v) in &s.ordered_resources {
@@ -245,6 +246,7 @@ pub fn describe_backup(
         o += &format!("Total items to be backed up:  {}\n", p.total_items);
         o += &format!("Items backed up:              {}\n\n", p.items_backed_up);
     }
+    o += &hook_counters(st.extra.get("hookStatus"));
     if let Some(m) = meta {
         o += &format!(
             "Archive:  {} ({} bytes), sha256 {}\n\n",
@@ -291,6 +293,54 @@ pub fn preview(name: &str, backup: &str, p: &crate::restore::Preview) -> String 
     o
 }
 
+/// The backup spec's hooks, as `velero backup describe` lists them (`Hooks:  <none>` without).
+fn spec_hooks(hooks: Option<&serde_json::Value>) -> String {
+    let h: crate::hooks::BackupHooks = hooks
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if h.is_empty() {
+        return "Hooks:  <none>\n\n".into();
+    }
+    let mut o = String::from("Hooks:\n  Resources:\n");
+    for r in &h.resources {
+        o += &format!("    {}:\n", r.name);
+        o += &format!(
+            "      Namespaces:  included {}, excluded {}\n",
+            list_or(&r.included_namespaces, "*"),
+            list_or(&r.excluded_namespaces, "<none>")
+        );
+        o += &format!(
+            "      Resources:   included {}, excluded {}\n",
+            list_or(&r.included_resources, "*"),
+            list_or(&r.excluded_resources, "<none>")
+        );
+        o += &format!("      Label selector:  {}\n", selector(&r.label_selector));
+        for (title, list) in [("Pre", &r.pre), ("Post", &r.post)] {
+            for e in list.iter().filter_map(|h| h.exec.as_ref()) {
+                o += &format!(
+                    "      {title} Exec Hook:\n        Container:  {}\n        Command:    {}\n        \
+                     On Error:   {}\n        Timeout:    {}\n",
+                    e.container.as_deref().unwrap_or("<first container>"),
+                    e.command.join(" "),
+                    e.on_error.unwrap_or_default().as_str(),
+                    e.timeout.as_deref().unwrap_or("30s")
+                );
+            }
+        }
+    }
+    o + "\n"
+}
+
+/// Velero's `HooksAttempted`/`HooksFailed` lines of `describe`, from a record's
+/// `status.hookStatus` (zeros when absent).
+fn hook_counters(hook_status: Option<&serde_json::Value>) -> String {
+    let h = crate::hooks::HookStatus::from_json(hook_status);
+    format!(
+        "HooksAttempted:  {}\nHooksFailed:     {}\n\n",
+        h.hooks_attempted, h.hooks_failed
+    )
+}
+
 /// `restore describe`, laid out like `velero restore describe`.
 pub fn describe_restore(
     r: &Restore,
@@ -315,6 +365,7 @@ pub fn describe_restore(
             p.total_items, p.items_restored
         );
     }
+    o += &hook_counters(st.extra.get("hookStatus"));
     o += &format!(
         "Started:    {}\nCompleted:  {}\n\n",
         ts(st.start_timestamp),

@@ -212,6 +212,8 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
         status_exclude: args.status_exclude_resources.clone(),
         modifiers: None,
         labels: Default::default(),
+        hooks: Default::default(),
+        no_hooks: false,
     };
     let mut req = req;
     let client = cluster::connect(target).await?;
@@ -259,6 +261,13 @@ async fn create(target: &Target, args: RestoreCreate) -> Result<ExitCode> {
             outcome.results.warnings.len(),
             outcome.results.errors.len(),
         );
+        if !outcome.hooks.is_empty() {
+            let h = crate::hooks::HookStatus::of(&outcome.hooks);
+            println!(
+                "Hooks: {} attempted, {} failed (`tidemark restore describe {name}` lists them)",
+                h.hooks_attempted, h.hooks_failed
+            );
+        }
         if !outcome.results.errors.is_empty() || !outcome.results.warnings.is_empty() {
             print!("{}", outcome.results.render());
         }
@@ -349,6 +358,12 @@ async fn describe(args: DescribeArgs) -> Result<ExitCode> {
             None
         };
         print!("{}", output::describe_restore(&r, &results, list.as_ref()));
+        // Each hook's outcome, when the restore ran hooks (`tidemark-hooks.json.gz`).
+        match crate::hooks::outcome::read_restore(&store, &name).await {
+            Ok(h) if h.is_empty() => {}
+            Ok(h) => print!("\n{}", crate::hooks::outcome::render(&h)),
+            Err(e) => println!("\nHooks:  <error: {e}>"),
+        }
         if args.details {
             print!(
                 "\n{}",

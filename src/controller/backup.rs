@@ -64,6 +64,11 @@ pub fn request_from_template(
     if let Some(v) = &t.volumes {
         crate::volumes::apply_template(&mut req, v)?;
     }
+    if let Some(h) = &t.hooks {
+        h.validate("spec.template.hooks")
+            .map_err(|e| e.to_string())?;
+        req.hooks = h.clone();
+    }
     req.filter().map_err(|e| format!("spec.template: {e}"))?;
     Ok(req)
 }
@@ -234,6 +239,7 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
                 "warnings": out.results.warnings.len(),
                 "errors": out.results.errors.len(),
                 "archiveBytes": out.meta.archive_bytes,
+                "hookStatus": crate::hooks::HookStatus::of(&out.hooks),
             });
             let health = if phase == "Completed" {
                 ctx.metrics
@@ -633,4 +639,34 @@ pub async fn run(ctx: Arc<Context>) {
         )
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_hooks_reach_the_request_and_errors_name_the_field() {
+        let t: BackupSpecTemplate = serde_json::from_value(json!({
+            "hooks": {"resources": [{"name": "freeze",
+                "pre": [{"exec": {"command": ["/bin/sync"], "onError": "Fail"}}]}]}
+        }))
+        .unwrap();
+        let req = request_from_template("b", "tidemark", &t, "default").unwrap();
+        assert_eq!(req.hooks.resources[0].name, "freeze");
+        assert_eq!(
+            req.record().unwrap().spec.extra["hooks"]["resources"][0]["pre"][0]["exec"]["command"],
+            json!(["/bin/sync"])
+        );
+        let bad: BackupSpecTemplate = serde_json::from_value(json!({
+            "hooks": {"resources": [{"name": "freeze",
+                "pre": [{"exec": {"command": ["/bin/sync"], "timeout": "a while"}}]}]}
+        }))
+        .unwrap();
+        let e = request_from_template("b", "tidemark", &bad, "default").unwrap_err();
+        assert!(
+            e.starts_with("spec.template.hooks.resources[0].pre[0].exec.timeout: "),
+            "{e}"
+        );
+    }
 }

@@ -99,6 +99,10 @@ pub async fn request_from_template_in(
         restore::parse_mappings(&format!("{src}:{dst}"))
             .map_err(|e| format!("spec.template.namespaceMapping: {e}"))?;
     }
+    let hooks = t.hooks.clone().unwrap_or_default();
+    hooks
+        .validate("spec.template.hooks")
+        .map_err(|e| e.to_string())?;
     Ok(RestoreRequest {
         name: name.into(),
         record_namespace: namespace.to_string(),
@@ -126,6 +130,8 @@ pub async fn request_from_template_in(
             .excluded_resources,
         modifiers,
         labels,
+        hooks,
+        no_hooks: false,
     })
 }
 
@@ -247,6 +253,7 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
                 "created": out.created, "updated": out.updated, "skipped": out.skipped,
                 "warnings": out.results.warnings.len(), "errors": out.results.errors.len(),
                 "progress": progress,
+                "hookStatus": crate::hooks::HookStatus::of(&out.hooks),
             });
             let summary = format!(
                 "{} created, {} updated, {} skipped, {} failed",

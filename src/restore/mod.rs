@@ -91,6 +91,9 @@ pub enum RestoreError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The hook spec (`hooks`) is invalid; nothing was restored.
+    #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
 }
 
 /// What to do with objects that already exist (Velero's `existingResourcePolicy`).
@@ -145,6 +148,11 @@ pub struct RestoreRequest {
     pub modifiers: Option<std::sync::Arc<modifiers::ResourceModifiers>>,
     /// Labels put on the Restore record (e.g. the RestorePlan and spec hash that caused it).
     pub labels: BTreeMap<String, String>,
+    /// Velero's restore hooks (`hooks.resources[]`); pod annotation hooks need nothing here.
+    pub hooks: crate::hooks::RestoreHooks,
+    /// Run no hooks at all, neither the spec's nor the pods' annotations (restore drills: their
+    /// scratch copies must not run the workload's restore commands).
+    pub no_hooks: bool,
 }
 
 /// Parses `src:dst,src2:dst2`.
@@ -196,6 +204,11 @@ pub struct RestorePlan {
     pub tiers: Vec<Vec<PlannedItem>>,
     /// Items skipped by rule (finished pods...), with results entries.
     pub skipped: u64,
+    /// PersistentVolumes not restored because their reclaim policy is `Delete` (Velero's rule:
+    /// such a volume was deleted with its claim, so restoring the object would point at storage
+    /// that is gone); their claims lose `volumeName` and are provisioned anew — or from their
+    /// CSI snapshot, or filled by their pod volume restore.
+    pub reprovisioned: Vec<String>,
     /// Warnings and errors found while planning (unreadable items).
     pub results: Results,
     /// Target namespaces that namespaced items need.
@@ -371,6 +384,16 @@ pub fn plan(index: &ArchiveIndex, req: &RestoreRequest) -> Result<RestorePlan, R
                 );
                 continue;
             }
+            if gr == "persistentvolumes"
+                && obj
+                    .pointer("/spec/persistentVolumeReclaimPolicy")
+                    .and_then(Value::as_str)
+                    == Some("Delete")
+            {
+                out.skipped += 1;
+                out.reprovisioned.push(it.name.clone());
+                continue;
+            }
             if let Disposition::Skip(reason) = transform::disposition(gr, &obj) {
                 out.skipped += 1;
                 let target = it.namespace.as_deref().map(|n| {
@@ -496,6 +519,8 @@ pub struct RestoreOutcome {
     pub results: Results,
     /// Wall-clock duration.
     pub duration: Duration,
+    /// The outcome of every restore hook (also in `tidemark-hooks.json.gz`).
+    pub hooks: Vec<crate::hooks::HookOutcome>,
 }
 
 /// Settings of a restore run.
@@ -674,10 +699,30 @@ pub async fn run(
         name: req.name.clone(),
         reason,
     })?;
+    let log = std::sync::Arc::new(RunLog::new(
+        "restore",
+        &format!("{}/{}", req.record_namespace, req.name),
+    ));
+    // Checked before anything is read or written.
+    let hooks = if req.no_hooks {
+        None
+    } else {
+        Some(
+            crate::hooks::RestoreHookRunner::new(
+                std::sync::Arc::new(crate::hooks::ApiExecutor::new(client.clone())),
+                std::sync::Arc::new(crate::hooks::ApiPodWatch::new(client.clone())),
+                &req.hooks,
+                crate::hooks::RestoreHookSettings {
+                    volume_wait_timeout: settings.pod_volumes.timeout,
+                    ..Default::default()
+                },
+            )?
+            .with_log(log.clone()),
+        )
+    };
     store.check().await?;
     let backup = read_backup(store, &req.backup).await?;
     usable(&backup, &req.backup)?;
-    let log = RunLog::new("restore", &format!("{}/{}", req.record_namespace, req.name));
     log.info(&format!(
         "Restoring backup {} from {}",
         req.backup,
@@ -690,6 +735,12 @@ pub async fn run(
         index.sha256
     ));
     let mut planned = plan(&index, req)?;
+    for pv in &planned.reprovisioned {
+        log.info(&format!(
+            "persistentvolumes {pv}: not restored: its reclaim policy is Delete, so its claim is \
+             provisioned anew (from its snapshot or pod volume backup if it has one)"
+        ));
+    }
     // CSI snapshots: claims that had one are provisioned from it (VolumeSnapshotContent +
     // VolumeSnapshot pre-provisioned, `dataSource` set); their PersistentVolumes are not restored.
     let csi =
@@ -777,6 +828,7 @@ pub async fn run(
         pod_volumes: pod_volumes.as_ref(),
         csi: csi.as_ref(),
         tallies: &tallies,
+        hooks: hooks.as_ref(),
     };
     let mut namespaces_ready = false;
     for tier in &planned.tiers {
@@ -818,6 +870,18 @@ pub async fn run(
             applier.error(Some(ns.as_str()), msg);
         }
     }
+    // The restored pods' exec hooks: each pod's task waits for its containers (bounded).
+    let hook_outcomes = match &hooks {
+        Some(h) => h.finish().await,
+        None => Vec::new(),
+    };
+    let hook_status = crate::hooks::HookStatus::of(&hook_outcomes);
+    if !hook_outcomes.is_empty() {
+        log.info(&format!(
+            "Restore hooks: {} attempted, {} failed",
+            hook_status.hooks_attempted, hook_status.hooks_failed
+        ));
+    }
     log.info(&format!(
         "Creates in flight: peaked at {}, ended at {}; the API server throttled {} requests (429, \
          retried with backoff), {} overload signals",
@@ -837,7 +901,8 @@ pub async fn run(
     for (resource, tally) in &tallies {
         log.info(&tally.line(resource));
     }
-    let results = results.into_inner().expect("results lock");
+    let mut results = results.into_inner().expect("results lock");
+    crate::hooks::outcome::record(&hook_outcomes, &mut results);
     let resource_list = resource_list.into_inner().expect("resource list lock");
     let failed = counters.failed.load(Ordering::Relaxed);
     let created = counters.created.load(Ordering::Relaxed);
@@ -868,6 +933,7 @@ pub async fn run(
         ExistingPolicy::None => None,
         ExistingPolicy::Update => Some("update".into()),
     };
+    record.spec.hooks = req.hooks.clone();
     record.status = velero::RestoreStatus {
         phase: Some(phase.into()),
         start_timestamp: Some(start_time),
@@ -879,7 +945,8 @@ pub async fn run(
             total_items: total,
             items_restored: counters.processed(),
         }),
-        extra: BTreeMap::new(),
+        // Velero's `hookStatus` (counters at 0 are omitted, as Velero does).
+        extra: BTreeMap::from([("hookStatus".to_string(), hook_status.to_json())]),
     };
     if !store.is_read_only() {
         let l = store.layout();
@@ -897,6 +964,7 @@ pub async fn run(
                 true,
             ),
         ];
+        crate::hooks::outcome::write_restore(store, &req.name, &hook_outcomes).await?;
         // Restored CSI claims (only when the backup had snapshots).
         if let Some(c) = &csi {
             store
@@ -919,6 +987,7 @@ pub async fn run(
         failed,
         results,
         duration: started.elapsed(),
+        hooks: hook_outcomes,
     })
 }
 
@@ -935,6 +1004,7 @@ struct Applier<'a> {
     pod_volumes: Option<&'a crate::volumes::podvolume::PodVolumeRestorer>,
     csi: Option<&'a crate::volumes::csi::CsiRestorer>,
     tallies: &'a Mutex<BTreeMap<String, ResourceTally>>,
+    hooks: Option<&'a crate::hooks::RestoreHookRunner>,
 }
 
 /// What happened to the items of one resource, for the log's line per resource.
@@ -1090,6 +1160,11 @@ impl Applier<'_> {
         let pod_volumes = self.pod_volumes.filter(|pv| {
             item.group_resource == "pods" && pv.prepare_pod(source_ns, &item.name, &mut object)
         });
+        // Init hooks: after the `tidemark-restore-wait` init container, before the pod's own.
+        let hooks = self.hooks.filter(|_| item.group_resource == "pods");
+        let init_hooks = hooks
+            .map(|h| h.prepare_pod(&mut object))
+            .unwrap_or_default();
         if let Some(csi) = self
             .csi
             .filter(|_| item.group_resource == "persistentvolumeclaims")
@@ -1116,6 +1191,12 @@ impl Applier<'_> {
                     for (ns, msg) in pv.pod_created(source_ns, &item.name, &created).await {
                         self.error(Some(ns.as_str()), msg);
                     }
+                }
+                // Exec hooks: a task waits for the pod's containers and runs them.
+                if let Some(h) = hooks
+                    && let Ok(v) = serde_json::to_value(&created)
+                {
+                    h.pod_created(&v, pod_volumes.is_some(), init_hooks);
                 }
                 self.restore_status(item, status.as_ref(), &api, &what)
                     .await;
@@ -1434,6 +1515,59 @@ mod tests {
         let (object, status) = p.materialize(d).unwrap();
         assert_eq!(object["metadata"]["labels"]["velero.io/restore-name"], "r");
         assert!(status.is_none());
+    }
+
+    #[test]
+    fn volumes_with_delete_reclaim_policy_are_provisioned_anew() {
+        let pv = |name: &str, policy: &str| {
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+                   "spec": {"persistentVolumeReclaimPolicy": policy,
+                            "claimRef": {"namespace": "web", "name": name}}})
+        };
+        let claim = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                   "metadata": {"name": name, "namespace": "web"},
+                   "spec": {"volumeName": name}})
+        };
+        let idx = index(&[
+            ("persistentvolumes", None, "gone", pv("gone", "Delete")),
+            ("persistentvolumes", None, "kept", pv("kept", "Retain")),
+            ("persistentvolumeclaims", Some("web"), "gone", claim("gone")),
+            ("persistentvolumeclaims", Some("web"), "kept", claim("kept")),
+        ]);
+        let req = RestoreRequest {
+            name: "r".into(),
+            backup: "b".into(),
+            ..Default::default()
+        };
+        let p = plan(&idx, &req).unwrap();
+        assert_eq!(p.reprovisioned, ["gone"]);
+        assert_eq!(p.skipped, 1);
+        let all: Vec<String> = names(&p).concat();
+        assert!(
+            all.contains(&"persistentvolumes/kept".to_string()),
+            "{all:?}"
+        );
+        assert!(
+            !all.contains(&"persistentvolumes/gone".to_string()),
+            "{all:?}"
+        );
+        // The claim of the volume provisioned anew loses its volumeName; the other keeps it.
+        let claims: Vec<&PlannedItem> = p
+            .tiers
+            .iter()
+            .flatten()
+            .filter(|i| i.group_resource == "persistentvolumeclaims")
+            .collect();
+        for c in claims {
+            let (obj, _) = p.materialize(c).unwrap();
+            let expected = if c.name == "kept" {
+                json!("kept")
+            } else {
+                Value::Null
+            };
+            assert_eq!(obj["spec"]["volumeName"], expected, "{obj}");
+        }
     }
 
     #[test]

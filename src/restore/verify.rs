@@ -124,6 +124,8 @@ pub async fn verify(
         record_namespace: req.record_namespace.clone(),
         backup: req.backup.clone(),
         include_cluster_resources: Some(false),
+        // A drill's scratch copies run no hooks (no init containers, no commands).
+        no_hooks: true,
         ..Default::default()
     };
     let namespaces: BTreeSet<String> = super::plan(&index, &base)?.namespaces;

@@ -72,6 +72,26 @@ fn classes_api(client: &Client) -> Api<DynamicObject> {
 }
 
 /// A stable object name `<prefix>-<claim>-<hash>` (at most 63 characters).
+/// The external snapshotter's annotation marking a VolumeSnapshotContent whose storage snapshot
+/// is to be deleted with it (`snapshot.storage.kubernetes.io/volumesnapshot-being-deleted`,
+/// kubernetes-csi/external-snapshotter `pkg/utils`).
+pub const SNAPSHOT_BEING_DELETED_ANNOTATION: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshot-being-deleted";
+
+/// A UUID-shaped identifier derived from `name` (the same name gives the same value).
+fn uid_of(name: &str) -> String {
+    use sha2::Digest;
+    let h = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 fn object_name(prefix: &str, claim: &str, key: &str) -> String {
     use sha2::Digest;
     let h = hex::encode(&sha2::Sha256::digest(key.as_bytes())[..5]);
@@ -927,9 +947,12 @@ pub fn point_claim_at(pvc: &mut Value, vs_name: &str, size: i64) {
 }
 
 /// Deletes the storage snapshots of a backup: for each recorded handle, a VolumeSnapshotContent
-/// with `deletionPolicy: Delete` is created (so the driver's snapshotter owns it), given up to
-/// `wait` to be seen ready, then deleted; any leftover VolumeSnapshot/Content labelled with the
-/// backup's name is deleted too. Returns how many snapshots were deleted.
+/// with `deletionPolicy: Delete`, bound to a VolumeSnapshot that never exists and marked as being
+/// deleted ([`SNAPSHOT_BEING_DELETED_ANNOTATION`]) is created, given up to `wait` to be seen
+/// ready and finalized by the snapshot controller, then deleted, and given up to `wait` more to
+/// disappear — which it does once the CSI sidecar has deleted the storage snapshot. Any leftover
+/// VolumeSnapshot/Content labelled with the backup's name is deleted too. Returns how many
+/// snapshots were deleted.
 ///
 /// # Errors
 /// [`VolumesError::Record`] when the records cannot be read. Per-snapshot failures are returned
@@ -952,6 +975,18 @@ pub async fn delete_snapshots(
         );
         let mut vsc = DynamicObject::new(&name, &resource("VolumeSnapshotContent"));
         vsc.metadata.labels = Some([(BACKUP_NAME_LABEL.to_string(), backup.to_string())].into());
+        // The external snapshotter deletes the storage snapshot of a content only when the
+        // content is bound (a VolumeSnapshot reference with a UID, which makes the snapshot
+        // controller put its bound-protection finalizer on it) and marked as being deleted;
+        // an unbound content would simply vanish, leaving the storage snapshot behind. The
+        // reference names a VolumeSnapshot that never exists.
+        vsc.metadata.annotations = Some(
+            [(
+                SNAPSHOT_BEING_DELETED_ANNOTATION.to_string(),
+                "yes".to_string(),
+            )]
+            .into(),
+        );
         vsc.data = json!({"spec": {
             "deletionPolicy": "Delete",
             "driver": s.driver,
@@ -960,7 +995,8 @@ pub async fn delete_snapshots(
                 "apiVersion": format!("{GROUP}/v1"),
                 "kind": "VolumeSnapshot",
                 "namespace": s.namespace,
-                "name": if s.vs_name.is_empty() { name.clone() } else { s.vs_name.clone() },
+                "name": name,
+                "uid": uid_of(&name),
             },
         }});
         if !s.class.is_empty() {
@@ -973,6 +1009,8 @@ pub async fn delete_snapshots(
             ));
             continue;
         }
+        // Ready (the driver found the snapshot) and protected by the snapshot controller's
+        // finalizer, so that deleting it goes through the driver.
         let deadline = Instant::now() + wait;
         while Instant::now() < deadline {
             match api.get(&name).await {
@@ -980,20 +1018,39 @@ pub async fn delete_snapshots(
                     if o.data
                         .pointer("/status/readyToUse")
                         .and_then(Value::as_bool)
-                        == Some(true) =>
+                        == Some(true)
+                        && !o.finalizers().is_empty() =>
                 {
                     break;
                 }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
         }
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => done += 1,
-            Err(e) if crate::cluster::is_not_found(&e) => done += 1,
-            Err(e) => errors.push(format!(
+        if let Err(e) = api.delete(&name, &DeleteParams::default()).await
+            && !crate::cluster::is_not_found(&e)
+        {
+            errors.push(format!(
                 "snapshot {}: delete VolumeSnapshotContent {name}: {e}",
                 s.handle
-            )),
+            ));
+            continue;
+        }
+        // Gone once the driver has deleted the storage snapshot.
+        let mut gone = false;
+        while !gone && Instant::now() < deadline + wait {
+            match api.get_opt(&name).await {
+                Ok(None) => gone = true,
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        if gone {
+            done += 1;
+        } else {
+            errors.push(format!(
+                "snapshot {} of claim {}/{}: VolumeSnapshotContent {name} still present after {wait:?}: \
+                 the CSI driver {} has not deleted the storage snapshot",
+                s.handle, s.namespace, s.pvc, s.driver
+            ));
         }
     }
     // Leftovers of an interrupted backup.

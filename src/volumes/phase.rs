@@ -1,7 +1,8 @@
-//! The volume phase of a backup: list the pods, claims and PVs in the backup's scope, choose a
-//! method per volume ([`super::select`]), then take the CSI snapshots ([`super::csi`]) and the
-//! file-system backups ([`super::podvolume`]) at the same time, and record the outcome
-//! (`<name>-volumeinfo.json.gz` and the CSI files; the pod volume step writes its own file).
+//! The volume phase of a backup: list the pods, claims and PVs in the backup's scope, run the
+//! pods' pre hooks ([`crate::hooks`]), choose a method per volume ([`super::select`]), then take
+//! the CSI snapshots ([`super::csi`]) and the file-system backups ([`super::podvolume`]) at the
+//! same time, record the outcome (`<name>-volumeinfo.json.gz` and the CSI files; the pod volume
+//! step writes its own file), and run the pods' post hooks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub struct PhaseRequest<'a> {
     pub concurrency: usize,
     /// The API request budget.
     pub budget: &'a Budget,
+    /// The backup's hooks: pre hooks run in the listed pods before any volume is chosen or
+    /// taken, post hooks once every snapshot and file-system backup has ended ([`crate::hooks`]).
+    pub hooks: Option<&'a crate::hooks::BackupHookRunner>,
 }
 
 /// What the phase did.
@@ -68,6 +72,11 @@ pub struct PhaseOutcome {
     /// Whether this phase wrote `<name>-volumeinfo.json.gz` and the `-csi-*` lists (some
     /// volume's choice is worth a line).
     pub wrote_volume_info: bool,
+    /// The outcome of every pre and post hook that was due, pre hooks first.
+    pub hooks: Vec<crate::hooks::HookOutcome>,
+    /// Pods (`(namespace, name)`) whose pre hook with `onError: Fail` failed: their volumes
+    /// were not taken and they are not to be archived.
+    pub hook_failed_pods: BTreeSet<(String, String)>,
 }
 
 /// Reads and parses the policy ConfigMap (`name` in `default_ns`, or `namespace/name`).
@@ -285,7 +294,23 @@ pub async fn run(
         )
         .await
     };
-    let choices = super::select(&pods, &claims, &pvs, &settings);
+    // Pre hooks, before any volume is chosen or taken (Velero runs them before the pod's item
+    // and its volumes are backed up).
+    let mut hook_outcomes = Vec::new();
+    let mut hook_failed_pods = BTreeSet::new();
+    if let Some(h) = req.hooks {
+        let pre = h.run_pre(&pods).await;
+        hook_outcomes = pre.outcomes;
+        hook_failed_pods = pre.failed_pods;
+    }
+    let mut choices = super::select(&pods, &claims, &pvs, &settings);
+    for c in &mut choices {
+        if hook_failed_pods.contains(&(c.namespace.clone(), c.pod.clone())) {
+            c.method = VolumeMethod::Skip;
+            c.reason =
+                "a pre hook with onError Fail failed: the pod's volumes are not backed up".into();
+        }
+    }
 
     let csi_req = CsiBackupRequest {
         backup: req.backup.into(),
@@ -340,6 +365,19 @@ pub async fn run(
         Ok(wrote) => out.wrote_volume_info = wrote,
         Err(e) => out.errors.push((String::new(), e.to_string())),
     }
+    // Post hooks, once every snapshot and file-system backup has ended, in the pods whose pre
+    // hooks did not fail.
+    if let Some(h) = req.hooks {
+        let post_pods: Vec<Pod> = pods
+            .into_iter()
+            .filter(|p| {
+                !hook_failed_pods.contains(&(p.namespace().unwrap_or_default(), p.name_any()))
+            })
+            .collect();
+        hook_outcomes.extend(h.run_post(&post_pods).await.outcomes);
+    }
+    out.hooks = hook_outcomes;
+    out.hook_failed_pods = hook_failed_pods;
     out.choices = choices;
     Ok(out)
 }

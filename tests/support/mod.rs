@@ -1253,3 +1253,244 @@ pub async fn service_account_kubeconfig(
     }
     std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
 }
+
+/// The test node: this machine made a node of a cluster by `scripts/testenv node up` — the
+/// real kubelet and kube-scheduler (the API server's release), Debian's containerd and runc,
+/// the CNI bridge — with the test images imported (busybox, and tidemark's own image built
+/// from the `tidemark` binary under test). Pods run for real; `kubectl exec` works.
+///
+/// There is one node per machine: [`Node::up`] takes a machine-wide lock (a `flock` on
+/// `<run dir>/.node.lock`) that is held until the node is dropped, so tests that need it run
+/// one at a time, across test binaries too. Dropping it stops the node and removes what it
+/// left (pods, mounts, cgroups, the bridge, network namespaces).
+pub struct Node {
+    /// The cluster it is attached to.
+    pub cluster: String,
+    /// The node's name (this machine's hostname, lowercased).
+    pub name: String,
+    /// The kubelet's `--root-dir`.
+    pub kubelet_root: PathBuf,
+    /// The busybox image (`imagePullPolicy: Never` or `IfNotPresent`).
+    pub image_busybox: String,
+    /// tidemark's image, built from the binary under test (restore helper, node agent).
+    pub image_tidemark: String,
+    /// All export lines of `scripts/testenv node up`.
+    pub env: BTreeMap<String, String>,
+    _lock: std::fs::File,
+}
+
+/// The run directory of `scripts/testenv` (`TIDEMARK_TESTENV_RUN`, else under the cache).
+fn testenv_run_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TIDEMARK_TESTENV_RUN") {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("TIDEMARK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tidemark")
+        });
+    cache.join("testenv/run")
+}
+
+impl Node {
+    /// Makes this machine a node of `cluster` (waits for the machine-wide node lock first) and
+    /// waits until the Node is Ready.
+    pub fn up(cluster: &Cluster) -> Node {
+        let run = testenv_run_dir();
+        std::fs::create_dir_all(&run).unwrap();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(run.join(".node.lock"))
+            .expect("open the node lock");
+        lock.lock().expect("take the node lock");
+        let exports = testenv_with(
+            &["node", "up", &cluster.name],
+            &[("TIDEMARK_BINARY", env!("CARGO_BIN_EXE_tidemark"))],
+        );
+        let env = parse_exports(&exports);
+        Node {
+            cluster: cluster.name.clone(),
+            name: env["TIDEMARK_TEST_NODE"].clone(),
+            kubelet_root: PathBuf::from(&env["TIDEMARK_TEST_KUBELET_ROOT"]),
+            image_busybox: env["TIDEMARK_TEST_IMAGE_BUSYBOX"].clone(),
+            image_tidemark: env
+                .get("TIDEMARK_TEST_IMAGE_TIDEMARK")
+                .expect("a tidemark image (TIDEMARK_BINARY)")
+                .clone(),
+            env,
+            _lock: lock,
+        }
+    }
+
+    /// The directory the kubelet made for volume `volume` of the pod with `uid`, of volume
+    /// plugin `plugin` (`kubernetes.io~empty-dir`, `kubernetes.io~csi`, ...).
+    pub fn volume_dir(&self, uid: &str, plugin: &str, volume: &str) -> PathBuf {
+        self.kubelet_root
+            .join("pods")
+            .join(uid)
+            .join("volumes")
+            .join(plugin)
+            .join(volume)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["node", "down", &self.cluster])
+            .output();
+    }
+}
+
+/// Runs `kubectl` (the testenv's, the API server's release) against `kubeconfig`; panics with
+/// its output when it fails.
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> String {
+    let out = Command::new(testenv_kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl");
+    assert!(out.status.success(), "kubectl {args:?}: {}", show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell command in a pod's container through the API server and the kubelet
+/// (`kubectl exec`); returns its standard output.
+pub fn pod_exec(
+    kubeconfig: &Path,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    script: &str,
+) -> String {
+    kubectl(
+        kubeconfig,
+        &[
+            "exec", "-n", namespace, pod, "-c", container, "--", "sh", "-c", script,
+        ],
+    )
+}
+
+/// Waits until pod `namespace/name` is Ready (all containers), up to `timeout`; panics with
+/// its status when it is not.
+pub async fn wait_pod_ready(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> k8s_openapi::api::core::v1::Pod {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let pod = pods.get_opt(name).await.ok().flatten();
+        let ready = pod
+            .as_ref()
+            .and_then(|p| p.status.as_ref())
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            return pod.unwrap();
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "pod {namespace}/{name} not Ready after {timeout:?}: {}",
+                serde_json::to_string_pretty(&pod.map(|p| p.status)).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Applies the RBAC that tidemark ships (`kustomize/install.yaml` and
+/// `kustomize/install-node-agent.yaml`: namespaces, CRDs, ServiceAccounts, Roles and bindings;
+/// not the Deployment, DaemonSet or Service), so that tests can run `tidemark server` and
+/// `tidemark node-agent` as local processes under those ServiceAccounts' tokens
+/// ([`service_account_kubeconfig`]).
+pub async fn apply_shipped_rbac(client: &Client) {
+    let mut docs = Vec::new();
+    for file in [
+        "kustomize/install.yaml",
+        "kustomize/install-node-agent.yaml",
+    ] {
+        docs.extend(yaml_docs(&repo().join(file)).into_iter().filter(|d| {
+            !matches!(
+                d["kind"].as_str(),
+                Some("Deployment" | "DaemonSet" | "Service")
+            )
+        }));
+    }
+    let crds: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    apply_docs(client, &docs).await;
+    wait_established(client, &crds).await;
+}
+
+/// Real CSI in a cluster (`scripts/testenv csi up`): the external-provisioner (v5.3.0), the
+/// snapshot-controller and csi-snapshotter (v8.7.0) with their VolumeSnapshot CRDs, and the
+/// project's small hostpath test driver (`tests/testenv/go/csi-hostpath`, the one stand-in on
+/// this path: the upstream hostpath driver is not served by the Go module proxy). Volumes are
+/// directories under [`Csi::state_dir`]`/volumes`, snapshots copies under `/snapshots`; with a
+/// [`Node`] up, the real kubelet mounts them into pods. Stopped on drop.
+pub struct Csi {
+    /// The cluster it serves.
+    pub cluster: String,
+    /// The driver's name.
+    pub driver: String,
+    /// The StorageClass (`WaitForFirstConsumer`).
+    pub storage_class: String,
+    /// The StorageClass with `Immediate` binding (no node needed).
+    pub storage_class_immediate: String,
+    /// The VolumeSnapshotClass (Velero's label, `deletionPolicy: Delete`).
+    pub snapshot_class: String,
+    /// The driver's state directory (`volumes/<id>`, `snapshots/<id>`).
+    pub state_dir: PathBuf,
+}
+
+impl Csi {
+    /// Starts the CSI components for `cluster` and waits until they serve.
+    pub fn up(cluster: &Cluster) -> Csi {
+        let env = parse_exports(&testenv(&["csi", "up", &cluster.name]));
+        Csi {
+            cluster: cluster.name.clone(),
+            driver: env["TIDEMARK_TEST_CSI_DRIVER"].clone(),
+            storage_class: env["TIDEMARK_TEST_STORAGE_CLASS"].clone(),
+            storage_class_immediate: env["TIDEMARK_TEST_STORAGE_CLASS_IMMEDIATE"].clone(),
+            snapshot_class: env["TIDEMARK_TEST_SNAPSHOT_CLASS"].clone(),
+            state_dir: PathBuf::from(&env["TIDEMARK_TEST_CSI_STATE_DIR"]),
+        }
+    }
+
+    /// The driver's copy of snapshot `handle`, while it exists.
+    pub fn snapshot_dir(&self, handle: &str) -> PathBuf {
+        self.state_dir.join("snapshots").join(handle)
+    }
+
+    /// The storage snapshots the driver holds now (their handles).
+    pub fn snapshots(&self) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(self.state_dir.join("snapshots"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Csi {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/testenv"))
+            .args(["csi", "down", &self.cluster])
+            .output();
+    }
+}
