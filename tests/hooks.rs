@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use support::*;
 
