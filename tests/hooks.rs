@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use kube::api::Api;
 use serde_json::{Value, json};
 use support::*;
 
@@ -369,5 +370,76 @@ async fn failing_hooks_end_the_pod_item_as_velero_does() {
         logs.contains("slow-0") && logs.contains("timed out"),
         "{logs}"
     );
+    drop(node);
+}
+
+/// The controller runs a Backup's spec hooks (Velero's `hooks.resources[]` in the Backup's
+/// template, selected by namespace and label) under the shipped ServiceAccount's token: the
+/// `tidemark-hooks` ClusterRole is what lets it exec into the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn controller_runs_spec_hooks_under_the_shipped_service_account() {
+    let a = Cluster::up(&unique("hooks-c")).await;
+    let node = Node::up(&a);
+    let c = a.client.clone();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("location");
+    std::fs::create_dir_all(&dir).unwrap();
+    apply_shipped_rbac(&c).await;
+    let mut app = pod("web", "web-0", &node.image_busybox, json!({}), true);
+    app["metadata"]["labels"] = json!({"app": "web"});
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web"}}),
+            app,
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location",
+                   "metadata": {"name": "local", "namespace": "tidemark"},
+                   "spec": {"provider": "filesystem", "bucket": dir.display().to_string(),
+                            "default": true, "accessMode": "ReadWrite"}}),
+        ],
+    )
+    .await;
+    wait_pod_ready(&c, "web", "web-0", Duration::from_secs(60)).await;
+    let sa_kc = work.path().join("tidemark.kubeconfig");
+    service_account_kubeconfig(&c, &a.kubeconfig, "tidemark", "tidemark", &sa_kc).await;
+    let server = Server::start(&sa_kc, "tidemark", &[]);
+    apply_docs(
+        &c,
+        &[json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+                 "metadata": {"name": "spec-hooks", "namespace": "tidemark"},
+                 "spec": {"template": {"includedNamespaces": ["web"],
+                     "hooks": {"resources": [{
+                         "name": "freeze",
+                         "includedNamespaces": ["web"],
+                         "labelSelector": {"matchLabels": {"app": "web"}},
+                         "pre": [{"exec": {"container": "app", "onError": "Fail", "timeout": "20s",
+                                           "command": ["/bin/sh", "-c", "echo frozen > /data/frozen.txt"]}}],
+                         "post": [{"exec": {"container": "app",
+                                            "command": ["/bin/sh", "-c", "rm /data/frozen.txt"]}}]}]}}}})],
+    )
+    .await;
+    let backups: Api<tidemark::api::tidemark::Backup> = Api::namespaced(c.clone(), "tidemark");
+    let status = wait_for(
+        "backup spec-hooks done",
+        Duration::from_secs(120),
+        || async {
+            let b = serde_json::to_value(backups.get("spec-hooks").await.ok()?).ok()?;
+            matches!(
+                b["status"]["phase"].as_str(),
+                Some("Completed" | "PartiallyFailed" | "Failed")
+            )
+            .then(|| b["status"].clone())
+        },
+    )
+    .await;
+    assert_eq!(status["phase"], "Completed", "{status:#}\n{}", server.log());
+    assert_eq!(status["hookStatus"]["hooksAttempted"], 2, "{status:#}");
+    assert!(!server.log().contains("forbidden"), "{}", server.log());
+    // Both ran in the container: the pre hook wrote the file, the post hook removed it.
+    assert_eq!(
+        pod_exec(&a.kubeconfig, "web", "web-0", "app", "ls /data"),
+        "app.txt\n"
+    );
+    drop(server);
     drop(node);
 }

@@ -165,7 +165,18 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
             claim("app", "data", &csi.storage_class),
             claim("app", "logs", "slow"),
             claim("annot", "files", &csi.storage_class),
-            app("app", "db-0", bb, &["data", "logs"], json!({})),
+            // Velero's pre hook flushes the app before its claim is snapshotted: the marker
+            // it writes must be in the snapshot.
+            app(
+                "app",
+                "db-0",
+                bb,
+                &["data", "logs"],
+                json!({"pre.hook.backup.velero.io/command":
+                           r#"["/bin/sh", "-c", "sync && echo flushed > /vol/data/pre-hook.txt"]"#,
+                       "pre.hook.backup.velero.io/on-error": "Fail",
+                       "post.hook.backup.velero.io/command": r#"["/bin/sh", "-c", "echo thawed"]"#}),
+            ),
             app("annot", "web-0", bb, &["files"], json!({"backup.velero.io/backup-volumes": "files"})),
             // A claim of a driver without a labelled VolumeSnapshotClass (a static PV): its
             // snapshot cannot be taken.
@@ -275,6 +286,10 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
     assert_eq!(vscs[0]["spec"]["deletionPolicy"], "Retain");
     let record: Value =
         serde_json::from_slice(&std::fs::read(folder.join("velero-backup.json")).unwrap()).unwrap();
+    assert_eq!(
+        record["status"]["hookStatus"]["hooksAttempted"], 2,
+        "{record:#}"
+    );
     assert_eq!(record["status"]["csiVolumeSnapshotsAttempted"], 1);
     assert_eq!(record["status"]["csiVolumeSnapshotsCompleted"], 1);
 
@@ -394,6 +409,17 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
             started.elapsed()
         );
         assert_eq!(sums(&a.kubeconfig, ns, "db-0", "data"), data_sums);
+        assert_eq!(
+            pod_exec(
+                &a.kubeconfig,
+                ns,
+                "db-0",
+                "app",
+                "cat /vol/data/pre-hook.txt"
+            ),
+            "flushed\n",
+            "the pre hook ran before the snapshot"
+        );
         let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
             Api::namespaced(c.clone(), ns);
         let restored = serde_json::to_value(claims.get("data").await.unwrap()).unwrap();
