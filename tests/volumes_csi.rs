@@ -559,3 +559,106 @@ async fn controller_backup_snapshots_and_expiry_deletes_them() {
     assert!(!server.log().contains("forbidden"), "{}", server.log());
     drop(server);
 }
+
+/// Crash safety (issue 15): the controller is killed (SIGKILL) while a backup's post hook runs —
+/// after the storage snapshot was taken, its intent record written, its content retained and
+/// its snapshot objects removed, before any volume record exists. The next controller marks the
+/// backup Failed, deletes the storage snapshot through the intent record, then removes the
+/// folder: no storage snapshot is orphaned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_controller_killed_after_the_snapshot_leaves_no_orphan() {
+    let a = Cluster::up(&unique("csi-kill")).await;
+    let node = Node::up(&a);
+    let csi = Csi::up(&a);
+    let c = a.client.clone();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("location");
+    std::fs::create_dir_all(&dir).unwrap();
+    apply_shipped_rbac(&c).await;
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+            claim("app", "data", &csi.storage_class),
+            // The post hook holds the backup after its volume phase.
+            app(
+                "app",
+                "db-0",
+                &node.image_busybox,
+                &["data"],
+                json!({"post.hook.backup.velero.io/command": r#"["/bin/sh", "-c", "sleep 300"]"#,
+                       "post.hook.backup.velero.io/timeout": "10m"}),
+            ),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location",
+                   "metadata": {"name": "local", "namespace": "tidemark"},
+                   "spec": {"provider": "filesystem", "bucket": dir.display().to_string(),
+                            "default": true, "accessMode": "ReadWrite"}}),
+        ],
+    )
+    .await;
+    wait_pod_ready(&c, "app", "db-0", Duration::from_secs(120)).await;
+    let sa_kc = work.path().join("tidemark.kubeconfig");
+    service_account_kubeconfig(&c, &a.kubeconfig, "tidemark", "tidemark", &sa_kc).await;
+    let mut first = Server::start(&sa_kc, "tidemark", &[]);
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+                 "metadata": {"name": "crash1", "namespace": "tidemark"},
+                 "spec": {"template": {"includedNamespaces": ["app"]}}}),
+        ],
+    )
+    .await;
+    let folder = dir.join("backups/crash1");
+    wait_for(
+        "the snapshot retained, its intent recorded and its objects removed",
+        Duration::from_secs(120),
+        || {
+            let (c, folder, taken) = (c.clone(), folder.clone(), csi.snapshots());
+            async move {
+                let intents = std::fs::read_dir(&folder)
+                    .ok()?
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("tidemark-csi-intent-")
+                    })
+                    .count();
+                let objects = snapshot_objects(&c, "VolumeSnapshot").await.len()
+                    + snapshot_objects(&c, "VolumeSnapshotContent").await.len();
+                (intents == 1 && taken.len() == 1 && objects == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(!folder.join("velero-backup.json").exists());
+    first.kill();
+
+    let second = Server::start(&sa_kc, "tidemark", &[]);
+    let backups: Api<tidemark::api::tidemark::Backup> = Api::namespaced(c.clone(), "tidemark");
+    wait_for("backup crash1 Failed", Duration::from_secs(120), || async {
+        let b = serde_json::to_value(backups.get("crash1").await.ok()?).ok()?;
+        (b["status"]["phase"] == "Failed").then_some(())
+    })
+    .await;
+    wait_for(
+        "the storage snapshot deleted",
+        Duration::from_secs(120),
+        || async { csi.snapshots().is_empty().then_some(()) },
+    )
+    .await;
+    wait_for(
+        "the partial folder removed",
+        Duration::from_secs(60),
+        || {
+            let folder = folder.clone();
+            async move { (!folder.exists()).then_some(()) }
+        },
+    )
+    .await;
+    assert!(!second.log().contains("forbidden"), "{}", second.log());
+    drop(second);
+    drop(csi);
+    drop(node);
+}

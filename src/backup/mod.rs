@@ -832,11 +832,14 @@ async fn write_side_files(
 
 async fn cleanup(client: &Client, store: &Store, name: &str) {
     // Storage snapshots taken by the volume phase are deleted while their records still exist.
+    // Their intent records are in the folder: if they cannot all be deleted, the folder stays,
+    // so that a later clean-up (or `tidemark backup delete`) still finds them.
     if let Err(e) = crate::volumes::csi::delete_for_backup(Some(client), store, name).await {
         tracing::warn!(
             backup = name,
-            "could not delete the partial backup's snapshots: {e}"
+            "could not delete the partial backup's snapshots; its files are kept: {e}"
         );
+        return;
     }
     if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
         tracing::warn!(backup = name, "could not remove the partial backup: {e}");

@@ -17,9 +17,16 @@
 //! the target namespace), the VolumeSnapshot is created, and the claim gets `dataSource` (and
 //! `dataSourceRef`) pointing at it instead of `volumeName`; its PV is not restored.
 //!
-//! **Deletion** ([`delete_snapshots`]): each recorded handle gets a VolumeSnapshotContent with
-//! `deletionPolicy: Delete`, which is then deleted, so the CSI driver's snapshotter deletes the
-//! storage snapshot.
+//! **Crash safety**: before a content is retained, the snapshot's handle is written to the
+//! backup's folder as an intent record ([`INTENT_PREFIX`], [`read_intents`]); a run that stops
+//! after that point leaves a reference to every storage snapshot it kept, and the clean-up of
+//! an interrupted backup (the controller's start-up, direct mode's failure path) deletes them
+//! before it removes the folder — and keeps the folder when it cannot.
+//!
+//! **Deletion** ([`delete_snapshots`]): each recorded handle (volume records and intent
+//! records) gets a VolumeSnapshotContent with `deletionPolicy: Delete`, bound to a
+//! VolumeSnapshot that never exists and marked as being deleted, which is then deleted, so the
+//! CSI driver's snapshotter deletes the storage snapshot.
 //!
 //! Failures are per volume: they are returned as `(namespace, message)` errors (the backup
 //! becomes `PartiallyFailed`), never a panic.
@@ -217,6 +224,67 @@ pub struct CsiBackupRequest {
     pub timeout: Duration,
     /// Snapshots taken at once.
     pub concurrency: usize,
+    /// Where the intent records go (the backup's store): each snapshot's handle is written
+    /// there ([`INTENT_PREFIX`]) before its content is retained, so that a run that stops
+    /// half way leaves a reference to every storage snapshot it kept. `None`: no records (and
+    /// no snapshot is retained without one: use only where nothing can be interrupted).
+    pub store: Option<Store>,
+}
+
+/// File name prefix of the intent records in a backup's folder:
+/// `tidemark-csi-intent-<VolumeSnapshotContent name>.json`, one [`SnapshotRef`] each (JSON).
+/// tidemark's own files; Velero ignores them.
+pub const INTENT_PREFIX: &str = "tidemark-csi-intent-";
+
+/// Writes the intent record of a snapshot about to be retained.
+async fn write_intent(
+    store: &Store,
+    backup: &str,
+    vsc_name: &str,
+    r: &SnapshotRef,
+) -> Result<(), VolumesError> {
+    let path = store
+        .layout()
+        .backup_file(backup, &format!("{INTENT_PREFIX}{vsc_name}.json"));
+    let body = serde_json::to_vec(r).unwrap_or_default();
+    super::put_record(store, &path, bytes::Bytes::from(body)).await
+}
+
+/// The intent records of a backup's folder: every storage snapshot a run of it retained, even
+/// one that stopped before writing its volume records.
+///
+/// # Errors
+/// [`VolumesError::Record`] when the folder cannot be listed or a record cannot be read. A
+/// listing failure is an error, never "no snapshots": the caller must then keep the folder.
+pub async fn read_intents(store: &Store, backup: &str) -> Result<Vec<SnapshotRef>, VolumesError> {
+    let dir = store.layout().backup_dir(backup);
+    let listed = store
+        .list_sizes(&dir)
+        .await
+        .map_err(|e| VolumesError::Record {
+            what: format!("{dir}/{INTENT_PREFIX}*"),
+            reason: e.to_string(),
+        })?;
+    let mut out = Vec::new();
+    for (path, _) in listed {
+        if !path
+            .filename()
+            .is_some_and(|f| f.starts_with(INTENT_PREFIX) && f.ends_with(".json"))
+        {
+            continue;
+        }
+        let bytes = store.get(&path).await.map_err(|e| VolumesError::Record {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        let r: SnapshotRef = serde_json::from_slice(&bytes).map_err(|e| VolumesError::Record {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        out.push(r);
+    }
+    out.sort_by(|a, b| a.handle.cmp(&b.handle));
+    Ok(out)
 }
 
 fn label_true(o: &DynamicObject, key: &str) -> bool {
@@ -557,6 +625,27 @@ async fn take(
     let size = size_bytes(vsc.data.pointer("/status/restoreSize"))
         .or_else(|| size_bytes(ready.data.pointer("/status/restoreSize")))
         .unwrap_or(0);
+    // The intent record first: once the content is retained, this record is the only way back
+    // to the storage snapshot if the run stops before its volume records are written. Without
+    // it the snapshot is not retained (deleting the VolumeSnapshot deletes it).
+    let intent = SnapshotRef {
+        namespace: c.namespace.clone(),
+        pvc: claim.into(),
+        pv: c.pv.clone().unwrap_or_default(),
+        handle: handle.clone(),
+        driver: driver.into(),
+        size,
+        class: class.name_any(),
+        vs_name: vs_name.clone(),
+    };
+    let Some(store) = &req.store else {
+        let _ = vs_api.delete(&vs_name, &DeleteParams::default()).await;
+        return Err("no store for the snapshot's intent record: not retained".into());
+    };
+    if let Err(e) = write_intent(store, &req.backup, &vsc_name, &intent).await {
+        let _ = vs_api.delete(&vs_name, &DeleteParams::default()).await;
+        return Err(format!("snapshot {handle} not retained: {e}"));
+    }
     // Retain: deleting the VolumeSnapshot (now) and the content (below) keeps the storage.
     let patch = json!({
         "metadata": {"labels": {BACKUP_NAME_LABEL: req.backup}},
@@ -670,7 +759,8 @@ pub async fn read_volume_info(
 
 /// A snapshot to restore from or to delete: from `volumeinfo`, or, for backups without it
 /// (older Velero), from the VolumeSnapshot and VolumeSnapshotContent lists.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SnapshotRef {
     /// The claim's namespace at backup time.
     pub namespace: String,
@@ -963,7 +1053,7 @@ pub async fn delete_snapshots(
     backup: &str,
     wait: Duration,
 ) -> Result<(usize, Vec<String>), VolumesError> {
-    let snaps = read_snapshots(store, backup).await?;
+    let snaps = snapshots_to_delete(store, backup).await?;
     let mut done = 0;
     let mut errors = Vec::new();
     let api = contents_api(client);
@@ -1086,7 +1176,7 @@ pub async fn delete_for_backup(
     store: &Store,
     backup: &str,
 ) -> Result<usize, String> {
-    let snaps = read_snapshots(store, backup)
+    let snaps = snapshots_to_delete(store, backup)
         .await
         .map_err(|e| e.to_string())?;
     if snaps.is_empty() {
@@ -1108,6 +1198,28 @@ pub async fn delete_for_backup(
     }
 }
 
+/// The storage snapshots a backup holds: those of its volume records ([`read_snapshots`]) and
+/// those of its intent records ([`read_intents`]: a run that stopped before writing its volume
+/// records), each once.
+///
+/// # Errors
+/// [`VolumesError::Record`] when either cannot be read.
+pub async fn snapshots_to_delete(
+    store: &Store,
+    backup: &str,
+) -> Result<Vec<SnapshotRef>, VolumesError> {
+    let mut snaps = read_snapshots(store, backup).await?;
+    for i in read_intents(store, backup).await? {
+        if !snaps
+            .iter()
+            .any(|s| s.handle == i.handle && s.driver == i.driver)
+        {
+            snaps.push(i);
+        }
+    }
+    Ok(snaps)
+}
+
 /// Whether a backup recorded any completed CSI snapshot.
 pub async fn has_snapshots(store: &Store, backup: &str) -> bool {
     read_snapshots(store, backup)
@@ -1118,6 +1230,55 @@ pub async fn has_snapshots(store: &Store, backup: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn intent_records_are_read_back_and_merged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&crate::store::LocationUrl::filesystem(dir.path()), false).unwrap();
+        let snap = |handle: &str| SnapshotRef {
+            namespace: "app".into(),
+            pvc: "data".into(),
+            pv: "pv-1".into(),
+            handle: handle.into(),
+            driver: "hostpath.csi.test".into(),
+            size: 1024,
+            class: "fast".into(),
+            vs_name: "tidemark-data-1".into(),
+        };
+        assert!(read_intents(&store, "b1").await.unwrap().is_empty());
+        write_intent(&store, "b1", "vsc-b", &snap("snap-b"))
+            .await
+            .unwrap();
+        write_intent(&store, "b1", "vsc-a", &snap("snap-a"))
+            .await
+            .unwrap();
+        // Another file of the folder is not an intent.
+        store
+            .put(
+                &store.layout().backup_file("b1", "b1-logs.gz"),
+                bytes::Bytes::from_static(b"x"),
+                false,
+            )
+            .await
+            .unwrap();
+        let read = read_intents(&store, "b1").await.unwrap();
+        assert_eq!(read, vec![snap("snap-a"), snap("snap-b")]);
+        // A run that stopped before its volume records: the intents are what is deleted.
+        let all = snapshots_to_delete(&store, "b1").await.unwrap();
+        assert_eq!(all.len(), 2);
+        // A broken record is an error, never "nothing to delete".
+        store
+            .put(
+                &store
+                    .layout()
+                    .backup_file("b1", &format!("{INTENT_PREFIX}vsc-c.json")),
+                bytes::Bytes::from_static(b"{"),
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(read_intents(&store, "b1").await.is_err());
+    }
 
     fn class(name: &str, driver: &str, labelled: bool) -> DynamicObject {
         let mut c = DynamicObject::new(name, &resource("VolumeSnapshotClass"));

@@ -317,6 +317,7 @@ pub async fn run(
         backup_annotations: req.annotations.clone(),
         timeout: settings.csi_snapshot_timeout,
         concurrency: req.concurrency,
+        store: Some(store.clone()),
     };
     let fs_req = podvolume::BackupVolumesRequest {
         backup: req.backup.into(),
