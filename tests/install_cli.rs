@@ -126,18 +126,22 @@ async fn install_applies_the_base_and_uninstall_removes_it() {
     // The API server removes a CRD only after its finalizer has deleted every instance, and
     // the namespace controller is deleting the namespace at the same time: on a busy machine
     // that takes a while.
-    wait_for(
-        "CRDs removed",
-        std::time::Duration::from_secs(120),
-        || async {
-            crds.get_opt("schedules.tidemark.dev")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let left = crds.get_opt("schedules.tidemark.dev").await.ok().flatten();
+        let Some(crd) = left else { break };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "CRD schedules.tidemark.dev still there after 120 s: {}",
+            serde_json::to_string_pretty(&(
+                &crd.metadata.finalizers,
+                &crd.metadata.deletion_timestamp,
+                &crd.status
+            ))
+            .unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Every field of `want` is in `live` with the same value (objects recursively, lists element

@@ -169,7 +169,8 @@ pub(crate) struct UninstallArgs {
     /// Confirm (required). Backups in object storage are never touched.
     #[arg(long)]
     confirm: bool,
-    /// Wait until the installation's namespaces are gone.
+    /// Wait until the installation's namespaces are gone (without --keep-crds, uninstall
+    /// waits for them anyway, up to 2 minutes, before it deletes the CRDs).
     #[arg(long)]
     wait: bool,
     /// How long --wait waits.

@@ -332,8 +332,36 @@ pub async fn wait_ready(
     }
 }
 
+/// Deletes `docs` in order, skipping what is absent or no longer served; appends what was
+/// deleted (`Kind/name`) to `deleted`.
+async fn delete_each(
+    client: &kube::Client,
+    discovery: &Discovery,
+    docs: &[&Value],
+    deleted: &mut Vec<String>,
+) -> Result<(), InstallError> {
+    for d in docs {
+        // A kind no longer served (its CRD already gone) has nothing left to delete.
+        let Ok(api) = api_for(client, discovery, d).await else {
+            continue;
+        };
+        let name = d["metadata"]["name"].as_str().unwrap_or_default();
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => deleted.push(describe(d)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(kube_err(format!("deleting {}", describe(d)))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// How long [`uninstall`] waits for the installation's namespaces to go before it deletes the
+/// CRDs: 2 minutes.
+pub const CRD_DELETE_AFTER: Duration = Duration::from_secs(120);
+
 /// Deletes every object an installation in `namespace` can have made (see [`everything`]),
-/// in reverse apply order, skipping what is absent; with `keep_crds`, the CRDs (and so every
+/// in reverse apply order, skipping what is absent — the CRDs last, after waiting (up to
+/// [`CRD_DELETE_AFTER`]) for the namespaces to be gone; with `keep_crds`, the CRDs (and so every
 /// tidemark object) stay. Backups in object storage are never touched. Returns what was
 /// deleted (`Kind/name`).
 ///
@@ -349,20 +377,21 @@ pub async fn uninstall(
         .await
         .map_err(kube_err("discovering the cluster's APIs"))?;
     let mut deleted = Vec::new();
-    for d in everything(namespace)?.iter().rev() {
-        if keep_crds && d["kind"] == "CustomResourceDefinition" {
-            continue;
+    let all = everything(namespace)?;
+    let (crds, rest): (Vec<&Value>, Vec<&Value>) = all
+        .iter()
+        .rev()
+        .partition(|d| d["kind"] == "CustomResourceDefinition");
+    delete_each(client, &discovery, &rest, &mut deleted).await?;
+    if !keep_crds {
+        // The CRDs last, once the namespaces are gone: the namespace controller and the CRDs'
+        // instance clean-up then never work on the same objects at once (which, on a busy API
+        // server, left CRDs terminating for minutes). The wait is bounded: a namespace that
+        // does not terminate in time does not keep the CRDs.
+        if let Err(e) = wait_gone(client, namespace, CRD_DELETE_AFTER).await {
+            tracing::warn!("deleting the CRDs anyway: {e}");
         }
-        // A kind no longer served (its CRD already gone) has nothing left to delete.
-        let Ok(api) = api_for(client, &discovery, d).await else {
-            continue;
-        };
-        let name = d["metadata"]["name"].as_str().unwrap_or_default();
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => deleted.push(describe(d)),
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_err(format!("deleting {}", describe(d)))(e)),
-        }
+        delete_each(client, &discovery, &crds, &mut deleted).await?;
     }
     Ok(deleted)
 }
