@@ -662,3 +662,138 @@ async fn a_controller_killed_after_the_snapshot_leaves_no_orphan() {
     drop(csi);
     drop(node);
 }
+
+/// Crash safety in direct mode (issue 15): `tidemark backup create` is killed (SIGKILL) while
+/// its post hook runs, after the storage snapshot was retained; `tidemark recover` then deletes
+/// the storage snapshot through its intent record and removes the partial folder, leaving a
+/// complete backup of the same location alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_direct_backup_is_recovered_by_tidemark_recover() {
+    let a = Cluster::up(&unique("csi-rec")).await;
+    let node = Node::up(&a);
+    let csi = Csi::up(&a);
+    let c = a.client.clone();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("location");
+    std::fs::create_dir_all(&dir).unwrap();
+    let loc = format!("file://{}", dir.display());
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "settings", "namespace": "other"}, "data": {"k": "v"}}),
+            claim("app", "data", &csi.storage_class),
+            app(
+                "app",
+                "db-0",
+                &node.image_busybox,
+                &["data"],
+                json!({"post.hook.backup.velero.io/command": r#"["/bin/sh", "-c", "sleep 300"]"#,
+                       "post.hook.backup.velero.io/timeout": "10m"}),
+            ),
+        ],
+    )
+    .await;
+    wait_pod_ready(&c, "app", "db-0", Duration::from_secs(120)).await;
+    let kc = a.kubeconfig.to_str().unwrap();
+    let env = [("KUBECONFIG", kc)];
+    let out = tidemark(
+        &[
+            "backup",
+            "create",
+            "ok1",
+            "--include-namespaces",
+            "other",
+            "--location",
+            &loc,
+        ],
+        &env,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+
+    let mut run = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "backup",
+            "create",
+            "crash2",
+            "--include-namespaces",
+            "app",
+            "--location",
+            &loc,
+        ])
+        .env("KUBECONFIG", kc)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let folder = dir.join("backups/crash2");
+    wait_for(
+        "the snapshot retained and its intent recorded",
+        Duration::from_secs(120),
+        || {
+            let (c, folder, taken) = (c.clone(), folder.clone(), csi.snapshots());
+            async move {
+                let intents = std::fs::read_dir(&folder)
+                    .ok()?
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("tidemark-csi-intent-")
+                    })
+                    .count();
+                let objects = snapshot_objects(&c, "VolumeSnapshot").await.len()
+                    + snapshot_objects(&c, "VolumeSnapshotContent").await.len();
+                (intents == 1 && taken.len() == 1 && objects == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(!folder.join("velero-backup.json").exists());
+
+    // A fresh partial backup is left alone by default (it may still be running).
+    let out = tidemark(&["recover", "--location", &loc], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("crash2: left alone"),
+        "{}",
+        show(&out)
+    );
+    let out = tidemark(
+        &[
+            "recover",
+            "--location",
+            &loc,
+            "--older-than",
+            "0s",
+            "--dry-run",
+        ],
+        &env,
+    );
+    assert!(
+        stdout(&out).contains("crash2: would be removed"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(csi.snapshots().len(), 1);
+
+    let out = tidemark(&["recover", "--location", &loc, "--older-than", "0s"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        stdout(&out).contains("crash2: removed (1 storage snapshot(s) deleted)"),
+        "{}",
+        show(&out)
+    );
+    assert!(csi.snapshots().is_empty(), "{:?}", csi.snapshots());
+    assert!(!folder.exists());
+    assert!(
+        dir.join("backups/ok1/velero-backup.json").is_file(),
+        "a complete backup stays"
+    );
+    drop(csi);
+    drop(node);
+}

@@ -10,6 +10,7 @@ mod collect;
 pub mod filter;
 mod pipeline;
 pub mod raw;
+pub mod recover;
 
 pub use collect::Progress;
 pub use filter::{BackupFilter, FilterError, Patterns, ResourceFilter, ResourcePlan};
@@ -831,18 +832,10 @@ async fn write_side_files(
 }
 
 async fn cleanup(client: &Client, store: &Store, name: &str) {
-    // Storage snapshots taken by the volume phase are deleted while their records still exist.
-    // Their intent records are in the folder: if they cannot all be deleted, the folder stays,
-    // so that a later clean-up (or `tidemark backup delete`) still finds them.
-    if let Err(e) = crate::volumes::csi::delete_for_backup(Some(client), store, name).await {
-        tracing::warn!(
-            backup = name,
-            "could not delete the partial backup's snapshots; its files are kept: {e}"
-        );
-        return;
-    }
-    if let Err(e) = store.delete_folder(&store.layout().backup_dir(name)).await {
-        tracing::warn!(backup = name, "could not remove the partial backup: {e}");
+    // Storage snapshots taken by the volume phase first, then the folder (kept when they
+    // cannot all be deleted: it holds their only references).
+    if let recover::Cleanup::Kept(why) = recover::clean_up(Some(client), store, name).await {
+        tracing::warn!(backup = name, "the partial backup is kept: {why}");
     }
 }
 

@@ -13,6 +13,7 @@ mod output;
 mod plan;
 mod progress;
 mod reconcile;
+mod recover;
 mod restore;
 mod snapshot_class;
 mod verify;
@@ -143,6 +144,10 @@ enum Command {
     /// Maintain the restic repositories of pod volume data.
     #[command(subcommand)]
     Repo(agent::RepoCommand),
+    /// Clean up what interrupted backups left in a location: the storage snapshots they
+    /// retained (through their intent records), then their folders; complete backups are never
+    /// touched.
+    Recover(recover::RecoverArgs),
     /// Print a shell completion script, like `velero completion`: `source <(tidemark completion
     /// bash)`, or save it where the shell loads completions from.
     Completion(CompletionArgs),
@@ -394,6 +399,7 @@ pub fn main() -> ExitCode {
             | Command::SnapshotClass(_)
             | Command::Install(_)
             | Command::Uninstall(_)
+            | Command::Recover(_)
             | Command::Crds
             | Command::Completion(_)
             | Command::Version
@@ -429,6 +435,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Install(args) => install::install(&target, *args).await,
         Command::Uninstall(args) => install::uninstall(&target, args).await,
+        Command::Recover(args) => recover::run(&target, args).await,
         Command::Reconcile(args) => reconcile::run(&target, *args).await,
         Command::Plan(args) => plan::run(&target, *args).await,
         Command::Schedule(cmd) => objects::schedule(&target, cmd).await,

@@ -103,21 +103,14 @@ pub async fn remove_partial(ctx: &Context, b: &Backup) {
     }
     // Storage snapshots the run retained (its intent records) go first; the folder, which holds
     // the only references to them, only once they are gone.
-    match crate::volumes::csi::delete_for_backup(Some(&ctx.client), &store, &name).await {
-        Ok(0) => {}
-        Ok(n) => {
-            tracing::info!(backup = %name, "deleted {n} storage snapshot(s) of the interrupted backup")
+    match crate::backup::recover::clean_up(Some(&ctx.client), &store, &name).await {
+        crate::backup::recover::Cleanup::Removed { snapshots } if snapshots > 0 => {
+            tracing::info!(backup = %name, "deleted {snapshots} storage snapshot(s) of the interrupted backup");
         }
-        Err(e) => {
-            tracing::warn!(
-                backup = %name,
-                "could not delete the interrupted backup's storage snapshots; its files are kept: {e}"
-            );
-            return;
+        crate::backup::recover::Cleanup::Kept(why) => {
+            tracing::warn!(backup = %name, "the interrupted backup's files are kept: {why}");
         }
-    }
-    if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
-        tracing::warn!(backup = %name, "could not remove the interrupted backup's files: {e}");
+        _ => {}
     }
 }
 

@@ -305,6 +305,45 @@ impl Store {
         Ok(out)
     }
 
+    /// The backup folders without a `velero-backup.json` — what an interrupted run left — each
+    /// with the time its newest object was written (`None` for an empty listing), sorted by
+    /// name.
+    ///
+    /// # Errors
+    /// [`StoreError::Request`] on a failed listing or read: a store that cannot say is never
+    /// taken to hold no partial backup, nor a complete backup for a partial one.
+    pub async fn list_partial_backups(
+        &self,
+    ) -> Result<Vec<(String, Option<chrono::DateTime<chrono::Utc>>)>, StoreError> {
+        let dir = self.layout.backups_dir();
+        let listing = match self.inner.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => l,
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err("list", &dir, e)),
+        };
+        let mut out = Vec::new();
+        for folder in &listing.common_prefixes {
+            let Some(name) = folder.filename().map(str::to_string) else {
+                continue;
+            };
+            let marker = folder.clone().join(layout::BACKUP_METADATA_FILE);
+            match self.inner.head(&marker).await {
+                Ok(_) => continue,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("get", &marker, e)),
+            }
+            let metas: Vec<object_store::ObjectMeta> = self
+                .inner
+                .list(Some(folder))
+                .try_collect()
+                .await
+                .map_err(|e| self.err("list", folder, e))?;
+            out.push((name, metas.iter().map(|m| m.last_modified).max()));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Whether anything at all exists under a folder (e.g. a backup's folder).
     ///
     /// # Errors
