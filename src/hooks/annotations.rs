@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::outcome::HookSource;
 use super::spec::{
     DEFAULT_TIMEOUT, HookErrorMode, InvalidHook, PlannedExec, PlannedInit, RestoreExec,
-    parse_go_duration,
+    parse_hook_duration,
 };
 use super::{FROM_ANNOTATION, HookError};
 
@@ -25,7 +25,7 @@ pub const PRE_BACKUP_CONTAINER: &str = "pre.hook.backup.velero.io/container";
 pub const PRE_BACKUP_COMMAND: &str = "pre.hook.backup.velero.io/command";
 /// Pre backup hook: `Continue` (default) or `Fail`.
 pub const PRE_BACKUP_ON_ERROR: &str = "pre.hook.backup.velero.io/on-error";
-/// Pre backup hook: Go duration, default `30s`.
+/// Pre backup hook: a duration, default `30s`.
 pub const PRE_BACKUP_TIMEOUT: &str = "pre.hook.backup.velero.io/timeout";
 /// Post backup hook: the container (default: the pod's first container).
 pub const POST_BACKUP_CONTAINER: &str = "post.hook.backup.velero.io/container";
@@ -33,7 +33,7 @@ pub const POST_BACKUP_CONTAINER: &str = "post.hook.backup.velero.io/container";
 pub const POST_BACKUP_COMMAND: &str = "post.hook.backup.velero.io/command";
 /// Post backup hook: `Continue` (default) or `Fail`.
 pub const POST_BACKUP_ON_ERROR: &str = "post.hook.backup.velero.io/on-error";
-/// Post backup hook: Go duration, default `30s`.
+/// Post backup hook: a duration, default `30s`.
 pub const POST_BACKUP_TIMEOUT: &str = "post.hook.backup.velero.io/timeout";
 /// Velero's unphased keys (`hook.backup.velero.io/command` …), read as a pre hook when the pod
 /// has no `pre.` command: the prefix of all four.
@@ -45,9 +45,9 @@ pub const RESTORE_CONTAINER: &str = "post.hook.restore.velero.io/container";
 pub const RESTORE_COMMAND: &str = "post.hook.restore.velero.io/command";
 /// Restore exec hook: `Continue` (default) or `Fail`.
 pub const RESTORE_ON_ERROR: &str = "post.hook.restore.velero.io/on-error";
-/// Restore exec hook: how long the command may run (Go duration, default `30s`).
+/// Restore exec hook: how long the command may run (a duration, default `30s`).
 pub const RESTORE_EXEC_TIMEOUT: &str = "post.hook.restore.velero.io/exec-timeout";
-/// Restore exec hook: how long to wait for the container (Go duration).
+/// Restore exec hook: how long to wait for the container (a duration).
 pub const RESTORE_WAIT_TIMEOUT: &str = "post.hook.restore.velero.io/wait-timeout";
 /// Restore exec hook: wait for Ready rather than Running (`true`/`false`).
 pub const RESTORE_WAIT_FOR_READY: &str = "post.hook.restore.velero.io/wait-for-ready";
@@ -203,7 +203,7 @@ pub fn backup_hook(
         .filter(|t| !t.is_empty())
     {
         None => DEFAULT_TIMEOUT,
-        Some(t) => match parse_go_duration(t) {
+        Some(t) => match parse_hook_duration(t) {
             Ok(d) if d.is_zero() => DEFAULT_TIMEOUT,
             Ok(d) => d,
             Err(reason) => return invalid(bad(k_timeout, reason), &on_error),
@@ -265,7 +265,7 @@ pub fn restore_exec_hook(
             .filter(|t| !t.is_empty())
         {
             None => Ok(None),
-            Some(t) => parse_go_duration(t).map(|d| (!d.is_zero()).then_some(d)),
+            Some(t) => parse_hook_duration(t).map(|d| (!d.is_zero()).then_some(d)),
         }
     };
     let timeout = match duration(RESTORE_EXEC_TIMEOUT) {
@@ -476,8 +476,8 @@ mod tests {
         assert!(restore_exec_hook("ns/p", &ann(&[(RESTORE_CONTAINER, "c")])).is_none());
         for (key, value) in [
             (RESTORE_WAIT_FOR_READY, "yes"),
-            (RESTORE_WAIT_TIMEOUT, "5 minutes"),
-            (RESTORE_EXEC_TIMEOUT, "1d"),
+            (RESTORE_WAIT_TIMEOUT, "five minutes"),
+            (RESTORE_EXEC_TIMEOUT, "a day"),
             (RESTORE_ON_ERROR, "Retry"),
         ] {
             let a = ann(&[(RESTORE_COMMAND, "/bin/x"), (key, value)]);

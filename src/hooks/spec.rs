@@ -4,8 +4,10 @@
 //! YAML works in a tidemark BackupPolicy/RestorePlan template and round-trips through
 //! `velero-backup.json`.
 //!
-//! Durations (`timeout`, `execTimeout`, `waitTimeout`) are Go durations (`30s`, `1m30s`), the
-//! only syntax Velero's `metav1.Duration` reads. [`BackupHooks::validate`] and
+//! Durations (`timeout`, `execTimeout`, `waitTimeout`) are read in tidemark's one duration
+//! dialect ([`crate::plan::expiry::duration`]): Go's syntax (`30s`, `1m30s`), the only one
+//! Velero's `metav1.Duration` reads, and humantime's (`2min`) as in every other manifest
+//! duration; a spec meant for Velero too should keep to Go's. [`BackupHooks::validate`] and
 //! [`RestoreHooks::validate`] check a spec (errors name the field); the runners resolve it into
 //! the hooks they plan with ([`PlannedExec`], [`RestoreExec`]).
 
@@ -144,7 +146,7 @@ pub struct ExecHook {
     /// `Continue` (default) or `Fail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<HookErrorMode>,
-    /// How long the command may run (Go duration, default `30s`).
+    /// How long the command may run (a duration, default `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
@@ -236,11 +238,11 @@ pub struct ExecRestoreHook {
     /// `Continue` (default) or `Fail`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_error: Option<HookErrorMode>,
-    /// How long the command may run (Go duration, default `30s`).
+    /// How long the command may run (a duration, default `30s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_timeout: Option<String>,
     /// How long to wait for the container to be running (or ready) after the pod is created
-    /// (Go duration). Velero waits without limit when unset; tidemark waits 10 minutes (for a
+    /// (a duration). Velero waits without limit when unset; tidemark waits 10 minutes (for a
     /// pod whose volumes are restored by file system, the pod volume timeout, 4h by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_timeout: Option<String>,
@@ -258,7 +260,7 @@ pub struct InitRestoreHook {
     #[serde(default, deserialize_with = "null_as_empty")]
     #[schemars(schema_with = "containers_schema")]
     pub init_containers: Vec<Value>,
-    /// Velero's field for how long the init containers may take (Go duration). The kubelet runs
+    /// Velero's field for how long the init containers may take (a duration). The kubelet runs
     /// them; like Velero, tidemark checks the value but does not enforce it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
@@ -357,15 +359,14 @@ impl PlannedInit {
     }
 }
 
-/// Parses a Go duration (`30s`, `1m30s`, `1.5h`); not negative.
+/// Parses a hook's duration in tidemark's one duration dialect
+/// ([`crate::plan::expiry::duration`]): Go's syntax as Velero writes it (`30s`, `1m30s`,
+/// `1.5h`), or humantime's for what people type (`2min`, `1 day`); not negative.
 ///
 /// # Errors
 /// The reason, without the field.
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let nanos = crate::plan::expiry::go_duration_nanos(s.trim())
-        .map_err(|e| format!("{s:?} is not a Go duration: {e}"))?;
-    let nanos = u64::try_from(nanos).map_err(|_| format!("{s:?}: must not be negative"))?;
-    Ok(Duration::from_nanos(nanos))
+pub fn parse_hook_duration(s: &str) -> Result<Duration, String> {
+    crate::plan::expiry::duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
 /// A duration field: unset or zero gives `default` (Velero's rule for a zero `metav1.Duration`).
@@ -376,7 +377,7 @@ fn duration_field(
 ) -> Result<Duration, HookError> {
     match value.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(default),
-        Some(s) => match parse_go_duration(s) {
+        Some(s) => match parse_hook_duration(s) {
             Ok(d) if d.is_zero() => Ok(default),
             Ok(d) => Ok(d),
             Err(reason) => Err(HookError::Spec {
@@ -467,7 +468,7 @@ impl BackupHooks {
     /// # Errors
     /// [`HookError::Spec`] naming the first field at fault: an empty `name`, an invalid
     /// namespace glob or label selector, a hook without `exec` or without a command, a timeout
-    /// that is not a Go duration.
+    /// that is not a duration.
     pub fn validate(&self, field: &str) -> Result<(), HookError> {
         self.compile(field).map(|_| ())
     }
@@ -546,7 +547,7 @@ impl RestoreHooks {
     /// [`HookError::Spec`] naming the first field at fault: an empty `name`, an invalid
     /// namespace glob or label selector, a hook with neither `exec` nor `init`, an exec hook
     /// without a command, an init container without `name`, `image` or `command`, a duration
-    /// that is not a Go duration.
+    /// that is not a duration.
     pub fn validate(&self, field: &str) -> Result<(), HookError> {
         self.compile(field).map(|_| ())
     }
@@ -578,7 +579,7 @@ impl RestoreHooks {
                     let wait_timeout = match e.wait_timeout.as_deref().map(str::trim) {
                         None | Some("") => None,
                         Some(s) => {
-                            let d = parse_go_duration(s).map_err(|reason| {
+                            let d = parse_hook_duration(s).map_err(|reason| {
                                 spec_error(format!("{ef}.waitTimeout"), reason)
                             })?;
                             (!d.is_zero()).then_some(d)
@@ -605,7 +606,7 @@ impl RestoreHooks {
                 if let Some(ih) = &h.init {
                     let inf = format!("{hf}.init");
                     if let Some(t) = ih.timeout.as_deref().filter(|t| !t.trim().is_empty()) {
-                        parse_go_duration(t)
+                        parse_hook_duration(t)
                             .map_err(|reason| spec_error(format!("{inf}.timeout"), reason))?;
                     }
                     for (k, c) in ih.init_containers.iter().enumerate() {
@@ -683,7 +684,7 @@ mod tests {
                 "hooks.resources[0].post[0].exec.command",
             ),
             (
-                json!({"resources": [{"name": "a", "pre": [{"exec": {"command": ["x"], "timeout": "3days"}}]}]}),
+                json!({"resources": [{"name": "a", "pre": [{"exec": {"command": ["x"], "timeout": "three days"}}]}]}),
                 "hooks.resources[0].pre[0].exec.timeout",
             ),
             (
@@ -774,7 +775,7 @@ mod tests {
                 "h.resources[0].postHooks[0].exec.waitTimeout",
             ),
             (
-                json!({"resources": [{"name": "a", "postHooks": [{"exec": {"command": ["c"], "execTimeout": "1y"}}]}]}),
+                json!({"resources": [{"name": "a", "postHooks": [{"exec": {"command": ["c"], "execTimeout": "a while"}}]}]}),
                 "h.resources[0].postHooks[0].exec.execTimeout",
             ),
         ];
@@ -826,14 +827,22 @@ mod tests {
     }
 
     #[test]
-    fn go_durations_only() {
-        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+    fn durations_in_the_one_dialect() {
         assert_eq!(
-            parse_go_duration("1.5s").unwrap(),
+            parse_hook_duration("1m30s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse_hook_duration("1.5s").unwrap(),
             Duration::from_millis(1500)
         );
-        assert!(parse_go_duration("30").is_err());
-        assert!(parse_go_duration("1d").is_err());
-        assert!(parse_go_duration("-5s").is_err());
+        // What people type, as in `--ttl` and every manifest duration.
+        assert_eq!(
+            parse_hook_duration("1d").unwrap(),
+            Duration::from_secs(86_400)
+        );
+        assert!(parse_hook_duration("30").is_err());
+        assert!(parse_hook_duration("-5s").is_err());
+        assert!(parse_hook_duration("soon").is_err());
     }
 }
