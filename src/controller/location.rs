@@ -68,7 +68,7 @@ pub async fn store_for(ctx: &Context, loc: &Location) -> Result<Store, LocationP
     store_for_in(&ctx.client, &ctx.namespace, loc).await
 }
 
-/// [`store_for`] without a controller [`Context`]: the credentials Secret is read from
+/// `store_for` without a controller [`Context`]: the credentials Secret is read from
 /// `namespace` with `client`. Reads only; opening a store writes nothing to it.
 ///
 /// # Errors

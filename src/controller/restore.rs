@@ -36,7 +36,7 @@ pub async fn request_from_template(
     request_from_template_in(&ctx.client, &ctx.namespace, name, backup, t, labels).await
 }
 
-/// [`request_from_template`] without a controller [`Context`]: the `resourceModifier`
+/// `request_from_template` without a controller [`Context`]: the `resourceModifier`
 /// ConfigMap is read from `namespace` (the records' namespace) with `client`. Reads only.
 ///
 /// # Errors

@@ -111,7 +111,7 @@ impl Secrets {
 
     /// Reads Velero's Azure credentials file: `KEY=VALUE` lines as godotenv reads them
     /// (`#` comments, an optional `export `, values optionally in single or double quotes).
-    /// Which variables are used depends on the location's config: see [`LocationUrl`]'s Azure
+    /// Which variables are used depends on the location's config: see [`LocationUrl`](crate::store::LocationUrl)'s Azure
     /// keys.
     ///
     /// # Errors
