@@ -9,51 +9,11 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use kube::api::Api;
 use serde_json::{Value, json};
 use support::*;
-
-/// A running `tidemark node-agent` under the shipped ServiceAccount's token, killed on drop.
-struct Agent(Child, std::path::PathBuf);
-
-impl Agent {
-    fn start(kubeconfig: &Path, node: &Node, password_file: &Path) -> Agent {
-        let log = std::env::temp_dir().join(format!("{}.log", unique("tidemark-hooks-agent")));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args([
-                "node-agent",
-                "--node-name",
-                &node.name,
-                "--namespace",
-                "tidemark",
-            ])
-            .arg("--kubelet-root")
-            .arg(&node.kubelet_root)
-            .arg("--repo-password-file")
-            .arg(password_file)
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start node agent");
-        Agent(child, log)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pod(ns: &str, name: &str, image: &str, annotations: Value, with_volume: bool) -> Value {
     let mut p = json!({"apiVersion": "v1", "kind": "Pod",
@@ -122,7 +82,7 @@ async fn backup_and_restore_hooks_run_in_running_pods() {
         &agent_kc,
     )
     .await;
-    let agent = Agent::start(&agent_kc, &node, &password_file);
+    let agent = NodeAgent::start(&agent_kc, &node, &password_file, &[]);
     let annotations = json!({
         "backup.velero.io/backup-volumes": "data",
         "pre.hook.backup.velero.io/container": "app",

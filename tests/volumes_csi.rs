@@ -13,7 +13,7 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
@@ -84,46 +84,6 @@ fn gunzip_json(path: &Path) -> Value {
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
-}
-
-/// A running `tidemark node-agent` under the given kubeconfig, killed on drop.
-struct Agent(Child, std::path::PathBuf);
-
-impl Agent {
-    fn start(kubeconfig: &Path, node: &Node, password_file: &Path) -> Agent {
-        let log = std::env::temp_dir().join(format!("{}.log", unique("tidemark-csi-agent")));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args([
-                "node-agent",
-                "--node-name",
-                &node.name,
-                "--namespace",
-                "tidemark",
-            ])
-            .arg("--kubelet-root")
-            .arg(&node.kubelet_root)
-            .arg("--repo-password-file")
-            .arg(password_file)
-            .args(["--progress-interval", "1s"])
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start node agent");
-        Agent(child, log)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.1).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -295,7 +255,7 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
 
     // --- Backup of `annot`: the annotated CSI claim goes to the node agent, which reads the
     // kubelet's CSI mount of the running pod.
-    let agent = Agent::start(&agent_kc, &node, &password_file);
+    let agent = NodeAgent::start(&agent_kc, &node, &password_file, &[]);
     let pw = password_file.to_str().unwrap();
     let fs_env = [
         ("KUBECONFIG", a.kubeconfig.to_str().unwrap()),
@@ -560,6 +520,33 @@ async fn controller_backup_snapshots_and_expiry_deletes_them() {
     drop(server);
 }
 
+/// Waits until a running backup has taken its one storage snapshot, written its intent record
+/// into `folder` and removed the snapshot objects (its content retained).
+async fn wait_retained(c: &Client, csi: &Csi, folder: &Path) {
+    wait_for(
+        "the snapshot retained, its intent recorded and its objects removed",
+        Duration::from_secs(120),
+        || {
+            let (c, folder, taken) = (c.clone(), folder.to_path_buf(), csi.snapshots());
+            async move {
+                let intents = std::fs::read_dir(&folder)
+                    .ok()?
+                    .flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .starts_with("tidemark-csi-intent-")
+                    })
+                    .count();
+                let objects = snapshot_objects(&c, "VolumeSnapshot").await.len()
+                    + snapshot_objects(&c, "VolumeSnapshotContent").await.len();
+                (intents == 1 && taken.len() == 1 && objects == 0).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// Crash safety (issue 15): the controller is killed (SIGKILL) while a backup's post hook runs —
 /// after the storage snapshot was taken, its intent record written, its content retained and
 /// its snapshot objects removed, before any volume record exists. The next controller marks the
@@ -610,28 +597,7 @@ async fn a_controller_killed_after_the_snapshot_leaves_no_orphan() {
     )
     .await;
     let folder = dir.join("backups/crash1");
-    wait_for(
-        "the snapshot retained, its intent recorded and its objects removed",
-        Duration::from_secs(120),
-        || {
-            let (c, folder, taken) = (c.clone(), folder.clone(), csi.snapshots());
-            async move {
-                let intents = std::fs::read_dir(&folder)
-                    .ok()?
-                    .flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .starts_with("tidemark-csi-intent-")
-                    })
-                    .count();
-                let objects = snapshot_objects(&c, "VolumeSnapshot").await.len()
-                    + snapshot_objects(&c, "VolumeSnapshotContent").await.len();
-                (intents == 1 && taken.len() == 1 && objects == 0).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_retained(&c, &csi, &folder).await;
     assert!(!folder.join("velero-backup.json").exists());
     first.kill();
 
@@ -729,28 +695,7 @@ async fn a_killed_direct_backup_is_recovered_by_tidemark_recover() {
         .spawn()
         .unwrap();
     let folder = dir.join("backups/crash2");
-    wait_for(
-        "the snapshot retained and its intent recorded",
-        Duration::from_secs(120),
-        || {
-            let (c, folder, taken) = (c.clone(), folder.clone(), csi.snapshots());
-            async move {
-                let intents = std::fs::read_dir(&folder)
-                    .ok()?
-                    .flatten()
-                    .filter(|e| {
-                        e.file_name()
-                            .to_string_lossy()
-                            .starts_with("tidemark-csi-intent-")
-                    })
-                    .count();
-                let objects = snapshot_objects(&c, "VolumeSnapshot").await.len()
-                    + snapshot_objects(&c, "VolumeSnapshotContent").await.len();
-                (intents == 1 && taken.len() == 1 && objects == 0).then_some(())
-            }
-        },
-    )
-    .await;
+    wait_retained(&c, &csi, &folder).await;
     run.kill().unwrap();
     run.wait().unwrap();
     assert!(!folder.join("velero-backup.json").exists());

@@ -17,8 +17,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -30,62 +30,6 @@ use tidemark::api::podvolume::{PodVolumeBackup, PodVolumeRestore};
 
 const NS: &str = "tidemark";
 const PASSWORD: &str = "correct horse battery staple";
-
-/// A running `tidemark node-agent`, killed on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(
-        kubeconfig: &Path,
-        node: &str,
-        root: &Path,
-        password_file: &Path,
-        minio: &Minio,
-    ) -> Agent {
-        let log = std::env::temp_dir().join(format!("{}.log", unique("tidemark-node-agent")));
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-        cmd.args([
-            "node-agent",
-            "--node-name",
-            node,
-            "--namespace",
-            NS,
-            "--kubelet-root",
-            root.to_str().unwrap(),
-            "--repo-password-file",
-            password_file.to_str().unwrap(),
-            "--progress-interval",
-            "1s",
-            "--log-level",
-            "info",
-        ])
-        .env("KUBECONFIG", kubeconfig)
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-        for (k, v) in &minio.env {
-            cmd.env(k, v);
-        }
-        Agent {
-            child: cmd.spawn().expect("start node agent"),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Deterministic pseudo-random bytes (xorshift), so big files do not compress or dedupe away.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
@@ -291,13 +235,12 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_on_the_node() {
         "{expected_sums}"
     );
 
-    let agent = Agent::start(
-        &agent_kc,
-        &node.name,
-        &node.kubelet_root,
-        &password_file,
-        &minio,
-    );
+    let minio_env: Vec<(&str, &str)> = minio
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let agent = NodeAgent::start(&agent_kc, &node, &password_file, &minio_env);
     let s3 = minio.url("cluster-a");
     let pw = password_file.to_str().unwrap();
     let ka = a.kubeconfig.to_str().unwrap();

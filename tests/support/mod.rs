@@ -1494,3 +1494,58 @@ impl Drop for Csi {
             .output();
     }
 }
+
+/// A running `tidemark node-agent` for the test [`Node`] (a local process, as the DaemonSet's
+/// pod would run: the node's name, its kubelet root), killed on drop. Run it with the shipped
+/// ServiceAccount's kubeconfig ([`service_account_kubeconfig`] for
+/// `tidemark-node-agent/tidemark-node-agent`) so that its calls meet the shipped RBAC.
+pub struct NodeAgent {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl NodeAgent {
+    /// Starts the agent against `kubeconfig` with the repository password in `password_file`
+    /// and extra environment variables (store credentials for S3 locations).
+    pub fn start(
+        kubeconfig: &Path,
+        node: &Node,
+        password_file: &Path,
+        env: &[(&str, &str)],
+    ) -> NodeAgent {
+        let log = std::env::temp_dir().join(format!("{}.log", unique("tidemark-node-agent")));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args([
+                "node-agent",
+                "--node-name",
+                &node.name,
+                "--namespace",
+                "tidemark",
+            ])
+            .arg("--kubelet-root")
+            .arg(&node.kubelet_root)
+            .arg("--repo-password-file")
+            .arg(password_file)
+            .args(["--progress-interval", "1s", "--log-level", "info"])
+            .env("KUBECONFIG", kubeconfig)
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start tidemark node-agent");
+        NodeAgent { child, log }
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
