@@ -72,16 +72,7 @@ async fn backup_and_restore_hooks_run_in_running_pods() {
     let loc = format!("file://{}", work.path().join("location").display());
     let password_file = work.path().join("repository-password");
     std::fs::write(&password_file, "hooks test password\n").unwrap();
-    apply_shipped_rbac(&c).await;
-    let agent_kc = work.path().join("node-agent.kubeconfig");
-    service_account_kubeconfig(
-        &c,
-        &a.kubeconfig,
-        "tidemark-node-agent",
-        "tidemark-node-agent",
-        &agent_kc,
-    )
-    .await;
+    let agent_kc = node_agent_kubeconfig(&a, work.path()).await;
     let agent = NodeAgent::start(&agent_kc, &node, &password_file, &[]);
     let annotations = json!({
         "backup.velero.io/backup-volumes": "data",

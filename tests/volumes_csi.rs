@@ -98,16 +98,7 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
     let password_file = work.path().join("repository-password");
     std::fs::write(&password_file, "csi test password\n").unwrap();
 
-    apply_shipped_rbac(&c).await;
-    let agent_kc = work.path().join("node-agent.kubeconfig");
-    service_account_kubeconfig(
-        &c,
-        &a.kubeconfig,
-        "tidemark-node-agent",
-        "tidemark-node-agent",
-        &agent_kc,
-    )
-    .await;
+    let agent_kc = node_agent_kubeconfig(&a, work.path()).await;
     let bb = node.image_busybox.as_str();
     apply_docs(
         &c,

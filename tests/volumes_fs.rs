@@ -186,16 +186,7 @@ async fn pod_volume_backed_up_read_by_restic_and_restored_on_the_node() {
     std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
 
     // tidemark's shipped RBAC; the agent runs under its ServiceAccount's token.
-    apply_shipped_rbac(&a.client).await;
-    let agent_kc = work.path().join("node-agent.kubeconfig");
-    service_account_kubeconfig(
-        &a.client,
-        &a.kubeconfig,
-        "tidemark-node-agent",
-        "tidemark-node-agent",
-        &agent_kc,
-    )
-    .await;
+    let agent_kc = node_agent_kubeconfig(&a, work.path()).await;
     apply_docs(
         &a.client,
         &[

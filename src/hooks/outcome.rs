@@ -409,13 +409,12 @@ pub async fn write_backup(
     backup: &str,
     outcomes: &[HookOutcome],
 ) -> Result<(), StoreError> {
-    if outcomes.is_empty() {
-        return Ok(());
-    }
-    let path = store.layout().backup_file(backup, HOOKS_FILE);
-    store
-        .put(&path, crate::report::gzip_json(&outcomes), false)
-        .await
+    write(
+        store,
+        &store.layout().backup_file(backup, HOOKS_FILE),
+        outcomes,
+    )
+    .await
 }
 
 /// Writes a restore's outcomes (nothing when there are none).
@@ -427,12 +426,24 @@ pub async fn write_restore(
     restore: &str,
     outcomes: &[HookOutcome],
 ) -> Result<(), StoreError> {
+    write(
+        store,
+        &store.layout().restore_file(restore, HOOKS_FILE),
+        outcomes,
+    )
+    .await
+}
+
+async fn write(
+    store: &Store,
+    path: &object_store::path::Path,
+    outcomes: &[HookOutcome],
+) -> Result<(), StoreError> {
     if outcomes.is_empty() {
         return Ok(());
     }
-    let path = store.layout().restore_file(restore, HOOKS_FILE);
     store
-        .put(&path, crate::report::gzip_json(&outcomes), false)
+        .put(path, crate::report::gzip_json(&outcomes), false)
         .await
 }
 

@@ -1549,3 +1549,20 @@ impl Drop for NodeAgent {
         let _ = self.child.wait();
     }
 }
+
+/// Applies the shipped RBAC ([`apply_shipped_rbac`]) and writes into `dir` a kubeconfig of the
+/// shipped node agent's ServiceAccount (`tidemark-node-agent/tidemark-node-agent`); returns its
+/// path, for [`NodeAgent::start`].
+pub async fn node_agent_kubeconfig(cluster: &Cluster, dir: &Path) -> PathBuf {
+    apply_shipped_rbac(&cluster.client).await;
+    let kc = dir.join("node-agent.kubeconfig");
+    service_account_kubeconfig(
+        &cluster.client,
+        &cluster.kubeconfig,
+        "tidemark-node-agent",
+        "tidemark-node-agent",
+        &kc,
+    )
+    .await;
+    kc
+}
