@@ -63,7 +63,7 @@ impl Default for RestoreHookSettings {
 pub enum ContainerState {
     /// Running (or Ready, when asked for): hooks can run.
     Up,
-    /// Not yet.
+    /// Not running (or not Ready) yet: keep waiting.
     NotYet,
     /// The pod ended (`Succeeded` or `Failed`): the hooks will never run.
     PodFinished(String),
