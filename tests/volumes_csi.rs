@@ -75,6 +75,23 @@ fn sums(kubeconfig: &Path, ns: &str, pod: &str, claim: &str) -> String {
     )
 }
 
+/// The app's checksums of `/vol/<claim>` once it has written its files there.
+async fn written_sums(kubeconfig: &Path, ns: &str, pod: &str, claim: &str) -> String {
+    wait_for(
+        &format!("{ns}/{pod}'s data in {claim}"),
+        Duration::from_secs(30),
+        || {
+            let kc = kubeconfig.to_path_buf();
+            let check = format!("cat /vol/{claim}/notes.txt >/dev/null 2>&1 && echo yes || true");
+            async move {
+                let s = pod_exec(&kc, ns, pod, "app", &check);
+                (s.trim() == "yes").then(|| sums(&kc, ns, pod, claim))
+            }
+        },
+    )
+    .await
+}
+
 fn gunzip_json(path: &Path) -> Value {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut text = Vec::new();
@@ -146,34 +163,8 @@ async fn csi_snapshots_and_fs_backup_of_running_apps_restored_on_the_node() {
     .await;
     wait_pod_ready(&c, "app", "db-0", Duration::from_secs(120)).await;
     wait_pod_ready(&c, "annot", "web-0", Duration::from_secs(120)).await;
-    let data_sums = wait_for("the app's data", Duration::from_secs(30), || {
-        let kc = a.kubeconfig.clone();
-        async move {
-            let s = pod_exec(
-                &kc,
-                "app",
-                "db-0",
-                "app",
-                "cat /vol/data/notes.txt >/dev/null 2>&1 && echo yes || true",
-            );
-            (s.trim() == "yes").then(|| sums(&kc, "app", "db-0", "data"))
-        }
-    })
-    .await;
-    let files_sums = wait_for("the annotated app's data", Duration::from_secs(30), || {
-        let kc = a.kubeconfig.clone();
-        async move {
-            let s = pod_exec(
-                &kc,
-                "annot",
-                "web-0",
-                "app",
-                "cat /vol/files/notes.txt >/dev/null 2>&1 && echo yes || true",
-            );
-            (s.trim() == "yes").then(|| sums(&kc, "annot", "web-0", "files"))
-        }
-    })
-    .await;
+    let data_sums = written_sums(&a.kubeconfig, "app", "db-0", "data").await;
+    let files_sums = written_sums(&a.kubeconfig, "annot", "web-0", "files").await;
     let env = [("KUBECONFIG", a.kubeconfig.to_str().unwrap())];
 
     // --- Backup of `app` by CSI snapshot: `data` snapshotted, `logs` skipped by the policy.

@@ -1384,24 +1384,22 @@ pub async fn wait_pod_ready(
 ) -> k8s_openapi::api::core::v1::Pod {
     use k8s_openapi::api::core::v1::Pod;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let pod = pods.get_opt(name).await.ok().flatten();
-        let ready = pod
-            .as_ref()
-            .and_then(|p| p.status.as_ref())
+    let ready = |p: Option<&Pod>| {
+        p.and_then(|p| p.status.as_ref())
             .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if ready {
-            return pod.unwrap();
-        }
-        if std::time::Instant::now() > deadline {
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    // The pod's watch events, not polling: returns on the event that makes it Ready.
+    let watched = kube::runtime::wait::await_condition(pods.clone(), name, ready);
+    match tokio::time::timeout(timeout, watched).await {
+        Ok(Ok(Some(pod))) => pod,
+        outcome => {
+            let pod = pods.get_opt(name).await.ok().flatten();
             panic!(
-                "pod {namespace}/{name} not Ready after {timeout:?}: {}",
+                "pod {namespace}/{name} not Ready after {timeout:?} ({outcome:?}): {}",
                 serde_json::to_string_pretty(&pod.map(|p| p.status)).unwrap()
-            );
+            )
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
