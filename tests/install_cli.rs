@@ -318,13 +318,43 @@ async fn install_with_velero_flags_runs_a_backup_and_uninstall_is_symmetric() {
     // install --wait: waits until a controller runs and the Location is Available.
     let mut wait = flags.clone();
     wait.extend(["--wait", "--wait-timeout", "3m"]);
-    let installer = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+    let mut installer = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(&wait)
         .env("KUBECONFIG", &kc)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The installer's output line by line, as it comes: the controller is started only once
+    // the installer says it waits for one.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = installer.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = lines_tx.send(line);
+        }
+        all
+    });
+    let waiting = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match lines_rx.recv_timeout(left) {
+                Ok(l) if l.contains("waiting: no controller running") => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    })
+    .await
+    .unwrap();
     let sas: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), ns);
     wait_for(
         "the installed ServiceAccount",
@@ -365,13 +395,16 @@ async fn install_with_velero_flags_runs_a_backup_and_uninstall_is_symmetric() {
         .await
         .unwrap()
         .unwrap();
-    let said = show(&done);
+    let said = format!("{}{}", reader.join().unwrap(), show(&done));
     assert!(
         done.status.success(),
         "{said}\nserver log:\n{}",
         server.log()
     );
-    assert!(said.contains("waiting: no controller running"), "{said}");
+    assert!(
+        waiting,
+        "the installer never said it waits for a controller: {said}"
+    );
     assert!(
         said.contains("Controller ready: Lease tidemark-controller held by stand-in"),
         "{said}"
