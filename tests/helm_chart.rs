@@ -743,6 +743,73 @@ fn values_render_what_they_say() {
 // ---------------------------------------------------------------------------------------------
 
 /// `kubectl --kubeconfig KUBECONFIG ARGS` with `stdin`.
+/// `repository.existingSecret`: the controller mounts key `repository-password` of the user's
+/// Secret (the encryption Secret, say) alone, at the path `TIDEMARK_REPO_PASSWORD_FILE` names;
+/// no `-repo-credentials` Secret is rendered beside it, only the node agent's copy in its own
+/// namespace.
+#[test]
+fn the_repository_password_can_come_from_the_encryption_secret() {
+    let objs = template(
+        "backups",
+        &[],
+        &[
+            "--set",
+            "repository.existingSecret=backup-key,repository.password=pw,deployNodeAgent=true",
+        ],
+    );
+    let deploy = find(&objs, "Deployment", "tidemark");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let vol = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "repo-credentials")
+        .unwrap();
+    assert_eq!(vol["secret"]["secretName"], "backup-key");
+    assert_eq!(
+        vol["secret"]["items"],
+        json!([{"key": "repository-password", "path": "repository-password"}])
+    );
+    let c = &pod["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "repo-credentials")
+        .unwrap();
+    let file = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "TIDEMARK_REPO_PASSWORD_FILE")
+        .unwrap();
+    assert_eq!(
+        file["value"].as_str().unwrap(),
+        format!(
+            "{}/repository-password",
+            mount["mountPath"].as_str().unwrap()
+        )
+    );
+    let repo_secrets: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "Secret" && o["metadata"]["name"] == "tidemark-repo-credentials")
+        .collect();
+    assert_eq!(repo_secrets.len(), 1, "{repo_secrets:?}");
+    assert_eq!(
+        repo_secrets[0]["metadata"]["namespace"],
+        "backups-node-agent"
+    );
+    // Without it, the chart's own Secret, mounted whole.
+    let objs = template(
+        "backups",
+        &[],
+        &["--set", "repository.password=pw,deployNodeAgent=true"],
+    );
+    let deploy = serde_json::to_string(find(&objs, "Deployment", "tidemark")).unwrap();
+    assert!(deploy.contains("\"secretName\":\"tidemark-repo-credentials\""));
+    assert!(!deploy.contains("\"items\""));
+}
+
 fn kubectl(kubeconfig: &Path, args: &[&str], stdin: &str) -> Output {
     let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
     all.extend_from_slice(args);

@@ -528,3 +528,138 @@ async fn install_with_velero_flags_runs_a_backup_and_uninstall_is_symmetric() {
     let out = tidemark(&["backup", "get", "after-install"], &store_env);
     assert!(out.status.success(), "{}", show(&out));
 }
+
+/// One Secret for the age passphrase of a Location's `spec.encryption` and the restic
+/// repositories' password (`repository-password`): `install --repo-password-secret` mounts that
+/// key alone into the controller (accepted by the API server as rendered), gives the node agent
+/// a copy in its own namespace and creates no `tidemark-repo-credentials` beside the user's
+/// Secret; a missing key, or a node agent copy holding another password, is refused before
+/// anything is applied; and the controller opens the Location encrypted with that same Secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_password_comes_from_the_encryption_secret() {
+    use k8s_openapi::api::core::v1::Secret;
+    use serde_json::json;
+    use std::time::Duration;
+
+    let cluster = Cluster::up(&unique("install-pw")).await;
+    let kc = cluster.kubeconfig.to_str().unwrap().to_string();
+    let env = [("KUBECONFIG", kc.as_str())];
+    let ns = "vault-system";
+    let key_secret = |password: Option<&str>| {
+        let mut data = json!({"passphrase": "correct horse battery staple"});
+        if let Some(p) = password {
+            data["repository-password"] = json!(p);
+        }
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "backup-key", "namespace": ns}, "stringData": data})
+    };
+    apply_docs(
+        &cluster.client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            key_secret(None),
+        ],
+    )
+    .await;
+    let flags = [
+        "install",
+        "--namespace",
+        ns,
+        "--use-node-agent",
+        "--repo-password-secret",
+        "backup-key",
+    ];
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+
+    // The Secret has no repository-password yet: refused, nothing applied.
+    let out = tidemark(&flags, &env);
+    let said = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(
+            "--repo-password-secret: Secret vault-system/backup-key has no key repository-password"
+        ),
+        "{said}"
+    );
+    assert!(deployments.get_opt("tidemark").await.unwrap().is_none());
+
+    // With it: the controller mounts that key of that Secret, the node agent gets a copy.
+    let mut secrets = vec![key_secret(Some("restic-from-backup-key"))];
+    apply_docs(&cluster.client, &secrets).await;
+    let out = tidemark(&flags, &env);
+    assert!(out.status.success(), "{}", show(&out));
+    let d = deployments.get("tidemark").await.unwrap();
+    let vol = d
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap()
+        .into_iter()
+        .find(|v| v.name == "repo-credentials")
+        .unwrap()
+        .secret
+        .unwrap();
+    assert_eq!(vol.secret_name.as_deref(), Some("backup-key"));
+    let items = vol.items.unwrap();
+    assert_eq!(
+        (items[0].key.as_str(), items[0].path.as_str(), items.len()),
+        ("repository-password", "repository-password", 1)
+    );
+    let in_ns: Api<Secret> = Api::namespaced(cluster.client.clone(), ns);
+    assert!(
+        in_ns
+            .get_opt("tidemark-repo-credentials")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let agent: Api<Secret> = Api::namespaced(cluster.client.clone(), "vault-system-node-agent");
+    let copy = agent.get("tidemark-repo-credentials").await.unwrap();
+    assert_eq!(
+        copy.data.unwrap()["repository-password"].0,
+        b"restic-from-backup-key"
+    );
+
+    // The encryption Secret now says another password than the node agent's repositories
+    // were written with: refused.
+    secrets[0] = key_secret(Some("another"));
+    apply_docs(&cluster.client, &secrets).await;
+    let out = tidemark(&flags, &env);
+    let said = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("holds another password"), "{said}");
+    apply_docs(
+        &cluster.client,
+        &[key_secret(Some("restic-from-backup-key"))],
+    )
+    .await;
+
+    // The same Secret still serves the Location's encryption (its extra key is ignored there).
+    let store = tempfile::tempdir().unwrap();
+    apply_docs(
+        &cluster.client,
+        &[
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location",
+                 "metadata": {"name": "vault", "namespace": ns},
+                 "spec": {"provider": "filesystem", "bucket": store.path().to_str().unwrap(),
+                          "encryption": {"secretName": "backup-key"}, "validationPeriod": "2s"}}),
+        ],
+    )
+    .await;
+    let server = Server::start(&cluster.kubeconfig, ns, &[]);
+    let locations: Api<tidemark::api::tidemark::Location> =
+        Api::namespaced(cluster.client.clone(), ns);
+    wait_for(
+        "Location vault Available",
+        Duration::from_secs(60),
+        || async {
+            let l = locations.get("vault").await.ok()?;
+            (l.status?.phase.as_deref() == Some("Available")).then_some(())
+        },
+    )
+    .await;
+    drop(server);
+}

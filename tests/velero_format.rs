@@ -1679,6 +1679,7 @@ async fn tidemark_written_backup_follows_velero_format() {
         "b1-podvolumebackups.json.gz",
         "b1-volumeinfo.json.gz",
         "tidemark-backup.json",
+        "tidemark-run.json",
     ]
     .map(String::from)
     .into();

@@ -2,6 +2,9 @@
 //! namespaces restored into `drill-<ns>` by the restore engine, every object compared with the
 //! archive, the scratch namespaces deleted; a backup holding an object the cluster's admission
 //! refuses (a real ValidatingAdmissionPolicy) is reported NOT verified, naming that object.
+//! Drills into a second cluster: from the CLI (`--into-kubeconfig`) and from the controller
+//! (`spec.verify.kubeconfigSecretRef`, under the shipped RBAC), with the restored objects seen
+//! in that cluster and never in the first, and a Secret that cannot be used reported by name.
 
 mod support;
 
@@ -187,4 +190,344 @@ async fn a_backup_with_verify_gets_a_verified_condition() {
         metrics.contains("tidemark_backup_verification_total{result=\"verified\",schedule=\"\"} 1"),
         "{metrics}"
     );
+}
+
+/// Applies a namespace `shop` with a few objects of different kinds to `client`.
+async fn shop(client: &kube::Client) {
+    apply_docs(
+        client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "shop"}, "data": {"mode": "blue"}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"password": "x"}}),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "shop-api", "namespace": "shop"}}),
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+                   "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "web"}},
+                            "template": {"metadata": {"labels": {"app": "web"}},
+                                         "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}}),
+        ],
+    )
+    .await;
+}
+
+/// Names of the namespaces of `client`'s cluster that start with `prefix`.
+async fn namespaces_starting(client: &kube::Client, prefix: &str) -> Vec<String> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// `tidemark backup verify --into-kubeconfig`: the drill restores into the cluster that file
+/// describes (objects there with --keep, none in the backup's own cluster), the current
+/// kubeconfig is not even read, an empty prefix is allowed there (and with `--into-context`)
+/// but not onto a namespace that cluster already has, and refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drills_into_another_cluster() {
+    let a = Cluster::up(&unique("verify-into-a")).await;
+    let b = Cluster::up(&unique("verify-into-b")).await;
+    shop(&a.client).await;
+    let location = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", location.path().display());
+    let a_kc = a.kubeconfig.to_str().unwrap().to_string();
+    let out = tidemark(
+        &[
+            "backup",
+            "create",
+            "shop",
+            "--include-namespaces",
+            "shop",
+            "--location",
+            &url,
+        ],
+        &[("KUBECONFIG", a_kc.as_str())],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+
+    // The current kubeconfig names no usable cluster: only the drill cluster is talked to.
+    let nowhere = [("KUBECONFIG", "/nonexistent/kubeconfig")];
+    let b_kc = b.kubeconfig.to_str().unwrap();
+    let out = tidemark(
+        &[
+            "backup",
+            "verify",
+            "shop",
+            "--location",
+            &url,
+            "--into-kubeconfig",
+            b_kc,
+            "--keep",
+        ],
+        &nowhere,
+    );
+    let said = show(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Backup \"shop\" verified:"), "{said}");
+    assert!(
+        said.contains("scratch namespaces drill-shop, kept"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("The drill ran in the cluster of {b_kc}.")),
+        "{said}"
+    );
+    // Kept: the objects are in cluster B's scratch namespace...
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(b.client.clone(), "drill-shop");
+    let settings = cms.get("settings").await.expect("drill-shop/settings in B");
+    assert_eq!(
+        settings.data.unwrap().get("mode").map(String::as_str),
+        Some("blue")
+    );
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(b.client.clone(), "drill-shop");
+    assert!(secrets.get_opt("db").await.unwrap().is_some());
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(b.client.clone(), "drill-shop");
+    assert!(deployments.get_opt("web").await.unwrap().is_some());
+    // ...and cluster A has no drill namespace at all.
+    assert_eq!(
+        namespaces_starting(&a.client, "drill-").await,
+        Vec::<String>::new()
+    );
+
+    // In another cluster the prefix may be empty: the backup's own namespace names, there.
+    let context = format!("tidemark-{}", b.name);
+    let out = tidemark(
+        &[
+            "backup",
+            "verify",
+            "shop",
+            "--location",
+            &url,
+            "--into-kubeconfig",
+            b_kc,
+            "--into-context",
+            &context,
+            "--namespace-prefix",
+            "",
+        ],
+        &nowhere,
+    );
+    let said = show(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("scratch namespaces shop, deleted"), "{said}");
+    let b_namespaces: Api<Namespace> = Api::all(b.client.clone());
+    namespace_gone(&b_namespaces, "shop").await;
+    // ...but never into a namespace the drill cluster already has (it would be deleted after).
+    apply_docs(
+        &b.client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "standby", "namespace": "shop"}}),
+        ],
+    )
+    .await;
+    let out = tidemark(
+        &[
+            "backup",
+            "verify",
+            "shop",
+            "--location",
+            &url,
+            "--into-kubeconfig",
+            b_kc,
+            "--namespace-prefix",
+            "",
+        ],
+        &nowhere,
+    );
+    let said = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("namespace shop already exists in the drill cluster"),
+        "{said}"
+    );
+    let standby: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(b.client.clone(), "shop");
+    assert!(standby.get_opt("standby").await.unwrap().is_some());
+    assert!(standby.get_opt("settings").await.unwrap().is_none());
+
+    // Here it may not: it would restore over the live namespace.
+    let out = tidemark(
+        &[
+            "backup",
+            "verify",
+            "shop",
+            "--location",
+            &url,
+            "--namespace-prefix",
+            "",
+        ],
+        &[("KUBECONFIG", a_kc.as_str())],
+    );
+    let said = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("--namespace-prefix"), "{said}");
+    assert!(
+        said.contains("only for a drill in another cluster"),
+        "{said}"
+    );
+    let live: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(a.client.clone(), "shop");
+    let live = live.get("settings").await.unwrap();
+    assert!(
+        !live
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("velero.io/restore-name"),
+        "the live object was restored over"
+    );
+}
+
+/// The controller drills `spec.verify.kubeconfigSecretRef`'s cluster under the shipped RBAC:
+/// Verified=True with counts, the objects restored there (empty prefix: under their own
+/// namespace names) and deleted again, the controller's cluster untouched; a missing key and a
+/// value that is no kubeconfig are Verified=False naming the Secret and key, never quoting it;
+/// an empty prefix without a kubeconfig is refused by the API server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_drills_into_the_cluster_of_a_kubeconfig_secret() {
+    let a = Cluster::up(&unique("verify-sec-a")).await;
+    let b = Cluster::up(&unique("verify-sec-b")).await;
+    apply_shipped_rbac(&a.client).await;
+    shop(&a.client).await;
+    let location = tempfile::tempdir().unwrap();
+    let garbage = "not: [a kubeconfig";
+    apply_docs(
+        &a.client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "drill-cluster", "namespace": "tidemark"},
+                   "stringData": {"kubeconfig": std::fs::read_to_string(&b.kubeconfig).unwrap()}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broken", "namespace": "tidemark"},
+                   "stringData": {"kubeconfig": garbage}}),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": "tidemark"},
+                   "spec": {"provider": "filesystem", "bucket": location.path().to_str().unwrap(), "default": true}}),
+        ],
+    )
+    .await;
+    let backups: Api<tidemark::api::tidemark::Backup> =
+        Api::namespaced(a.client.clone(), "tidemark");
+    let backup = |name: &str, verify: serde_json::Value| -> tidemark::api::tidemark::Backup {
+        serde_json::from_value(
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+            "metadata": {"name": name, "namespace": "tidemark"},
+            "spec": {"template": {"includedNamespaces": ["shop"]}, "verify": verify}}),
+        )
+        .unwrap()
+    };
+    // An empty prefix in the controller's own cluster is refused before anything runs.
+    let refused = backups
+        .create(
+            &Default::default(),
+            &backup("over-live", json!({"namespacePrefix": ""})),
+        )
+        .await
+        .expect_err("an empty prefix without a kubeconfig");
+    assert!(
+        refused.to_string().contains("spec.verify.namespacePrefix"),
+        "{refused}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let sa_kc = work.path().join("tidemark.kubeconfig");
+    service_account_kubeconfig(&a.client, &a.kubeconfig, "tidemark", "tidemark", &sa_kc).await;
+    let server = Server::start(&sa_kc, "tidemark", &[]);
+    for (name, verify) in [
+        (
+            "proven",
+            json!({"namespacePrefix": "", "kubeconfigSecretRef": {"name": "drill-cluster", "key": "kubeconfig"}}),
+        ),
+        (
+            "misaimed",
+            json!({"kubeconfigSecretRef": {"name": "drill-cluster", "key": "kube-config"}}),
+        ),
+        (
+            "garbled",
+            json!({"kubeconfigSecretRef": {"name": "broken", "key": "kubeconfig"}}),
+        ),
+    ] {
+        backups
+            .create(&Default::default(), &backup(name, verify))
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+    let verified = |name: &'static str| {
+        let backups = backups.clone();
+        async move {
+            wait_for(
+                &format!("the Verified condition of {name}"),
+                Duration::from_secs(120),
+                || async {
+                    let b = backups.get(name).await.ok()?;
+                    let c = b
+                        .status
+                        .as_ref()?
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "Verified")?
+                        .clone();
+                    Some((b, c))
+                },
+            )
+            .await
+        }
+    };
+
+    let (proven, c) = verified("proven").await;
+    assert_eq!(c.status, "True", "{c:?}\n{}", server.log());
+    assert_eq!(c.reason, "RestoreDrill");
+    assert!(
+        c.message
+            .contains("(in the cluster of Secret tidemark/drill-cluster key \"kubeconfig\")"),
+        "{c:?}"
+    );
+    let st = proven.status.unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Completed"));
+    let v = st.verification.expect("status.verification");
+    assert!(v.verified && v.equal >= 4, "{v:?}");
+    // The scratch namespace (here `shop` itself) was made and deleted in cluster B...
+    let b_namespaces: Api<Namespace> = Api::all(b.client.clone());
+    namespace_gone(&b_namespaces, "shop").await;
+    // ...while cluster A's live `shop` was never restored over.
+    let live: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(a.client.clone(), "shop");
+    let live = live.get("settings").await.unwrap();
+    assert!(
+        !live
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("velero.io/restore-name"),
+        "the live object was restored over"
+    );
+
+    let (_, c) = verified("misaimed").await;
+    assert_eq!(c.status, "False", "{c:?}");
+    assert_eq!(c.reason, "DrillClusterUnavailable");
+    assert!(
+        c.message.contains("spec.verify.kubeconfigSecretRef")
+            && c.message
+                .contains("Secret tidemark/drill-cluster has no key \"kube-config\""),
+        "{c:?}"
+    );
+
+    let (_, c) = verified("garbled").await;
+    assert_eq!(c.status, "False", "{c:?}");
+    assert_eq!(c.reason, "DrillClusterUnavailable");
+    assert!(
+        c.message
+            .contains("Secret tidemark/broken key \"kubeconfig\": kubeconfig: not a kubeconfig"),
+        "{c:?}"
+    );
+    assert!(
+        !c.message.contains(garbage),
+        "the Secret's value is quoted: {c:?}"
+    );
+    drop(server);
 }

@@ -51,12 +51,13 @@ pub enum AccessMode {
 pub struct SecretKeyRef {
     /// Secret name.
     pub name: String,
-    /// Key within the Secret. Its value is the provider's credentials file, as in Velero: for
-    /// S3 an AWS shared-credentials file (`[default]` with `aws_access_key_id` and
-    /// `aws_secret_access_key`); for Azure `KEY=VALUE` lines (`AZURE_TENANT_ID`,
-    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_CLOUD_NAME`, the storage account key
-    /// under the name `config.storageAccountKeyEnvVar` gives); for GCS a service-account key
-    /// (JSON).
+    /// Key within the Secret. What its value holds depends on the field referring to it: for a
+    /// restore drill's `kubeconfigSecretRef`, a kubeconfig; for a Location's `credential`, the
+    /// provider's credentials file, as in Velero: for S3 an AWS shared-credentials file
+    /// (`[default]` with `aws_access_key_id` and `aws_secret_access_key`); for Azure
+    /// `KEY=VALUE` lines (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`,
+    /// `AZURE_CLOUD_NAME`, the storage account key under the name
+    /// `config.storageAccountKeyEnvVar` gives); for GCS a service-account key (JSON).
     pub key: String,
 }
 
@@ -89,7 +90,8 @@ pub struct LocationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
     /// Provider settings, Velero's keys: S3 `region`, `s3Url`, `s3ForcePathStyle`,
-    /// `insecureSkipTLSVerify`, `profile`; Azure `storageAccount` (required),
+    /// `insecureSkipTLSVerify`, `profile`, `checksumAlgorithm` (any algorithm sends SHA-256
+    /// checksums; set for `objectLock`); Azure `storageAccount` (required),
     /// `storageAccountKeyEnvVar`, `useAAD`, `storageAccountURI`, `activeDirectoryAuthorityURI`,
     /// `blockSizeInBytes`, `resourceGroup`, `subscriptionId`; GCS `storeEndpoint`,
     /// `universeDomain`, `serviceAccount`. Unknown keys, and keys tidemark cannot honour, make
@@ -117,6 +119,44 @@ pub struct LocationSpec {
     /// Client-side encryption of the backups written here (age format); off when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<LocationEncryption>,
+    /// Immutable backups with S3 Object Lock (S3 locations on a bucket created with Object Lock
+    /// enabled); off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<LocationObjectLock>,
+}
+
+/// S3 Object Lock for a Location's backups: every file of a backup is written once and retained
+/// until the backup's expiration (its TTL), so neither a stolen store credential nor a
+/// compromised cluster can delete or replace it before then. Expiry of a backup that is still
+/// retained waits (condition `ExpiryBlocked`, reason `Retained`) and `backup delete` says until
+/// when. The bucket must have been created with Object Lock (which turns versioning on): the
+/// Location is `Unavailable` otherwise. Deleting a backup deletes all its object versions.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationObjectLock {
+    /// `Governance` (default: users granted `s3:BypassGovernanceRetention` may still remove a
+    /// retention) or `Compliance` (nobody can, the account's root user included).
+    #[serde(default)]
+    pub mode: ObjectLockMode,
+}
+
+/// S3 Object Lock's retention modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ObjectLockMode {
+    /// S3's `GOVERNANCE`.
+    #[default]
+    Governance,
+    /// S3's `COMPLIANCE`.
+    Compliance,
+}
+
+impl From<ObjectLockMode> for crate::store::LockMode {
+    fn from(m: ObjectLockMode) -> Self {
+        match m {
+            ObjectLockMode::Governance => crate::store::LockMode::Governance,
+            ObjectLockMode::Compliance => crate::store::LockMode::Compliance,
+        }
+    }
 }
 
 /// Client-side encryption of a Location's backups in the age format
@@ -129,6 +169,10 @@ pub struct LocationEncryption {
     /// A Secret in the controller's namespace holding the key: key `identity` (age X25519
     /// identities, `AGE-SECRET-KEY-1...` one per line, as `age-keygen` writes them: backups are
     /// encrypted to their public keys and decrypted with any of them) or key `passphrase`.
+    /// Other keys are ignored here; the same Secret may hold the restic repositories' password
+    /// of pod volume data under key `repository-password` (Velero's key name), used when the
+    /// controller is installed with `tidemark install --repo-password-secret <this Secret>`
+    /// (Helm: `repository.existingSecret`).
     pub secret_name: String,
     /// More recipients (`age1...` public keys) every backup is also encrypted to: a key being
     /// rotated in, or an escrow key kept elsewhere.
@@ -570,14 +614,38 @@ pub struct BackupSpec {
 /// A restore drill run right after a backup completes: its namespaced objects are restored by
 /// the restore engine into scratch namespaces (`<namespacePrefix><namespace>`), compared with
 /// the archive, and the scratch namespaces deleted. The result is the Backup's `Verified`
-/// condition and `status.verification`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// condition and `status.verification`. The drill runs in the controller's own cluster, or in
+/// another one (`kubeconfigSecretRef`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.namespacePrefix) || self.namespacePrefix != '' || has(self.kubeconfigSecretRef)"
+).message(
+    "an empty namespacePrefix is allowed only with kubeconfigSecretRef (a drill in another \
+     cluster): in the controller's cluster it would restore over the live namespaces"
+).field_path(".namespacePrefix"))]
 pub struct VerifySpec {
     /// Prefix of the scratch namespaces (default `drill-`; give schedules whose backups share
-    /// namespaces different prefixes, so their drills never meet).
+    /// namespaces different prefixes, so their drills never meet). It may be empty (`""`, the
+    /// backup's own namespace names) only with `kubeconfigSecretRef`: in the controller's own
+    /// cluster that would restore over the live namespaces, and the drill is refused. Even in
+    /// another cluster, an empty prefix refuses namespaces that cluster already has (they
+    /// would be deleted after the drill).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_prefix: Option<String>,
+    /// Run the drill in another cluster (a disaster-recovery or staging cluster) instead of the
+    /// controller's own: a Secret in the controller's namespace whose key holds a kubeconfig
+    /// (YAML, as `kubectl config view --minify --flatten` prints it: certificates and keys
+    /// inline, since the controller has no files of that cluster; its current context is
+    /// used). The drill's restore, its comparison with the archive and the deletion of the
+    /// scratch namespaces all run in that cluster with that kubeconfig's credentials, which
+    /// need to create and delete namespaces and create and read the backup's kinds there.
+    /// The drill's restore record (log, results) is written to the backup's Location as any
+    /// restore's; the outcome is on this Backup as usual. A missing Secret or key, a kubeconfig
+    /// that does not parse, or a cluster that cannot be reached makes the Backup
+    /// `Verified=False` with a message naming the Secret and key (never their content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret_ref: Option<SecretKeyRef>,
 }
 
 /// The outcome of a Backup's restore drill.

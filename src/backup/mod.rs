@@ -7,6 +7,7 @@
 //! complete.
 
 mod collect;
+pub mod delete;
 pub mod filter;
 mod pipeline;
 pub mod raw;
@@ -364,6 +365,13 @@ pub const ENCRYPTION_ANNOTATION: &str = "tidemark.dev/encryption";
 /// `passphrase (scrypt)` for a passphrase).
 pub const ENCRYPTION_RECIPIENTS_ANNOTATION: &str = "tidemark.dev/encryption-recipients";
 
+/// Annotation saying a backup is locked with S3 Object Lock: the mode (`GOVERNANCE`,
+/// `COMPLIANCE`).
+pub const OBJECT_LOCK_ANNOTATION: &str = "tidemark.dev/object-lock";
+/// Annotation with the end of a locked backup's retention (RFC 3339): no file of the backup can
+/// be deleted before.
+pub const RETAIN_UNTIL_ANNOTATION: &str = "tidemark.dev/retain-until";
+
 /// Records on the backup that its files are age-encrypted, and to whom.
 fn encryption_annotations(record: &mut Backup, keys: &crate::store::Encryption) {
     let annotations = record
@@ -421,6 +429,21 @@ pub async fn run(
                 location: store.url().to_string(),
             });
         }
+        // The folder's first file, before the archive's upload starts: a run stopped from here
+        // on is found by the recovery sweep whatever it left.
+        let marker = serde_json::json!({
+            "startTimestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "host": run_host(),
+            "pid": std::process::id(),
+            "tidemarkVersion": env!("CARGO_PKG_VERSION"),
+        });
+        store
+            .put(
+                &layout.backup_file(&req.name, layout::RUN_MARKER_FILE),
+                Bytes::from(marker.to_string()),
+                true,
+            )
+            .await?;
         Ok(store.upload(&layout.backup_archive(&req.name)).await?)
     };
     let inspect_cluster = async {
@@ -684,6 +707,18 @@ pub async fn run(
             crate::hooks::HookStatus::of(&volumes.hooks).to_json(),
         )]),
     };
+    if let Some(r) = store.retention_until(record.status.expiration) {
+        let annotations = record
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        annotations.insert(OBJECT_LOCK_ANNOTATION.into(), r.mode.as_s3().into());
+        annotations.insert(
+            RETAIN_UNTIL_ANNOTATION.into(),
+            r.retain_until
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        );
+    }
     if volumes.csi_attempted > 0 {
         record.status.extra.insert(
             "csiVolumeSnapshotsAttempted".into(),
@@ -820,15 +855,36 @@ async fn write_side_files(
         empties,
         crate::hooks::outcome::write_backup(store, name, &volumes.hooks),
     )?;
+    // On an Object Lock location every file is retained until the backup expires, before the
+    // record exists; the record is written with the same retention.
+    let retention = store.retention_until(record.status.expiration);
+    if let Some(r) = retention {
+        store
+            .retain_folder(&layout.backup_dir(name), layout::BACKUP_METADATA_FILE, r)
+            .await?;
+    }
     // Last: the record. Its presence is what makes the backup exist.
     let record_json = serde_json::to_vec_pretty(record).unwrap_or_default();
     store
-        .put(
+        .put_record(
             &layout.backup_file(name, layout::BACKUP_METADATA_FILE),
             Bytes::from(record_json),
-            true,
+            retention,
         )
         .await
+}
+
+/// Who runs the backup, for the run marker: the pod (`$POD_NAME`) or the host name.
+fn run_host() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
 }
 
 async fn cleanup(client: &Client, store: &Store, name: &str) {

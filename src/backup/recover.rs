@@ -4,7 +4,9 @@
 //! A backup folder without its `velero-backup.json` is what a run that stopped half way left
 //! (the record is always written last). Cleaning it up means, in this order: deleting the
 //! storage snapshots the run retained — found through the snapshots' intent records
-//! ([`crate::volumes::csi::read_intents`]) and any volume records — then removing the folder.
+//! ([`crate::volumes::csi::read_intents`]) and any volume records — then aborting its
+//! unfinished S3 multipart uploads, then removing the folder. Files already under S3 Object
+//! Lock retention are kept until it ends.
 //! When the snapshots cannot all be deleted (no cluster connection, the driver refuses), the
 //! folder is kept: it holds the only references to them. A complete backup is never touched.
 
@@ -42,6 +44,11 @@ pub enum Cleanup {
 /// Cleans up one interrupted backup: its storage snapshots first, then its folder. The caller
 /// has established that the backup has no record (it is partial).
 pub async fn clean_up(client: Option<&Client>, store: &Store, name: &str) -> Cleanup {
+    // Files already under S3 Object Lock (a run stopped after locking, before its record) stay
+    // until their retention ends; their snapshots with them.
+    if let Err(e) = super::delete::check_retention(store, name).await {
+        return Cleanup::Kept(e.to_string());
+    }
     let snapshots = match crate::volumes::csi::delete_for_backup(client, store, name).await {
         Ok(n) => n,
         Err(e) => {
@@ -51,7 +58,13 @@ pub async fn clean_up(client: Option<&Client>, store: &Store, name: &str) -> Cle
             ));
         }
     };
-    match store.delete_folder(&store.layout().backup_dir(name)).await {
+    // The run's unfinished multipart uploads (S3 keeps, and bills, their parts until aborted).
+    let dir = store.layout().backup_dir(name);
+    let archive = store.layout().backup_archive(name);
+    if let Err(e) = store.abort_pending_uploads(&dir, &[archive]).await {
+        return Cleanup::Kept(format!("its unfinished uploads could not be aborted: {e}"));
+    }
+    match store.delete_folder(&dir).await {
         Ok(_) => Cleanup::Removed { snapshots },
         Err(e) => Cleanup::Kept(format!("its folder could not be removed: {e}")),
     }

@@ -13,7 +13,7 @@ use super::{
     ClientArgs, GetArgs, LocationArgs, OutputFormat, gunzip, open_store, output, parse_duration,
     parse_kv, phase_code, progress,
 };
-use crate::api::velero::{Backup, Restore};
+use crate::api::velero::Backup;
 use crate::backup::{self, BackupRequest, filter};
 use crate::cluster::selector::{LabelMatcher, parse as parse_selector};
 use crate::cluster::{self, Target};
@@ -36,8 +36,9 @@ pub(crate) enum BackupCommand {
     Download(DownloadArgs),
     /// Delete backups from the location (and the restores made from them).
     Delete(DeleteArgs),
-    /// Prove a backup restores: restore it into scratch namespaces (`drill-<ns>`), compare
-    /// every object with the archive, report, delete the scratch namespaces.
+    /// Prove a backup restores: restore it into scratch namespaces (`drill-<ns>`) of this
+    /// cluster or of another one (--into-kubeconfig), compare every object with the archive,
+    /// report, delete the scratch namespaces.
     Verify(Box<super::verify::VerifyArgs>),
 }
 
@@ -499,65 +500,45 @@ async fn delete(target: &Target, args: DeleteArgs) -> Result<ExitCode> {
     if store.is_read_only() {
         bail!("location {} is read-only: nothing was deleted", store.url());
     }
-    let restores = store.list_restores().await?;
     let mut client: Option<kube::Client> = None;
     let mut kept = 0;
+    let pod_volumes = crate::volumes::podvolume::PodVolumeSettings::from_env();
     for b in &targets {
         let name = b.name();
-        // CSI snapshots first: if they cannot be deleted, the backup (the only record of their
-        // handles) stays.
+        // A cluster connection only for a backup with CSI snapshots to delete.
         if crate::volumes::csi::has_snapshots(&store, name).await && client.is_none() {
             client = cluster::connect(target).await.ok();
         }
-        match crate::volumes::csi::delete_for_backup(client.as_ref(), &store, name).await {
-            Ok(0) => {}
-            Ok(k) => println!("Backup {name:?}: {k} CSI snapshot(s) deleted."),
-            Err(e) => {
-                eprintln!("error: backup {name:?} kept: its CSI snapshots were not deleted: {e}");
-                kept += 1;
-                continue;
-            }
-        }
-        // The backup's restores first, then its folder (record last would leave a visible
-        // half-deleted backup; removing the whole folder makes it disappear at once).
-        for r in &restores {
-            let path = store.layout().restore_file(r, layout::RESTORE_RECORD_FILE);
-            let made_from_it = store
-                .get(&path)
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Restore>(&b).ok())
-                .is_some_and(|rec| rec.spec.backup_name == name);
-            if made_from_it {
-                store.delete_folder(&store.layout().restore_dir(r)).await?;
-            }
-        }
-        // Pod volume data: the backup's restic snapshots are forgotten (data freed by
-        // `tidemark repo prune`).
-        match crate::volumes::podvolume::forget_on_expiry(
-            None,
-            "",
-            &store,
-            name,
-            &crate::volumes::podvolume::PodVolumeSettings::from_env(),
-        )
-        .await
+        match crate::backup::delete::delete_backup(client.as_ref(), &store, name, "", &pod_volumes)
+            .await
         {
-            Ok(0) => {}
-            Ok(k) => println!("Backup {name:?}: {k} restic snapshot(s) forgotten."),
-            Err(e) => eprintln!("warning: backup {name:?}: {e}"),
+            Ok(d) => {
+                if d.csi_snapshots > 0 {
+                    println!(
+                        "Backup {name:?}: {} CSI snapshot(s) deleted.",
+                        d.csi_snapshots
+                    );
+                }
+                if d.restic_snapshots > 0 {
+                    println!(
+                        "Backup {name:?}: {} restic snapshot(s) forgotten.",
+                        d.restic_snapshots
+                    );
+                }
+                for w in &d.warnings {
+                    eprintln!("warning: backup {name:?}: {w}");
+                }
+                println!("Backup {name:?} deleted ({} objects removed).", d.objects);
+            }
+            Err(
+                e @ (crate::backup::delete::DeleteError::Retained { .. }
+                | crate::backup::delete::DeleteError::CsiSnapshots { .. }),
+            ) => {
+                eprintln!("error: {e}");
+                kept += 1;
+            }
+            Err(e) => return Err(e.into()),
         }
-        store
-            .delete(
-                &store
-                    .layout()
-                    .backup_file(name, layout::BACKUP_METADATA_FILE),
-            )
-            .await?;
-        let n = store
-            .delete_folder(&store.layout().backup_dir(name))
-            .await?;
-        println!("Backup {name:?} deleted ({} objects removed).", n + 1);
     }
     if kept > 0 {
         return Ok(ExitCode::from(1));

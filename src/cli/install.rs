@@ -84,9 +84,17 @@ pub(crate) struct InstallArgs {
     #[arg(long, conflicts_with_all = ["provider", "bucket", "prefix", "backup_location_config"])]
     no_default_backup_location: bool,
     /// Deploy the node agent DaemonSet (file-system backup of pod volumes), with a generated
-    /// restic repository password unless one is already stored.
+    /// restic repository password unless one is already stored (or --repo-password-secret).
     #[arg(long)]
     use_node_agent: bool,
+    /// Take the restic repositories' password from key `repository-password` of this Secret,
+    /// which you manage in the controller's namespace: e.g. the Secret a Location's
+    /// `spec.encryption` names, so one Secret holds both the age key and the restic password.
+    /// The controller mounts that key alone (no `tidemark-repo-credentials` is created beside
+    /// it); the node agent, in a namespace of its own, gets a copy of the password in its
+    /// `tidemark-repo-credentials`, made from this Secret at install time.
+    #[arg(long, value_name = "NAME")]
+    repo_password_secret: Option<String>,
     /// Back up every pod volume by file system unless a backup says otherwise (the server's
     /// --default-volumes-to-fs-backup).
     #[arg(long)]
@@ -259,6 +267,7 @@ fn options(args: &InstallArgs) -> Result<InstallOptions> {
         (None, false) => {}
     }
     o.node_agent = args.use_node_agent;
+    o.repo_password_secret = args.repo_password_secret.clone();
     o.default_volumes_to_fs_backup = args.default_volumes_to_fs_backup;
     o.controller_resources = quantities(
         &args.pod_cpu_request,
@@ -290,8 +299,17 @@ pub(crate) async fn install(target: &Target, args: InstallArgs) -> Result<ExitCo
         );
     }
     if args.dry_run {
-        if o.node_agent {
+        if o.node_agent && o.repo_password_secret.is_none() {
             o.repo_password = Some(install::new_repo_password()?);
+        }
+        if let (true, Some(name)) = (o.node_agent, &o.repo_password_secret) {
+            eprintln!(
+                "note: the node agent's Secret {}/{} (its copy of the password in Secret {}/{name}) \
+                 is made at install time and not printed",
+                o.node_agent_namespace(),
+                install::REPO_SECRET,
+                o.namespace
+            );
         }
         let docs = install::render(&o)?;
         match args.output {
@@ -311,7 +329,9 @@ pub(crate) async fn install(target: &Target, args: InstallArgs) -> Result<ExitCo
     // Render once before connecting: a bad flag fails before anything is applied.
     install::render(&o)?;
     let client = cluster::connect(target).await?;
-    if o.node_agent {
+    if let Some(pw) = install::repo_password_from_secret(&client, &o).await? {
+        o.repo_password = Some(pw);
+    } else if o.node_agent {
         o.repo_password = Some(match install::existing_repo_password(&client, &o).await? {
             Some(pw) => pw,
             None => install::new_repo_password()?,

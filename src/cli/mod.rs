@@ -230,6 +230,17 @@ pub(crate) struct LocationArgs {
     /// Also encrypt to this age public key (`age1...`; repeatable): key rotation, escrow.
     #[arg(long, value_name = "AGE1...")]
     encryption_recipient: Vec<String>,
+    /// Lock every backup written with S3 Object Lock in this mode (`governance` or
+    /// `compliance`) until it expires (its `--ttl`): nobody can delete or replace it before.
+    /// The S3 bucket must have been created with Object Lock enabled.
+    #[arg(long, env = "TIDEMARK_OBJECT_LOCK", value_name = "MODE", value_parser = parse_lock_mode)]
+    object_lock: Option<crate::store::LockMode>,
+}
+
+/// An Object Lock mode flag: `governance` or `compliance` (any case).
+fn parse_lock_mode(s: &str) -> Result<crate::store::LockMode, String> {
+    crate::store::LockMode::parse(s)
+        .ok_or_else(|| format!("{s:?}: Object Lock mode is governance or compliance"))
 }
 
 /// The client-side request budget.
@@ -326,8 +337,17 @@ async fn open_store(args: &LocationArgs) -> Result<Store> {
         Some(u) => (u.parse::<LocationUrl>()?, false),
         None => (LocationUrl::filesystem(&default_location_dir()), true),
     };
-    let url = url.with_config(&config);
-    let store = Store::open(&url, default)?;
+    let mut url = url.with_config(&config);
+    if args.object_lock.is_some() {
+        if url.provider() != crate::store::Provider::S3 {
+            anyhow::bail!("--object-lock needs an s3:// location (S3 Object Lock)");
+        }
+        url = url.with_object_lock_checksums();
+    }
+    let mut store = Store::open(&url, default)?;
+    if let Some(mode) = args.object_lock {
+        store = store.with_object_lock(mode);
+    }
     let read = |p: &PathBuf| {
         std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
     };

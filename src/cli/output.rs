@@ -176,6 +176,15 @@ pub fn describe_backup(
                 .unwrap_or("<unknown>")
         );
     }
+    if let Some(mode) = annotations.get(crate::backup::OBJECT_LOCK_ANNOTATION) {
+        o += &format!(
+            "Object Lock:  {mode}, retained until {} (no file of it can be deleted before)\n\n",
+            annotations
+                .get(crate::backup::RETAIN_UNTIL_ANNOTATION)
+                .map(String::as_str)
+                .unwrap_or("<unknown>")
+        );
+    }
     o += &format!(
         "Namespaces:\n  Included:  {}\n  Excluded:  {}\n\n",
         list_or(&s.included_namespaces, "*"),

@@ -135,6 +135,34 @@ pub async fn connect(target: &Target) -> Result<Client, ClusterError> {
     client_from(config)
 }
 
+/// Connects to the cluster a kubeconfig's text describes (as held in a Secret's key, or read
+/// from a file given for a restore drill): its current context, or `context` when given. The
+/// client is built as [`connect`]'s (the same retries and counting).
+///
+/// Paths inside the kubeconfig (`certificate-authority`, `client-key`, ...) are read relative
+/// to the working directory; `*-data` fields need no files.
+///
+/// # Errors
+/// [`ClusterError::Kubeconfig`] when the text is not a kubeconfig (the message never quotes
+/// it: it holds credentials), the context is missing, or its credentials cannot make a client.
+pub async fn connect_kubeconfig(yaml: &str, context: Option<&str>) -> Result<Client, ClusterError> {
+    let kc = Kubeconfig::from_yaml(yaml).map_err(|e| match e {
+        // The YAML parser's message can quote the input, i.e. credentials.
+        kube::config::KubeconfigError::Parse(_) => {
+            ClusterError::Kubeconfig("not a kubeconfig (YAML that does not parse as one)".into())
+        }
+        other => ClusterError::Kubeconfig(other.to_string()),
+    })?;
+    let options = KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .map_err(|e| ClusterError::Kubeconfig(e.to_string()))?;
+    client_from(config)
+}
+
 /// Builds the client for `config`: kube's stack without its own retry layer, then the counting
 /// retry layer above a request queue (the retry layer needs a cloneable service).
 ///

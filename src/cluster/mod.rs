@@ -11,7 +11,7 @@ pub use budget::{
     APF_FLOW_SCHEMA_HEADER, APF_PRIORITY_LEVEL_HEADER, Budget, FALLBACK_BURST, FALLBACK_QPS,
     server_has_apf,
 };
-pub use client::{ApiStats, Target, api_stats, connect};
+pub use client::{ApiStats, Target, api_stats, connect, connect_kubeconfig};
 pub use discovery::{Discovered, ServedResource, discover};
 
 /// Errors connecting to or discovering a cluster.

@@ -20,6 +20,7 @@ use super::{Context, FIELD_MANAGER, LOCATION_LABEL, SYNCED_ANNOTATION, apply_sta
 use crate::api::conditions::Health;
 use crate::api::tidemark::{Backup, BackupSpecTemplate, Restore};
 use crate::api::velero;
+use crate::backup::delete::DeleteError;
 use crate::backup::{self, BackupRequest};
 use crate::cluster::selector::LabelMatcher;
 use crate::store::Store;
@@ -342,10 +343,94 @@ fn verified_condition(
     out
 }
 
-/// Runs a completed backup's restore drill ([`crate::restore::verify`]) and records the result:
+/// The cluster a restore drill runs in: the controller's own, or the one of
+/// `spec.verify.kubeconfigSecretRef`.
+struct DrillCluster {
+    /// Its client.
+    client: kube::Client,
+    /// The request budget of the drill's requests to it.
+    budget: crate::cluster::Budget,
+    /// `Secret <ns>/<name> key "<key>"` for a cluster given by a kubeconfig Secret; `None`
+    /// for the controller's own.
+    secret: Option<String>,
+}
+
+/// The drill's cluster for `v`: the controller's own, or a client made from the kubeconfig in
+/// `spec.verify.kubeconfigSecretRef` (read from the controller's namespace; its budget chosen as
+/// the controller's was: the server's `--client-qps`/`--client-burst`, else none where that
+/// cluster has API Priority and Fairness), checked to answer.
+///
+/// # Errors
+/// A message naming `spec.verify.kubeconfigSecretRef` and the Secret and key (never their
+/// content): the Secret or key missing or unreadable, not a kubeconfig, or the cluster not
+/// answering.
+async fn drill_cluster(
+    ctx: &Context,
+    v: &crate::api::tidemark::VerifySpec,
+) -> Result<DrillCluster, String> {
+    let Some(r) = &v.kubeconfig_secret_ref else {
+        return Ok(DrillCluster {
+            client: ctx.client.clone(),
+            budget: ctx.budget.clone(),
+            secret: None,
+        });
+    };
+    let field = "spec.verify.kubeconfigSecretRef";
+    let secret = format!("Secret {}/{} key {:?}", ctx.namespace, r.name, r.key);
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(ctx.client.clone(), &ctx.namespace);
+    let found = api.get_opt(&r.name).await.map_err(|e| {
+        format!(
+            "{field}: cannot read Secret {}/{}: {}",
+            ctx.namespace,
+            r.name,
+            crate::cluster::describe(&e)
+        )
+    })?;
+    let found = found.ok_or_else(|| {
+        format!(
+            "{field}: Secret {} not found in namespace {}",
+            r.name, ctx.namespace
+        )
+    })?;
+    let bytes = found
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&r.key))
+        .ok_or_else(|| {
+            format!(
+                "{field}: Secret {}/{} has no key {:?}",
+                ctx.namespace, r.name, r.key
+            )
+        })?;
+    let text = std::str::from_utf8(&bytes.0)
+        .map_err(|_| format!("{field}: {secret} is not text (a kubeconfig is YAML)"))?;
+    let client = crate::cluster::connect_kubeconfig(text, None)
+        .await
+        .map_err(|e| format!("{field}: {secret}: {e}"))?;
+    client.apiserver_version().await.map_err(|e| {
+        format!(
+            "{field}: the cluster of {secret} does not answer: {}",
+            crate::cluster::describe(&e)
+        )
+    })?;
+    let budget = crate::cluster::Budget::choose(&client, ctx.client_qps, ctx.client_burst)
+        .await
+        .map_err(|e| format!("{field}: {secret}: {e}"))?;
+    Ok(DrillCluster {
+        client,
+        budget,
+        secret: Some(secret),
+    })
+}
+
+/// Runs a completed backup's restore drill ([`crate::restore::verify`]) — in the controller's
+/// cluster, or in the one of `spec.verify.kubeconfigSecretRef` — and records the result:
 /// `status.verification`, the `Verified` condition, an event and
 /// `tidemark_backup_verification_total`. A drill that cannot run is `Verified=False` with the
-/// reason; the backup itself stays as it is.
+/// reason (`InvalidVerifySpec` for an empty prefix in the controller's own cluster,
+/// `DrillClusterUnavailable` when the drill cluster's kubeconfig Secret cannot be used,
+/// `DrillFailed` when the drill itself fails); the backup itself stays as it is.
 ///
 /// # Errors
 /// The API error of the status write.
@@ -358,31 +443,53 @@ async fn drill(
     v: &crate::api::tidemark::VerifySpec,
 ) -> Result<(), kube::Error> {
     use crate::restore::verify;
-    let settings = crate::restore::Settings {
-        concurrency: ctx.concurrency,
-        max_concurrency: ctx.max_concurrency,
-        budget: ctx.budget.clone(),
-        wait_timeout: Duration::from_secs(120),
-        pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
+    let namespace_prefix = v
+        .namespace_prefix
+        .clone()
+        .unwrap_or_else(|| "drill-".into());
+    let separate_cluster = v.kubeconfig_secret_ref.is_some();
+    let outcome = match verify::check_namespace_prefix(&namespace_prefix, separate_cluster) {
+        Err(e) => Err((
+            "InvalidVerifySpec",
+            format!("spec.verify.namespacePrefix: {e}"),
+        )),
+        Ok(()) => match drill_cluster(ctx, v).await {
+            Err(message) => Err(("DrillClusterUnavailable", message)),
+            Ok(cluster) => {
+                let settings = crate::restore::Settings {
+                    concurrency: ctx.concurrency,
+                    max_concurrency: ctx.max_concurrency,
+                    budget: cluster.budget.clone(),
+                    wait_timeout: Duration::from_secs(120),
+                    pod_volumes: crate::volumes::podvolume::PodVolumeSettings::from_env(),
+                };
+                let req = verify::VerifyRequest {
+                    backup: name.to_string(),
+                    restore_name: format!("{}-verify", crate::plan::fit_name(name, 56)),
+                    record_namespace: ctx.namespace.clone(),
+                    namespace_prefix,
+                    keep: false,
+                    separate_cluster,
+                };
+                verify::verify(
+                    &cluster.client,
+                    store,
+                    &req,
+                    &settings,
+                    &crate::restore::Counters::default(),
+                )
+                .await
+                .map(|o| (o, cluster.secret.clone()))
+                .map_err(|e| {
+                    let place = match &cluster.secret {
+                        Some(s) => format!("in the cluster of {s}: "),
+                        None => String::new(),
+                    };
+                    ("DrillFailed", format!("{place}{e}"))
+                })
+            }
+        },
     };
-    let req = verify::VerifyRequest {
-        backup: name.to_string(),
-        restore_name: format!("{}-verify", crate::plan::fit_name(name, 56)),
-        record_namespace: ctx.namespace.clone(),
-        namespace_prefix: v
-            .namespace_prefix
-            .clone()
-            .unwrap_or_else(|| "drill-".into()),
-        keep: false,
-    };
-    let outcome = verify::verify(
-        &ctx.client,
-        store,
-        &req,
-        &settings,
-        &crate::restore::Counters::default(),
-    )
-    .await;
     let b = api.get(name).await?;
     let st = b.status.clone().unwrap_or_default();
     let health = match st.phase.as_deref() {
@@ -396,7 +503,7 @@ async fn drill(
         },
     };
     let (verified, reason, message, verification, result) = match outcome {
-        Ok(o) => {
+        Ok((o, secret)) => {
             let first = |v: &[String]| v.iter().take(20).cloned().collect::<Vec<_>>();
             let ok = o.verified();
             (
@@ -406,7 +513,10 @@ async fn drill(
                 } else {
                     "ObjectsNotRestored"
                 },
-                o.summary(),
+                match secret {
+                    Some(s) => format!("{} (in the cluster of {s})", o.summary()),
+                    None => o.summary(),
+                },
                 Some(crate::api::tidemark::VerificationStatus {
                     verified: ok,
                     equal: o.verified as i64,
@@ -417,7 +527,7 @@ async fn drill(
                 if ok { "verified" } else { "not_verified" },
             )
         }
-        Err(e) => (false, "DrillFailed", e.to_string(), None, "failed"),
+        Err((reason, message)) => (false, reason, message, None, "failed"),
     };
     ctx.metrics
         .backup_verification
@@ -516,6 +626,47 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
         )
         .await;
     }
+    // A backup under S3 Object Lock stays as it is (restorable) until its retention ends.
+    match crate::backup::delete::check_retention(&store, &name).await {
+        Ok(()) => {}
+        Err(DeleteError::Retained {
+            mode,
+            until,
+            until_time,
+            ..
+        }) => {
+            let wait = (until_time - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .as_secs()
+                .clamp(1, 3600)
+                + 1;
+            return keep_expired(
+                &api,
+                b,
+                &existing,
+                keep,
+                "Retained",
+                format!(
+                    "expired, but under S3 Object Lock ({mode}) until {until}: deleted after that"
+                ),
+                wait,
+            )
+            .await;
+        }
+        Err(e) => {
+            return keep_expired(
+                &api,
+                b,
+                &existing,
+                keep,
+                "ExpiryBlocked",
+                format!("expired, but its retention cannot be read: {e}"),
+                60,
+            )
+            .await;
+        }
+    }
     // Record first goes Deleting so nothing else starts from it (a Schedule's retention has
     // already set it, with its own reason).
     if phase(b) != Some("Deleting") {
@@ -531,62 +682,51 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
         )
         .await?;
     }
+    // The Restores made from it; their store folders go with the backup.
     let restores: Api<Restore> = ctx.api();
     for r in restores.list(&ListParams::default()).await? {
         if r.spec.template.backup_name.as_deref() == Some(name.as_str()) {
-            let _ = store
-                .delete_folder(&store.layout().restore_dir(&r.name_any()))
-                .await;
             let _ = restores
                 .delete(&r.name_any(), &DeleteParams::default())
                 .await;
         }
     }
-    // CSI snapshots: deleted through VolumeSnapshotContents with deletionPolicy Delete. If that
-    // fails the backup stays (its records are the only reference to the storage snapshots).
-    match crate::volumes::csi::delete_for_backup(Some(&ctx.client), &store, &name).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(backup = %name, "deleted {n} CSI snapshot(s)"),
-        Err(e) => {
+    match crate::backup::delete::delete_backup(
+        Some(&ctx.client),
+        &store,
+        &name,
+        &b.namespace().unwrap_or_default(),
+        &crate::volumes::podvolume::PodVolumeSettings::from_env(),
+    )
+    .await
+    {
+        Ok(d) => {
+            for w in &d.warnings {
+                tracing::warn!(backup = %name, "{w}");
+            }
+            tracing::info!(
+                backup = %name,
+                objects = d.objects,
+                csi_snapshots = d.csi_snapshots,
+                restic_snapshots = d.restic_snapshots,
+                "deleted from the location"
+            );
+        }
+        Err(e @ (DeleteError::Retained { .. } | DeleteError::CsiSnapshots { .. })) => {
             return keep_expired(
                 &api,
                 b,
                 &existing,
                 keep,
                 "ExpiryBlocked",
-                format!("expired, but its CSI snapshots were not deleted: {e}"),
+                format!("expired, but not deleted: {e}"),
                 60,
             )
             .await;
         }
-    }
-    // Pod volume data: forget the backup's restic snapshots (its records are in the folder).
-    match crate::volumes::podvolume::forget_on_expiry(
-        Some(&ctx.client),
-        &b.namespace().unwrap_or_default(),
-        &store,
-        &name,
-        &crate::volumes::podvolume::PodVolumeSettings::from_env(),
-    )
-    .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(backup = %name, "forgot {n} restic snapshot(s)"),
-        Err(e) => tracing::warn!(backup = %name, "{e}"),
-    }
-    // The record file first, so a half-deleted folder never looks like a backup.
-    if let Err(e) = store
-        .delete(
-            &store
-                .layout()
-                .backup_file(&name, crate::store::layout::BACKUP_METADATA_FILE),
-        )
-        .await
-    {
-        return keep_expired(&api, b, &existing, keep, "ExpiryFailed", e.to_string(), 60).await;
-    }
-    if let Err(e) = store.delete_folder(&store.layout().backup_dir(&name)).await {
-        tracing::warn!(backup = %name, "expired backup's files not all removed: {e}");
+        Err(e) => {
+            return keep_expired(&api, b, &existing, keep, "ExpiryFailed", e.to_string(), 60).await;
+        }
     }
     api.delete(&name, &DeleteParams::default()).await?;
     ctx.metrics

@@ -99,7 +99,10 @@ pub async fn store_for_in(
             ),
         });
     }
-    let url = LocationUrl::new(s.provider.into(), &s.bucket, &prefix, config, mode);
+    let mut url = LocationUrl::new(s.provider.into(), &s.bucket, &prefix, config, mode);
+    if s.object_lock.is_some() {
+        url = url.with_object_lock_checksums();
+    }
     let mut secrets = Secrets::default();
     if let Some(cred) = &s.credential {
         let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -130,6 +133,16 @@ pub async fn store_for_in(
         field: "spec".into(),
         message: e.to_string(),
     })?;
+    let store = match &s.object_lock {
+        Some(_) if s.provider != crate::api::tidemark::Provider::S3 => {
+            return Err(LocationProblem::Invalid {
+                field: "spec.objectLock".into(),
+                message: "S3 Object Lock needs an S3 location (provider S3)".into(),
+            });
+        }
+        Some(lock) => store.with_object_lock(lock.mode.into()),
+        None => store,
+    };
     match &s.encryption {
         Some(enc) => Ok(store.with_encryption(encryption_keys(client, namespace, enc).await?)),
         None => Ok(store),

@@ -116,6 +116,12 @@ pub struct Context {
     pub metrics: Metrics,
     /// Request budget shared by engine runs.
     pub budget: Budget,
+    /// The server's `--client-qps` ([`Config::qps`]), for clients of other clusters (restore
+    /// drills into a cluster given by a kubeconfig Secret), whose budget is chosen as
+    /// [`Context::budget`] was.
+    pub client_qps: Option<f32>,
+    /// The server's `--client-burst` ([`Config::burst`]), likewise.
+    pub client_burst: Option<u32>,
     /// Engine concurrency.
     pub concurrency: usize,
     /// The most objects a restore creates at once.
@@ -378,6 +384,8 @@ pub async fn run_with(
         namespace: config.namespace.clone(),
         metrics: Metrics::new(),
         budget,
+        client_qps: config.qps,
+        client_burst: config.burst,
         concurrency: config.concurrency.max(1),
         max_concurrency: config.max_concurrency.max(1),
         ready: AtomicBool::new(false),

@@ -110,6 +110,76 @@ pub async fn existing_repo_password(
     Ok(None)
 }
 
+/// The restic repositories' password from key [`REPO_PASSWORD_KEY`] of `o.repo_password_secret`
+/// (`--repo-password-secret`: a Secret the user manages in `o.namespace`, e.g. the one a
+/// Location's `spec.encryption` names), for the node agent's copy. `None` when no such Secret
+/// is named.
+///
+/// # Errors
+/// [`InstallError::Invalid`] naming the flag when the Secret or its key is missing or not text,
+/// or when the node agent's [`REPO_SECRET`] already holds a different password (the
+/// repositories written with that one would be locked out); [`InstallError::Kube`] when a Secret
+/// cannot be read.
+pub async fn repo_password_from_secret(
+    client: &kube::Client,
+    o: &InstallOptions,
+) -> Result<Option<String>, InstallError> {
+    let Some(name) = &o.repo_password_secret else {
+        return Ok(None);
+    };
+    let invalid = |m: String| InstallError::Invalid(format!("--repo-password-secret: {m}"));
+    let api: Api<Secret> = Api::namespaced(client.clone(), &o.namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(kube_err(format!("reading Secret {}/{name}", o.namespace)))?
+        .ok_or_else(|| {
+            invalid(format!(
+                "Secret {name} not found in namespace {}",
+                o.namespace
+            ))
+        })?;
+    let password = secret
+        .data
+        .and_then(|d| d.get(REPO_PASSWORD_KEY).cloned())
+        .ok_or_else(|| {
+            invalid(format!(
+                "Secret {}/{name} has no key {REPO_PASSWORD_KEY}",
+                o.namespace
+            ))
+        })
+        .and_then(|b| {
+            String::from_utf8(b.0).map_err(|_| {
+                invalid(format!(
+                    "Secret {}/{name} key {REPO_PASSWORD_KEY} is not text",
+                    o.namespace
+                ))
+            })
+        })?;
+    if o.node_agent {
+        let agent_ns = o.node_agent_namespace();
+        let api: Api<Secret> = Api::namespaced(client.clone(), &agent_ns);
+        let copy = api
+            .get_opt(REPO_SECRET)
+            .await
+            .map_err(kube_err(format!("reading Secret {agent_ns}/{REPO_SECRET}")))?
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(REPO_PASSWORD_KEY).cloned());
+        if let Some(copy) = copy
+            && copy.0 != password.as_bytes()
+        {
+            return Err(invalid(format!(
+                "the node agent's Secret {agent_ns}/{REPO_SECRET} holds another password than \
+                 Secret {}/{name}: the repositories written with it would be locked out; put \
+                 that password under key {REPO_PASSWORD_KEY} of {name}, or delete \
+                 {agent_ns}/{REPO_SECRET} if no repository was written with it",
+                o.namespace
+            )));
+        }
+    }
+    Ok(Some(password))
+}
+
 /// A new random repository password: 32 bytes from the OS, hex (64 characters).
 ///
 /// # Errors

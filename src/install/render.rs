@@ -91,6 +91,14 @@ pub struct InstallOptions {
     pub node_agent: bool,
     /// The restic repositories' password written to new [`REPO_SECRET`]s (node agent only).
     pub repo_password: Option<String>,
+    /// A Secret the user manages in `namespace` whose key [`REPO_PASSWORD_KEY`] holds the
+    /// restic repositories' password (`--repo-password-secret`), e.g. the Secret of a
+    /// Location's `spec.encryption`, so that one Secret holds both the age key and the restic
+    /// password. The controller mounts that key alone (not the rest of the Secret) where it
+    /// otherwise mounts [`REPO_SECRET`]'s, and no [`REPO_SECRET`] is rendered in `namespace`;
+    /// the node agent, in a namespace of its own, still gets a [`REPO_SECRET`] holding
+    /// `repo_password` (which the caller reads from this Secret).
+    pub repo_password_secret: Option<String>,
     /// Back up every pod volume by file system unless a backup says otherwise (the server's
     /// `--default-volumes-to-fs-backup`).
     pub default_volumes_to_fs_backup: bool,
@@ -120,6 +128,7 @@ impl InstallOptions {
             credentials_file: None,
             node_agent: false,
             repo_password: None,
+            repo_password_secret: None,
             default_volumes_to_fs_backup: false,
             controller_resources: Resources::default(),
             node_agent_resources: Resources::default(),
@@ -188,7 +197,12 @@ pub fn render(o: &InstallOptions) -> Result<Vec<Value>, InstallError> {
     if o.node_agent
         && let Some(password) = &o.repo_password
     {
-        for ns in [o.namespace.clone(), o.node_agent_namespace()] {
+        // With --repo-password-secret the controller's namespace has the user's Secret.
+        let namespaces = match o.repo_password_secret {
+            Some(_) => vec![o.node_agent_namespace()],
+            None => vec![o.namespace.clone(), o.node_agent_namespace()],
+        };
+        for ns in namespaces {
             out.push(secret(
                 &ns,
                 REPO_SECRET,
@@ -330,7 +344,26 @@ fn validate(o: &InstallOptions) -> Result<(), InstallError> {
             ));
         }
     }
+    if let Some(name) = &o.repo_password_secret
+        && !is_dns_subdomain(name)
+    {
+        return bad(format!(
+            "--repo-password-secret {name:?} is not a Secret name (lowercase letters, digits, \
+             '-' and '.', at most 253 characters)"
+        ));
+    }
     Ok(())
+}
+
+/// A DNS-1123 subdomain, the form of a Secret's name: lowercase alphanumerics, `-` and `.`,
+/// starting and ending with an alphanumeric, at most 253 characters.
+fn is_dns_subdomain(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    s.len() <= 253
+        && edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
 }
 
 /// Moves an object of the embedded manifests from the `tidemark` namespace into the chosen
@@ -420,6 +453,9 @@ fn customize_controller(v: &mut Value, o: &InstallOptions) {
     match v["kind"].as_str() {
         Some("Deployment") => {
             customize_pods(v, o, &o.controller_resources);
+            if let Some(name) = &o.repo_password_secret {
+                mount_repo_password_from(v, name);
+            }
             if o.default_volumes_to_fs_backup {
                 for c in containers(v) {
                     if let Some(args) = c["args"].as_array_mut() {
@@ -434,6 +470,23 @@ fn customize_controller(v: &mut Value, o: &InstallOptions) {
             }
         }
         _ => {}
+    }
+}
+
+/// Points the controller's `repo-credentials` volume (mounted at `/credentials/repo`, read
+/// through `TIDEMARK_REPO_PASSWORD_FILE`) at key [`REPO_PASSWORD_KEY`] of Secret `name`, that
+/// key alone: the other keys of the Secret (an age identity, say) stay out of the pod's files.
+fn mount_repo_password_from(v: &mut Value, name: &str) {
+    let volumes = v
+        .pointer_mut("/spec/template/spec/volumes")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten();
+    for vol in volumes {
+        if vol["name"] == "repo-credentials" {
+            vol["secret"]["secretName"] = Value::String(name.into());
+            vol["secret"]["items"] = json!([{"key": REPO_PASSWORD_KEY, "path": REPO_PASSWORD_KEY}]);
+        }
     }
 }
 
@@ -491,6 +544,7 @@ fn location(o: &InstallOptions, loc: &LocationOptions) -> Value {
         sync_period: None,
         validation_period: None,
         encryption: None,
+        object_lock: None,
     };
     json!({
         "apiVersion": format!("{}/{}", api::GROUP, api::VERSION),
@@ -569,6 +623,81 @@ mod tests {
             .position(|d| d["kind"] != "CustomResourceDefinition" && d["kind"] != "Namespace")
             .unwrap();
         assert!(docs[first_other..].iter().all(|d| d["kind"] != "Namespace"));
+    }
+
+    #[test]
+    fn the_repository_password_can_come_from_the_encryption_secret() {
+        let mut o = InstallOptions::base("backup-system");
+        o.node_agent = true;
+        o.repo_password = Some("from-backup-key".into());
+        o.repo_password_secret = Some("backup-key".into());
+        let docs = render(&o).unwrap();
+        let deploy = find(&docs, "Deployment", "tidemark");
+        let pod = &deploy["spec"]["template"]["spec"];
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "repo-credentials")
+            .unwrap();
+        // The key alone, from the user's Secret, where the controller reads the password.
+        assert_eq!(vol["secret"]["secretName"], "backup-key");
+        assert_eq!(
+            vol["secret"]["items"],
+            json!([{"key": "repository-password", "path": "repository-password"}])
+        );
+        let c = &pod["containers"][0];
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "repo-credentials")
+            .unwrap();
+        let env = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == "TIDEMARK_REPO_PASSWORD_FILE")
+            .unwrap();
+        assert_eq!(
+            env["value"].as_str().unwrap(),
+            format!(
+                "{}/{REPO_PASSWORD_KEY}",
+                mount["mountPath"].as_str().unwrap()
+            )
+        );
+        // No tidemark-repo-credentials beside the user's Secret; the node agent's own copy.
+        let repo: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "Secret" && d["metadata"]["name"] == REPO_SECRET)
+            .collect();
+        assert_eq!(repo.len(), 1, "{repo:?}");
+        assert_eq!(repo[0]["metadata"]["namespace"], "backup-system-node-agent");
+        let pw = base64::engine::general_purpose::STANDARD
+            .decode(repo[0]["data"][REPO_PASSWORD_KEY].as_str().unwrap())
+            .unwrap();
+        assert_eq!(pw, b"from-backup-key");
+        let ds = find(&docs, "DaemonSet", "tidemark-node-agent");
+        assert!(
+            serde_json::to_string(ds)
+                .unwrap()
+                .contains(&format!("\"secretName\":\"{REPO_SECRET}\""))
+        );
+        // Without it, both namespaces get tidemark-repo-credentials, mounted whole.
+        o.repo_password_secret = None;
+        let docs = render(&o).unwrap();
+        assert_eq!(
+            docs.iter()
+                .filter(|d| d["kind"] == "Secret" && d["metadata"]["name"] == REPO_SECRET)
+                .count(),
+            2
+        );
+        let deploy = serde_json::to_string(find(&docs, "Deployment", "tidemark")).unwrap();
+        assert!(deploy.contains(&format!("\"secretName\":\"{REPO_SECRET}\"")));
+        assert!(!deploy.contains("\"items\""));
+        o.repo_password_secret = Some("Backup_Key".into());
+        let e = render(&o).unwrap_err().to_string();
+        assert!(e.contains("--repo-password-secret \"Backup_Key\""), "{e}");
     }
 
     #[test]

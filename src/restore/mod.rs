@@ -94,6 +94,10 @@ pub enum RestoreError {
     /// The hook spec (`hooks`) is invalid; nothing was restored.
     #[error(transparent)]
     Hooks(#[from] crate::hooks::HookError),
+    /// A restore drill that would touch live objects ([`verify::check_namespace_prefix`]);
+    /// nothing was restored.
+    #[error("restore drill refused: {0}")]
+    DrillRefused(String),
 }
 
 /// What to do with objects that already exist (Velero's `existingResourcePolicy`).

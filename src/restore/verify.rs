@@ -8,6 +8,11 @@
 //! kind the cluster does not serve) and different ones are reported by name. The scratch
 //! namespaces are deleted afterwards. Cluster-scoped objects are never restored by a drill
 //! (they would touch the live cluster's own).
+//!
+//! The drill runs in whichever cluster its client talks to: the one tidemark works in, or a
+//! separate drill cluster (a kubeconfig given for drills). Only in a separate cluster may the
+//! prefix be empty, restoring into namespaces of the backup's own names
+//! ([`check_namespace_prefix`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +36,9 @@ pub struct VerifyRequest {
     pub namespace_prefix: String,
     /// Leave the scratch namespaces for inspection.
     pub keep: bool,
+    /// The client talks to a cluster given for drills (a kubeconfig of another cluster), not
+    /// the one tidemark otherwise works in: only then may `namespace_prefix` be empty.
+    pub separate_cluster: bool,
 }
 
 /// The outcome of a drill.
@@ -105,11 +113,31 @@ pub fn scratch_namespace(prefix: &str, ns: &str) -> String {
     crate::plan::fit_name(&format!("{prefix}{ns}"), 63)
 }
 
-/// Runs a drill of `req.backup` from `store` (see the module doc).
+/// Refuses an empty scratch-namespace prefix unless the drill runs in a separate cluster
+/// (`separate_cluster`): in the cluster tidemark works in, the backup's own namespace names are
+/// the live namespaces, and a drill would restore over them.
 ///
 /// # Errors
-/// [`RestoreError`] when the drill cannot start (missing or unusable backup, bad archive, a
-/// wrong or missing encryption key); objects that do not come back are in the outcome.
+/// [`RestoreError::DrillRefused`] saying why; callers name their field or flag before it.
+pub fn check_namespace_prefix(prefix: &str, separate_cluster: bool) -> Result<(), RestoreError> {
+    if prefix.is_empty() && !separate_cluster {
+        return Err(RestoreError::DrillRefused(
+            "an empty namespace prefix is allowed only for a drill in another cluster (a \
+             kubeconfig given for drills): here the scratch namespaces would be the live ones"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs a drill of `req.backup` from `store` (see the module doc). With an empty prefix, the
+/// drill refuses to start when a namespace of the backup already exists in the drill cluster
+/// (it would be restored into, then deleted).
+///
+/// # Errors
+/// [`RestoreError`] when the drill cannot start (an empty prefix outside a separate cluster or
+/// onto existing namespaces, missing or unusable backup, bad archive, a wrong or missing
+/// encryption key); objects that do not come back are in the outcome.
 pub async fn verify(
     client: &Client,
     store: &Store,
@@ -117,6 +145,7 @@ pub async fn verify(
     settings: &Settings,
     counters: &Counters,
 ) -> Result<Verification, RestoreError> {
+    check_namespace_prefix(&req.namespace_prefix, req.separate_cluster)?;
     // The backup's namespaces, from a plan of the whole archive.
     let index = super::fetch_archive(store, &req.backup).await?;
     let base = RestoreRequest {
@@ -134,6 +163,30 @@ pub async fn verify(
         .iter()
         .map(|ns| (ns.clone(), scratch_namespace(&req.namespace_prefix, ns)))
         .collect();
+    if req.namespace_prefix.is_empty() {
+        // The scratch namespaces carry the backup's own names and are deleted afterwards:
+        // never ones the drill cluster already has (a warm standby's, say).
+        let api: Api<Namespace> = Api::all(client.clone());
+        for ns in mapping.values() {
+            settings.budget.acquire().await;
+            match api.get_opt(ns).await {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(RestoreError::DrillRefused(format!(
+                        "namespace {ns} already exists in the drill cluster: with an empty \
+                         prefix the drill restores into the backup's own namespace names and \
+                         deletes them afterwards; give a prefix, or remove it first"
+                    )));
+                }
+                Err(e) => {
+                    return Err(RestoreError::DrillRefused(format!(
+                        "cannot check whether namespace {ns} exists in the drill cluster: {}",
+                        crate::cluster::describe(&e)
+                    )));
+                }
+            }
+        }
+    }
     let drill = RestoreRequest {
         namespace_mappings: mapping.clone(),
         ..base
@@ -193,5 +246,15 @@ mod tests {
         };
         assert!(ok.verified());
         assert!(ok.summary().starts_with("7 objects restored"));
+    }
+
+    #[test]
+    fn an_empty_prefix_only_in_a_separate_cluster() {
+        assert!(check_namespace_prefix("drill-", false).is_ok());
+        assert!(check_namespace_prefix("drill-", true).is_ok());
+        assert!(check_namespace_prefix("", true).is_ok());
+        let refused = check_namespace_prefix("", false).unwrap_err().to_string();
+        assert!(refused.contains("live ones"), "{refused}");
+        assert_eq!(scratch_namespace("", "shop"), "shop");
     }
 }

@@ -2,7 +2,7 @@
 //! `<prefix>/backups/<name>/…` and `<prefix>/restores/<name>/…`.
 //!
 //! Source: Velero's `pkg/persistence/object_store_layout.go` (documented in Velero's
-//! "Backup Storage Locations" docs); file names below are Velero's, except the two
+//! "Backup Storage Locations" docs); file names below are Velero's, except the
 //! `tidemark-*.json` files, which Velero ignores.
 
 use object_store::path::Path;
@@ -11,6 +11,10 @@ use object_store::path::Path;
 pub const BACKUP_METADATA_FILE: &str = "velero-backup.json";
 /// tidemark's own metadata inside a backup folder: archive sha256 and size, tool version.
 pub const TIDEMARK_BACKUP_FILE: &str = "tidemark-backup.json";
+/// The first file of a backup folder, written (create-only) before anything else: the run's
+/// start time and host. It makes a run that stopped during its first upload findable by the
+/// recovery sweep on every store (MinIO lists unfinished multipart uploads only by exact key).
+pub const RUN_MARKER_FILE: &str = "tidemark-run.json";
 /// tidemark's Restore record inside a restore folder (direct mode keeps restores in the store).
 pub const RESTORE_RECORD_FILE: &str = "tidemark-restore.json";
 

@@ -10,10 +10,13 @@ pub mod encryption;
 mod gcs;
 pub mod layout;
 mod location;
+mod object_lock;
+pub mod s3_api;
 
 pub use encryption::{Encryption, EncryptionError};
 pub use layout::Layout;
 pub use location::{AccessMode, LocationUrl, Provider, Secrets};
+pub use s3_api::{LockMode, Retention, S3Api};
 
 use std::sync::Arc;
 
@@ -72,6 +75,35 @@ pub enum StoreError {
     /// An object could not be encrypted or decrypted (a missing or wrong key).
     #[error(transparent)]
     Encryption(#[from] EncryptionError),
+    /// A delete was refused before anything was deleted: an object version is under S3 Object
+    /// Lock retention.
+    #[error(
+        "location {location}: {path} is under S3 Object Lock ({mode}) until {until}; it can be \
+         deleted after that"
+    )]
+    Retained {
+        /// The location URL.
+        location: String,
+        /// The retained object.
+        path: String,
+        /// The retention mode.
+        mode: LockMode,
+        /// The end of the retention (RFC 3339).
+        until: String,
+    },
+    /// The location asks for Object Lock but its bucket cannot lock objects.
+    #[error(
+        "location {location}: Object Lock ({mode}) is asked for, but bucket {bucket} has no Object \
+         Lock configuration (create the bucket with Object Lock enabled)"
+    )]
+    NoObjectLock {
+        /// The location URL.
+        location: String,
+        /// The bucket.
+        bucket: String,
+        /// The mode asked for.
+        mode: LockMode,
+    },
     /// A write was attempted on a `ReadOnly` location; nothing was sent.
     #[error("location {location} is read-only: refusing to {operation} {path}")]
     ReadOnly {
@@ -96,6 +128,12 @@ pub struct Store {
     /// The location's keys: objects are written encrypted and read decrypted
     /// ([`encryption`]).
     encryption: Option<Arc<Encryption>>,
+    /// S3 locations: the APIs object_store lacks (Object Lock, versions, pending uploads).
+    s3: Option<S3Api>,
+    /// The retention mode backups are locked with ([`object_lock`]).
+    object_lock: Option<LockMode>,
+    /// Whether the bucket has Object Lock (and so versioning) on, asked once.
+    bucket_locked: Arc<tokio::sync::OnceCell<bool>>,
 }
 
 /// Size of one multipart part, in bytes: S3's minimum for all parts but the last (5 MiB), so
@@ -120,8 +158,11 @@ impl Store {
     /// [`StoreError::MissingDirectory`], or [`StoreError::InvalidUrl`] when the store cannot be
     /// configured.
     pub fn open(url: &LocationUrl, create_dir: bool) -> Result<Self, StoreError> {
-        let inner = url.build(create_dir, None)?;
-        Ok(Self::from_parts(inner, url.clone()))
+        let (inner, s3) = url.build_with_api(create_dir, None)?;
+        Ok(Self {
+            s3,
+            ..Self::from_parts(inner, url.clone())
+        })
     }
 
     /// Opens a location with credentials and trust from a Secret (controller mode).
@@ -129,8 +170,11 @@ impl Store {
     /// # Errors
     /// As [`Store::open`].
     pub fn open_with(url: &LocationUrl, secrets: &Secrets) -> Result<Self, StoreError> {
-        let inner = url.build(false, Some(secrets))?;
-        Ok(Self::from_parts(inner, url.clone()))
+        let (inner, s3) = url.build_with_api(false, Some(secrets))?;
+        Ok(Self {
+            s3,
+            ..Self::from_parts(inner, url.clone())
+        })
     }
 
     /// Top-level folders under the prefix that Velero's layout does not allow (a location must
@@ -163,6 +207,9 @@ impl Store {
             layout,
             part_size,
             encryption: None,
+            s3: None,
+            object_lock: None,
+            bucket_locked: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
 
@@ -245,14 +292,16 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Request`] when the store is unreachable, the bucket is missing or the
-    /// credentials are refused.
+    /// credentials are refused; [`StoreError::NoObjectLock`] when the location locks backups
+    /// but the bucket cannot.
     pub async fn check(&self) -> Result<(), StoreError> {
         let prefix = self.layout.root();
         self.inner
             .list_with_delimiter(prefix.as_ref())
             .await
             .map(|_| ())
-            .map_err(|e| self.err("list", prefix.as_ref().unwrap_or(&Path::default()), e))
+            .map_err(|e| self.err("list", prefix.as_ref().unwrap_or(&Path::default()), e))?;
+        self.check_object_lock().await
     }
 
     /// Names of the backups the location holds (folders with a `velero-backup.json`), sorted.
@@ -305,9 +354,9 @@ impl Store {
         Ok(out)
     }
 
-    /// The backup folders without a `velero-backup.json` — what an interrupted run left — each
-    /// with the time its newest object was written (`None` for an empty listing), sorted by
-    /// name.
+    /// The backup folders without a `velero-backup.json` — what an interrupted run left, objects
+    /// or, on S3, unfinished multipart uploads — each with the time its newest object was
+    /// written or upload started (`None` when unknown), sorted by name.
     ///
     /// # Errors
     /// [`StoreError::Request`] on a failed listing or read: a store that cannot say is never
@@ -339,6 +388,32 @@ impl Store {
                 .await
                 .map_err(|e| self.err("list", folder, e))?;
             out.push((name, metas.iter().map(|m| m.last_modified).max()));
+        }
+        // A run stopped during its first multipart upload leaves no object, only the upload.
+        if let Some(api) = &self.s3 {
+            let prefix = format!("{}/", dir.as_ref());
+            for u in api.list_pending_uploads(&prefix).await? {
+                let Some(name) = u
+                    .key
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('/').next())
+                else {
+                    continue;
+                };
+                match out.iter_mut().find(|(n, _)| n == name) {
+                    Some((_, newest)) => *newest = (*newest).max(u.initiated),
+                    None => {
+                        let marker = dir.clone().join(name).join(layout::BACKUP_METADATA_FILE);
+                        match self.inner.head(&marker).await {
+                            Ok(_) => {}
+                            Err(object_store::Error::NotFound { .. }) => {
+                                out.push((name.to_string(), u.initiated))
+                            }
+                            Err(e) => return Err(self.err("get", &marker, e)),
+                        }
+                    }
+                }
+            }
         }
         out.sort();
         Ok(out)
@@ -522,12 +597,18 @@ impl Store {
         }
     }
 
-    /// Deletes every object under a folder. Returns how many objects were deleted.
+    /// Deletes every object under a folder. Returns how many objects were deleted. On a bucket
+    /// with S3 Object Lock every version goes, and only once none is retained any more
+    /// ([`object_lock`]).
     ///
     /// # Errors
-    /// [`StoreError::ReadOnly`] or [`StoreError::Request`].
+    /// [`StoreError::ReadOnly`], [`StoreError::Retained`] (nothing deleted) or
+    /// [`StoreError::Request`].
     pub async fn delete_folder(&self, dir: &Path) -> Result<usize, StoreError> {
         self.guard("delete", dir)?;
+        if self.bucket_locked().await? {
+            return self.delete_versions(dir).await;
+        }
         let paths: Vec<Path> = self
             .inner
             .list(Some(dir))

@@ -29,6 +29,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 
 use super::StoreError;
+use super::s3_api::S3Api;
 
 mod azure;
 mod credentials;
@@ -198,6 +199,15 @@ impl LocationUrl {
         s
     }
 
+    /// The same location sending the upload checksums S3 Object Lock requires (SHA-256, the
+    /// `checksumAlgorithm` config key), unless the config already chose.
+    pub fn with_object_lock_checksums(mut self) -> Self {
+        self.config
+            .entry("checksumAlgorithm".into())
+            .or_insert_with(|| "SHA256".into());
+        self
+    }
+
     /// Returns a copy with the access mode set.
     pub fn with_access_mode(mut self, mode: AccessMode) -> Self {
         self.access_mode = mode;
@@ -243,12 +253,14 @@ impl LocationUrl {
         }
     }
 
-    pub(crate) fn build(
+    /// The object-store client of the location, plus, for S3, the client of the S3 APIs
+    /// object_store lacks ([`S3Api`]), signing with the same credentials.
+    pub(crate) fn build_with_api(
         &self,
         create_dir: bool,
         secrets: Option<&Secrets>,
-    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-        match self.provider {
+    ) -> Result<(Arc<dyn ObjectStore>, Option<S3Api>), StoreError> {
+        let store: Arc<dyn ObjectStore> = match self.provider {
             Provider::Filesystem => {
                 self.check_no_config()?;
                 let dir = std::path::Path::new(&self.bucket);
@@ -267,12 +279,16 @@ impl LocationUrl {
                 let fs = LocalFileSystem::new_with_prefix(dir)
                     .map_err(|e| self.invalid(e.to_string()))?
                     .with_automatic_cleanup(true);
-                Ok(Arc::new(fs))
+                Arc::new(fs)
             }
-            Provider::S3 => Ok(Arc::new(self.build_s3(secrets)?)),
-            Provider::Azure => self.build_azure(secrets),
-            Provider::Gcp => self.build_gcp(secrets),
-        }
+            Provider::S3 => {
+                let (store, api) = self.build_s3(secrets)?;
+                return Ok((Arc::new(store), Some(api)));
+            }
+            Provider::Azure => self.build_azure(secrets)?,
+            Provider::Gcp => self.build_gcp(secrets)?,
+        };
+        Ok((store, None))
     }
 
     /// The client options of every provider: [`client_options`], plus plain HTTP when the
@@ -297,7 +313,7 @@ impl LocationUrl {
     fn build_s3(
         &self,
         secrets: Option<&Secrets>,
-    ) -> Result<object_store::aws::AmazonS3, StoreError> {
+    ) -> Result<(object_store::aws::AmazonS3, S3Api), StoreError> {
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
         if let Some(sec) = secrets {
             if let Some((id, key)) = &sec.aws_credentials {
@@ -323,10 +339,24 @@ impl LocationUrl {
                     v,
                 ),
                 "allowHttp" => b.with_allow_http(v == "true"),
+                // Velero's key (velero-plugin-for-aws): "" sends no checksum; any algorithm it
+                // names makes tidemark send SHA-256 checksums (`x-amz-checksum-sha256`), the one
+                // object_store computes, which also meets Object Lock's checksum requirement.
+                "checksumAlgorithm" => match v.to_ascii_uppercase().as_str() {
+                    "" => b,
+                    "CRC32" | "CRC32C" | "SHA1" | "SHA256" => {
+                        b.with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+                    }
+                    _ => {
+                        return Err(self.invalid(format!(
+                            "checksumAlgorithm {v:?}: one of \"\", CRC32, CRC32C, SHA1, SHA256"
+                        )));
+                    }
+                },
                 other => {
                     return Err(self.invalid(format!(
                         "unknown config key {other:?} (known: region, s3Url, \
-                         s3ForcePathStyle, insecureSkipTLSVerify, allowHttp)"
+                         s3ForcePathStyle, insecureSkipTLSVerify, allowHttp, checksumAlgorithm)"
                     )));
                 }
             };
@@ -338,8 +368,36 @@ impl LocationUrl {
         {
             b = b.with_allow_http(true);
         }
-        b.build()
-            .map_err(|e| self.invalid(super::sanitize(&e.to_string())))
+        // The same endpoint, region, style and trust for the APIs object_store lacks.
+        let region = b
+            .get_config_value(&AmazonS3ConfigKey::Region)
+            .unwrap_or_else(|| "us-east-1".into());
+        let endpoint = b
+            .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
+            .or_else(|| b.get_config_value(&AmazonS3ConfigKey::Endpoint))
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let virtual_hosted = b
+            .get_config_value(&AmazonS3ConfigKey::VirtualHostedStyleRequest)
+            .is_some_and(|v| v == "true");
+        let insecure = self
+            .config
+            .get("insecureSkipTLSVerify")
+            .and_then(|v| go_bool(v))
+            .unwrap_or(false);
+        let s3 = b
+            .build()
+            .map_err(|e| self.invalid(super::sanitize(&e.to_string())))?;
+        let api = S3Api::new(
+            &self.to_string(),
+            &endpoint,
+            &self.bucket,
+            &region,
+            !virtual_hosted,
+            s3.credentials().clone(),
+            secrets.and_then(|s| s.ca_cert_pem.as_deref()),
+            insecure,
+        )?;
+        Ok((s3, api))
     }
 }
 
@@ -587,14 +645,16 @@ mod tests {
     #[test]
     fn unknown_s3_config_key_is_an_error() {
         let u: LocationUrl = "s3://bkt?colour=blue".parse().unwrap();
-        let e = u.build(false, None).unwrap_err().to_string();
+        let e = u.build_with_api(false, None).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
     }
 
     fn azure(query: &str, creds: &str) -> Result<Arc<dyn ObjectStore>, String> {
         let u: LocationUrl = format!("azure://c/p?{query}").parse().unwrap();
         let s = Secrets::from_azure_credentials_file(creds)?;
-        u.build(false, Some(&s)).map_err(|e| e.to_string())
+        u.build_with_api(false, Some(&s))
+            .map(|(store, _)| store)
+            .map_err(|e| e.to_string())
     }
 
     const KEY: &str = "AZURE_STORAGE_ACCOUNT_ACCESS_KEY=YWJjZGVmZ2hpams=\n";
@@ -764,7 +824,7 @@ mod tests {
         let u = LocationUrl::filesystem(dir.path())
             .with_config(&BTreeMap::from([("region".into(), "x".into())]));
         let e = u
-            .build(false, None)
+            .build_with_api(false, None)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -775,7 +835,7 @@ mod tests {
     fn missing_directory_is_an_error() {
         let u: LocationUrl = "file:///nonexistent/tidemark/dir".parse().unwrap();
         assert!(matches!(
-            u.build(false, None),
+            u.build_with_api(false, None),
             Err(StoreError::MissingDirectory { .. })
         ));
     }
