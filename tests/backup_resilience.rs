@@ -236,7 +236,32 @@ async fn a_backup_killed_mid_upload_leaves_no_record() {
         &env,
     );
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
-    // An interrupted multipart upload leaves no object behind: the name is free again.
+    // The name is not reused silently: the re-run says what the killed one left and how to
+    // remove it; after `tidemark recover` (nothing left of the run, unfinished uploads
+    // included) it runs.
+    let again = [
+        "backup",
+        "create",
+        "interrupted",
+        "--location",
+        &s3,
+        "--include-namespaces",
+        "bulk",
+    ];
+    let out = tidemark(&again, &env);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(
+        show(&out).contains("was started before") && show(&out).contains("tidemark recover"),
+        "{}",
+        show(&out)
+    );
+    let out = tidemark(&["recover", "--location", &s3, "--older-than", "0s"], &env);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("interrupted: removed"),
+        "{}",
+        show(&out)
+    );
     let out = tidemark(
         &[
             "backup",

@@ -91,18 +91,41 @@ fn is_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 410)
 }
 
-/// One LIST request under the budget; the response body as text.
+/// Attempts of one LIST page whose request failed transiently ([`crate::cluster::is_transient`]:
+/// a reset or cut connection, a timeout, 429/5xx after the client's own retries), with
+/// exponential backoff from 200 ms to 5 s and jitter.
+const PAGE_ATTEMPTS: usize = 6;
+
+/// One LIST request under the budget; the response body as text. A transient failure is tried
+/// again ([`PAGE_ATTEMPTS`]): a LIST is idempotent, and the same continue token gives the same
+/// page.
 async fn fetch_page(
     client: Client,
     budget: Budget,
     url: String,
     lp: ListParams,
 ) -> Result<String, kube::Error> {
-    budget.acquire().await;
-    let req = kube::core::Request::new(&url)
-        .list(&lp)
-        .map_err(kube::Error::BuildRequest)?;
-    client.request_text(req).await
+    use backon::{ExponentialBuilder, Retryable};
+    let attempt = || async {
+        budget.acquire().await;
+        let req = kube::core::Request::new(&url)
+            .list(&lp)
+            .map_err(kube::Error::BuildRequest)?;
+        client.request_text(req).await
+    };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(200))
+                .with_max_delay(std::time::Duration::from_secs(5))
+                .with_max_times(PAGE_ATTEMPTS - 1)
+                .with_jitter(),
+        )
+        .when(crate::cluster::is_transient)
+        .notify(|e, after| {
+            tracing::debug!(url = %url, "LIST failed ({}); again in {after:?}", crate::cluster::describe(e))
+        })
+        .await
 }
 
 impl Lister {

@@ -55,6 +55,21 @@ pub enum BackupError {
         /// The location.
         location: String,
     },
+    /// Files of an earlier run of that name, which did not finish, are in the location (no
+    /// record); nothing was written.
+    #[error(
+        "backup {name:?} was started before in location {location} and did not finish{started}: \
+         its files are there without a record; remove them with `tidemark recover` (or \
+         `tidemark backup delete {name} --confirm`), or choose another name"
+    )]
+    Interrupted {
+        /// The name.
+        name: String,
+        /// The location.
+        location: String,
+        /// ` (started <time> on <host>)` from the run marker, or empty.
+        started: String,
+    },
     /// A filter option is invalid.
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -424,10 +439,7 @@ pub async fn run(
     let prepare_store = async {
         store.check().await?;
         if store.folder_exists(&layout.backup_dir(&req.name)).await? {
-            return Err(BackupError::AlreadyExists {
-                name: req.name.clone(),
-                location: store.url().to_string(),
-            });
+            return Err(existing(store, &req.name).await);
         }
         // The folder's first file, before the archive's upload starts: a run stopped from here
         // on is found by the recovery sweep whatever it left.
@@ -437,13 +449,19 @@ pub async fn run(
             "pid": std::process::id(),
             "tidemarkVersion": env!("CARGO_PKG_VERSION"),
         });
-        store
+        match store
             .put(
                 &layout.backup_file(&req.name, layout::RUN_MARKER_FILE),
                 Bytes::from(marker.to_string()),
                 true,
             )
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // Another run of that name started in between.
+            Err(StoreError::AlreadyExists { .. }) => return Err(existing(store, &req.name).await),
+            Err(e) => return Err(e.into()),
+        }
         Ok(store.upload(&layout.backup_archive(&req.name)).await?)
     };
     let inspect_cluster = async {
@@ -872,6 +890,42 @@ async fn write_side_files(
             retention,
         )
         .await
+}
+
+/// The error for a backup name whose folder exists: a complete backup, or an interrupted run
+/// (no record), with its start from the run marker when readable.
+async fn existing(store: &Store, name: &str) -> BackupError {
+    let layout = store.layout();
+    let location = store.url().to_string();
+    match store
+        .get(&layout.backup_file(name, layout::BACKUP_METADATA_FILE))
+        .await
+    {
+        Err(StoreError::NotFound { .. }) => {
+            let started = store
+                .get(&layout.backup_file(name, layout::RUN_MARKER_FILE))
+                .await
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .map(|m| {
+                    format!(
+                        " (started {} on {})",
+                        m["startTimestamp"].as_str().unwrap_or("?"),
+                        m["host"].as_str().unwrap_or("?")
+                    )
+                })
+                .unwrap_or_default();
+            BackupError::Interrupted {
+                name: name.to_string(),
+                location,
+                started,
+            }
+        }
+        _ => BackupError::AlreadyExists {
+            name: name.to_string(),
+            location,
+        },
+    }
 }
 
 /// Who runs the backup, for the run marker: the pod (`$POD_NAME`) or the host name.

@@ -159,7 +159,7 @@ pub(crate) struct InstallArgs {
     wait_timeout: Duration,
     /// Print the objects instead of applying them.
     #[arg(long)]
-    dry_run: bool,
+    pub(crate) dry_run: bool,
     /// Format of --dry-run's output.
     #[arg(short, long, value_enum, default_value_t = ManifestFormat::Yaml, requires = "dry_run")]
     output: ManifestFormat,

@@ -159,6 +159,29 @@ enum Command {
     Version,
 }
 
+impl Command {
+    /// Whether the command only reads and prints (see the SIGPIPE note in [`main`]).
+    fn only_prints(&self) -> bool {
+        match self {
+            Command::Backup(b) => matches!(
+                b,
+                BackupCommand::Get(_) | BackupCommand::Describe(_) | BackupCommand::Logs(_)
+            ),
+            Command::Restore(r) => matches!(
+                r,
+                RestoreCommand::Get(_) | RestoreCommand::Describe(_) | RestoreCommand::Logs(_)
+            ),
+            Command::Schedule(s) => {
+                matches!(s, ScheduleCommand::Get(_) | ScheduleCommand::Describe(_))
+            }
+            Command::Location(l) => matches!(l, LocationCommand::Get(_)),
+            Command::Install(i) => i.dry_run,
+            Command::Crds | Command::Completion(_) | Command::Version => true,
+            _ => false,
+        }
+    }
+}
+
 /// Options of `tidemark completion`.
 #[derive(Args, Debug)]
 pub(crate) struct CompletionArgs {
@@ -406,25 +429,13 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    // Commands whose output is read by people and pipes (`tidemark install --dry-run | head`)
-    // end quietly when the reader goes away, as other command-line tools do, instead of
-    // panicking on a failed print. Long-running commands keep Rust's default (SIGPIPE
-    // ignored, a write error instead), so no socket write of a library can kill them.
-    if matches!(
-        cli.command,
-        Command::Backup(_)
-            | Command::Restore(_)
-            | Command::Schedule(_)
-            | Command::Location(_)
-            | Command::SnapshotClass(_)
-            | Command::Install(_)
-            | Command::Uninstall(_)
-            | Command::Recover(_)
-            | Command::Crds
-            | Command::Completion(_)
-            | Command::Version
-            | Command::Client(_)
-    ) {
+    // Commands that only read and print (`tidemark backup get | head`, `install --dry-run |
+    // less`) end quietly when the reader goes away, as other command-line tools do, instead of
+    // panicking on a failed print. Every command that writes to a cluster or a location keeps
+    // Rust's default (SIGPIPE ignored, a write error instead): a connection reset by a store or
+    // an API server while it writes must be an error it handles, never a signal that kills it
+    // half way (tests/faults.rs).
+    if cli.command.only_prints() {
         sigpipe::reset();
     }
     init_tracing(&cli.log_level, cli.log_format, cli.color);

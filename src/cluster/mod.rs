@@ -49,6 +49,18 @@ pub fn is_already_exists(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
 
+/// Whether a failed request is worth repeating: the server was busy or failing (`429`, `5xx`,
+/// once the client's own retries of them are spent), or the connection failed or was cut before
+/// the whole answer arrived (a reset, a timeout, a body that ended early). Only for idempotent
+/// requests (GET, LIST).
+pub fn is_transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
+    }
+}
+
 /// A one-line description of a client error for results and logs.
 pub fn describe(e: &kube::Error) -> String {
     match e {

@@ -1183,10 +1183,23 @@ impl Applier<'_> {
             Err(e) => return self.fail(item, format!("{what}: invalid object: {e}")),
         };
         let api = self.api(item);
-        self.budget.acquire().await;
-        let slot = self.pacer.start().await;
-        let created = api.create(&PostParams::default(), &obj).await;
-        self.pacer.finish(slot, pacing::Answer::of(&created)).await;
+        // A create whose connection failed or was cut, or that the server refused as busy after
+        // the client's own retries, is sent again; if the first one did arrive, the next answers
+        // AlreadyExists and the object is reconciled as an existing one.
+        let mut delays = create_backoff();
+        let created = loop {
+            self.budget.acquire().await;
+            let slot = self.pacer.start().await;
+            let created = api.create(&PostParams::default(), &obj).await;
+            self.pacer.finish(slot, pacing::Answer::of(&created)).await;
+            match &created {
+                Err(e) if crate::cluster::is_transient(e) => match delays.next() {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => break created,
+                },
+                _ => break created,
+            }
+        };
         match created {
             Ok(created) => {
                 self.count(item, Outcome::Created);
@@ -1248,8 +1261,19 @@ impl Applier<'_> {
         what: &str,
     ) {
         let ns = item.namespace.as_deref();
-        self.budget.acquire().await;
-        let existing = match api.get(&item.name).await {
+        let mut delays = create_backoff();
+        let existing = loop {
+            self.budget.acquire().await;
+            let got = api.get(&item.name).await;
+            match &got {
+                Err(e) if crate::cluster::is_transient(e) => match delays.next() {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => break got,
+                },
+                _ => break got,
+            }
+        };
+        let existing = match existing {
             Ok(o) => o,
             Err(e) => {
                 return self.fail(
@@ -1396,6 +1420,18 @@ impl Applier<'_> {
             }
         }
     }
+}
+
+/// The waits between attempts of a create, or of the read of an object that exists, that failed
+/// transiently: five more attempts, 200 ms doubling to 5 s, with jitter.
+fn create_backoff() -> impl Iterator<Item = std::time::Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(200))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(5)
+        .with_jitter()
+        .build()
 }
 
 #[cfg(test)]

@@ -414,7 +414,10 @@ pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60)
 /// archive at well under 1 MB/s fits; object_store resumes a failed download with a range request.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Retries of a failed request (connection errors, 5xx, 429, timeouts): at most this many, with
-/// exponential backoff from 100 ms to 15 s, within [`RETRY_WINDOW`].
+/// exponential backoff from 500 ms to 15 s, within [`RETRY_WINDOW`]. object_store draws each
+/// wait at random between the first and twice the previous one, so the first wait bounds them
+/// all from below: with 500 ms, ten retries outlast a store that restarts for 5 s (with 100 ms
+/// they were seen spent in 2 s, tests/faults.rs).
 pub const MAX_RETRIES: usize = 10;
 /// The time within which a request is retried (3 min).
 pub const RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 * 60);
@@ -423,7 +426,7 @@ pub const RETRY_WINDOW: std::time::Duration = std::time::Duration::from_secs(3 *
 fn retry_config() -> object_store::RetryConfig {
     object_store::RetryConfig {
         backoff: object_store::BackoffConfig {
-            init_backoff: std::time::Duration::from_millis(100),
+            init_backoff: std::time::Duration::from_millis(500),
             max_backoff: std::time::Duration::from_secs(15),
             base: 2.0,
         },
