@@ -849,3 +849,101 @@ async fn s3_pending(minio: &Minio, key: &str) -> usize {
         .unwrap()
         .len()
 }
+
+/// The controller killed (SIGKILL) at a random instant of a Backup's run, then started again:
+/// its start-up recovery marks the interrupted Backup `Failed` and removes what the run left
+/// (unfinished uploads included), or the run had not begun and now completes; either way the
+/// store holds a complete backup or nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_controllers_leave_nothing_half_done() {
+    use tidemark::api::tidemark::Backup;
+    const NS: &str = "tidemark";
+    let a = Cluster::up(&unique("kill-ctl")).await;
+    let minio = Minio::up(&unique("kill-ctl"));
+    let (accepted, _) = load_corpus(&a.client).await;
+    create_bulk(&a.client).await;
+    let want = expected_paths(&accepted);
+    let s3 = minio.object_store();
+    install_crds(&a.client).await;
+    apply_docs(
+        &a.client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": NS},
+                   "stringData": {"cloud": minio.credentials_file()}}),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": NS},
+                   "spec": {"provider": "s3", "bucket": minio.bucket(), "prefix": "ctl", "default": true,
+                            "config": {"region": minio.env["AWS_REGION"], "s3Url": minio.env["AWS_ENDPOINT_URL"], "s3ForcePathStyle": "true"},
+                            "credential": {"name": "s3-credentials", "key": "cloud"},
+                            "syncPeriod": "0", "validationPeriod": "1m"}}),
+        ],
+    )
+    .await;
+    let backups: Api<Backup> = Api::namespaced(a.client.clone(), NS);
+    let runs = std::env::var("TIDEMARK_CONTROLLER_KILL_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10usize);
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        let seed = rand_u32();
+        let name = format!("c{i:02}");
+        let server = Server::start(&a.kubeconfig, NS, &[]);
+        apply_docs(
+            &a.client,
+            &[
+                json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Backup",
+                     "metadata": {"name": name, "namespace": NS}, "spec": {"template": {}}}),
+            ],
+        )
+        .await;
+        // Spread over the controller's start and the backup's run (about 2 s together).
+        let at = Duration::from_millis(u64::from(seed % 2500));
+        tokio::time::sleep(at).await;
+        drop(server);
+        let server = Server::start(&a.kubeconfig, NS, &[]);
+        let phase = wait_for(
+            "the Backup ended after the restart",
+            Duration::from_secs(120),
+            || async {
+                let b = backups.get(&name).await.ok()?;
+                let p = b.status?.phase?;
+                matches!(p.as_str(), "Completed" | "PartiallyFailed" | "Failed").then_some(p)
+            },
+        )
+        .await;
+        drop(server);
+        let outcome = stored(&s3, "ctl", &name, &want).await;
+        match phase.as_str() {
+            "Completed" => assert_eq!(
+                outcome,
+                Stored::Complete("Completed".into()),
+                "run {i} (seed {seed})"
+            ),
+            "Failed" => {
+                assert!(
+                    matches!(outcome, Stored::Absent | Stored::Failed),
+                    "run {i} (seed {seed}): {outcome:?}"
+                );
+                use futures::TryStreamExt;
+                let left: Vec<_> = s3
+                    .list(Some(&StorePath::from(format!("ctl/backups/{name}"))))
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert!(
+                    outcome == Stored::Failed || left.is_empty(),
+                    "run {i} (seed {seed}): partial folder left: {left:?}"
+                );
+            }
+            other => panic!("run {i} (seed {seed}): {other} ({outcome:?})"),
+        }
+        let pending = s3_pending(&minio, &format!("ctl/backups/{name}/{name}.tar.gz")).await;
+        assert_eq!(pending, 0, "run {i} (seed {seed}): unfinished uploads left");
+        rows.push((i, seed, at, phase, format!("{outcome:?}")));
+    }
+    println!("| run | seed | killed at | phase after restart | stored |");
+    for (i, seed, at, phase, outcome) in &rows {
+        println!("| {i} | {seed} | {at:.2?} | {phase} | {outcome} |");
+    }
+}

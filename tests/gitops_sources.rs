@@ -590,6 +590,7 @@ async fn smart_http_fetch_is_shallow_and_authenticated() {
             token: token.into(),
         },
         cache_root: Some(tmp.path().join(format!("cache-{token}"))),
+        timeout: tidemark::source::git::FETCH_TIMEOUT,
     };
     let src = GitSource::new(spec("s3cret-token")).unwrap();
     let fetched = tokio::task::spawn_blocking(move || {
@@ -709,5 +710,50 @@ mod cgi {
         }
         resp.body(Body::from(raw[split.0 + split.1..].to_vec()))
             .unwrap()
+    }
+}
+
+/// A Git server that accepts connections and never answers (a stalled server, a black-holed
+/// route) does not hold tidemark: the fetch is given up after `--git-timeout`, with an error
+/// saying so, and the cache's lock is free again (a second run gets as far and no further). The
+/// server is a plain listener of this test: nothing real stalls on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_git_server_is_given_up_after_the_timeout() {
+    let cluster = Cluster::up(&unique("git-stall")).await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accept and hold every connection, reading nothing, answering nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/stalled.git");
+    let kubeconfig = cluster.kubeconfig.to_str().unwrap().to_string();
+    for run in 0..2 {
+        let started = std::time::Instant::now();
+        let out = tidemark(
+            &[
+                "reconcile",
+                "--once",
+                "--url",
+                &url,
+                "--git-timeout",
+                "2s",
+                "--cache-dir",
+                cache.path().to_str().unwrap(),
+            ],
+            &[("KUBECONFIG", &kubeconfig)],
+        );
+        let took = started.elapsed();
+        assert!(!out.status.success(), "run {run}: {}", show(&out));
+        assert!(
+            show(&out).contains("timed out after 2s"),
+            "run {run}: {}",
+            show(&out)
+        );
+        assert!(took < Duration::from_secs(30), "run {run} took {took:?}");
     }
 }

@@ -495,6 +495,8 @@ pub async fn run(
         Ok(found) => found,
         Err(e) => {
             upload.abort().await;
+            // Only the run marker was written: nothing of this run stays.
+            cleanup(client, store, &req.name).await;
             return Err(e);
         }
     };

@@ -157,6 +157,10 @@ enum Command {
     Client(config::ClientCommand),
     /// Print the version.
     Version,
+    /// Internal: the network part of a Git fetch, run by tidemark itself in a child process it
+    /// kills at the fetch's deadline (the request on stdin, the answer on stdout).
+    #[command(name = "git-network-helper", hide = true)]
+    GitNetworkHelper,
 }
 
 impl Command {
@@ -535,6 +539,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Client(cmd) => config::run(cmd),
         Command::Version => {
             println!("tidemark {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GitNetworkHelper => {
+            use std::io::{Read, Write};
+            let mut input = Vec::new();
+            std::io::stdin().read_to_end(&mut input)?;
+            let answer = tokio::task::spawn_blocking(move || {
+                crate::source::git::serve_network_request(&input)
+            })
+            .await?;
+            std::io::stdout().write_all(&answer)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::NodeAgent(args) => agent::node_agent(&target, *args).await,

@@ -94,6 +94,10 @@ pub(crate) struct SourceArgs {
     /// $TIDEMARK_CACHE, else ~/.cache/tidemark).
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
+    /// Longest a Git fetch (listing the remote's refs, downloading) may take; a stalled server
+    /// is then given up on, and the next interval tries again.
+    #[arg(long, default_value = "5m", value_parser = super::parse_duration)]
+    git_timeout: Duration,
 }
 
 impl SourceArgs {
@@ -114,6 +118,7 @@ impl SourceArgs {
             commit_status: None,
             status_timeout: Duration::from_secs(120),
             cache_dir: self.cache_dir.clone(),
+            timeout: self.git_timeout,
         }
     }
 }
@@ -291,6 +296,7 @@ fn source_of(cfg: &SourceConfig) -> Result<Source> {
                 path: cfg.path.clone().unwrap_or_else(|| PathBuf::from(".")),
                 auth,
                 cache_root: cfg.cache_dir.clone(),
+                timeout: cfg.timeout,
             })?))
         }
         SourceKind::Dir => {

@@ -4,16 +4,25 @@
 //! its own exponential backoff — 2 s doubling to 5 min for transient failures, 5 min at once for
 //! permanent ones — reset by its next successful reconcile (as kube-rs' controller examples do).
 //! Failures the controllers understand (an invalid spec, a missing Location) never get here:
-//! they are written as `Stalled` conditions by the reconcilers themselves.
+//! they are written as `Stalled` conditions by the reconcilers themselves. A permanent API
+//! failure (the controller is forbidden something, the API server refuses a request as invalid)
+//! is written too, as `Stalled=True` with the failure's reason and message, under its own field
+//! manager ([`ERROR_FIELD_MANAGER`]), so that the object says why it does not progress; the
+//! object's next successful reconcile removes that condition again (server-side apply of an
+//! empty list under the same manager removes what it owned).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use super::Context;
+
+/// The field manager of the `Stalled` conditions written for permanent API failures.
+pub const ERROR_FIELD_MANAGER: &str = "tidemark-controller-errors";
 
 /// First retry after a transient failure.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
@@ -67,9 +76,10 @@ pub fn backoff(attempt: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(factor as u32).min(BACKOFF_MAX)
 }
 
-/// Consecutive failures per object (`kind/namespace/name`), shared by the controllers.
+/// Consecutive failures per object (`kind/namespace/name`), shared by the controllers, and
+/// whether a `Stalled` condition was written for them.
 #[derive(Debug, Default)]
-pub struct Failures(Mutex<HashMap<String, u32>>);
+pub struct Failures(Mutex<HashMap<String, (u32, bool)>>);
 
 impl Failures {
     fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -84,17 +94,68 @@ impl Failures {
     /// Counts a failure of `obj`; the number of consecutive ones now.
     pub fn failed<K: Resource<DynamicType = ()>>(&self, obj: &K) -> u32 {
         let mut m = self.0.lock().expect("failures lock");
-        let n = m.entry(Self::key(obj)).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        let n = m.entry(Self::key(obj)).or_insert((0, false));
+        n.0 = n.0.saturating_add(1);
+        n.0
     }
 
-    /// Forgets `obj`'s failures (it reconciled).
-    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+    /// Notes that a `Stalled` condition was written for `obj`.
+    fn stalled<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let mut m = self.0.lock().expect("failures lock");
+        m.entry(Self::key(obj)).or_insert((0, false)).1 = true;
+    }
+
+    /// Forgets `obj`'s failures (it reconciled); whether a `Stalled` condition was written for
+    /// them (and must be removed).
+    pub fn succeeded<K: Resource<DynamicType = ()>>(&self, obj: &K) -> bool {
         self.0
             .lock()
             .expect("failures lock")
-            .remove(&Self::key(obj));
+            .remove(&Self::key(obj))
+            .is_some_and(|(_, stalled)| stalled)
+    }
+}
+
+/// Writes (`Some((reason, message))`) or removes (`None`) the `Stalled` condition of a
+/// permanent API failure on `obj`, with server-side apply under [`ERROR_FIELD_MANAGER`].
+async fn apply_stalled<K>(client: kube::Client, obj: &K, stalled: Option<(&str, String)>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    use kube::api::{Api, Patch, PatchParams};
+    let api: Api<K> = Api::namespaced(client, &obj.namespace().unwrap_or_default());
+    let conditions = match &stalled {
+        Some((reason, message)) => serde_json::json!([{
+            "type": "Stalled",
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "observedGeneration": obj.meta().generation,
+            "lastTransitionTime": super::now_rfc3339(),
+        }]),
+        None => serde_json::json!([]),
+    };
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": {"conditions": conditions},
+    });
+    if let Err(e) = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(ERROR_FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        tracing::warn!(
+            kind = %K::kind(&()),
+            name = %obj.name_any(),
+            "the Stalled condition of a failed reconcile was not written: {e}"
+        );
     }
 }
 
@@ -108,23 +169,31 @@ pub async fn reconciled<K, F, Fut>(
     reconcile: F,
 ) -> Result<Action, kube::Error>
 where
-    K: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, kube::Error>>,
 {
     let r = reconcile(obj.clone(), ctx.clone()).await;
-    if r.is_ok() {
-        ctx.failures.succeeded(obj.as_ref());
+    if r.is_ok() && ctx.failures.succeeded(obj.as_ref()) {
+        apply_stalled(ctx.client.clone(), obj.as_ref(), None).await;
     }
     r
 }
 
 /// The error policy of every controller: logs, counts and requeues with the object's backoff.
-pub fn error_policy<K: Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    err: &kube::Error,
-    ctx: Arc<Context>,
-) -> Action {
+pub fn error_policy<K>(obj: Arc<K>, err: &kube::Error, ctx: Arc<Context>) -> Action
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let kind = K::kind(&());
     let failure = Failure::of(err);
     ctx.metrics
@@ -143,6 +212,19 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         attempt,
         "reconcile failed, retrying in {wait:?}: {err}"
     );
+    if let Failure::Permanent(reason) = failure {
+        // Said on the object, for `kubectl get`, Flux's and Argo CD's health checks.
+        ctx.failures.stalled(obj.as_ref());
+        let message = format!(
+            "the API server refused a request of the controller ({}); retrying in {}",
+            crate::cluster::describe(err),
+            humantime::format_duration(wait)
+        );
+        let client = ctx.client.clone();
+        tokio::spawn(async move {
+            apply_stalled(client, obj.as_ref(), Some((reason, message))).await;
+        });
+    }
     Action::requeue(wait)
 }
 

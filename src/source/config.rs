@@ -154,6 +154,10 @@ pub struct SourceConfig {
     /// Cache root for clones (default `$TIDEMARK_CACHE`, else `~/.cache/tidemark`).
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Longest a Git fetch's network part (listing refs, downloading) may take before it is
+    /// stopped (Flux's GitRepository `timeout`). Default 5 minutes.
+    #[serde(default = "default_git_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
 }
 
 /// Where commit statuses go.
@@ -213,6 +217,9 @@ fn default_interval() -> Duration {
 }
 fn default_status_timeout() -> Duration {
     Duration::from_secs(120)
+}
+fn default_git_timeout() -> Duration {
+    crate::source::git::FETCH_TIMEOUT
 }
 fn default_username() -> String {
     "git".into()

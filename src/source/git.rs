@@ -28,7 +28,7 @@ use git2::{
 use super::{Revision, SourceError, redact_url, stable_id};
 
 /// How to authenticate to the remote.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 pub enum GitAuth {
     /// Public repositories and local paths.
     #[default]
@@ -130,7 +130,7 @@ impl GitAuth {
 }
 
 /// What to fetch.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GitSpec {
     /// `https://…`, `ssh://…`, `user@host:path`, `file:///…` or a local path.
     pub url: String,
@@ -142,6 +142,62 @@ pub struct GitSpec {
     pub auth: GitAuth,
     /// Cache root; the repository goes to `<root>/git/<id>` ([`default_cache_root`] if `None`).
     pub cache_root: Option<PathBuf>,
+    /// Longest the network part of a fetch (listing the remote's refs, downloading) may take
+    /// ([`FETCH_TIMEOUT`] by default); see [`GitSource::fetch`].
+    pub timeout: Duration,
+}
+
+/// Default longest time of a fetch's network part (5 min).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The hidden `tidemark` subcommand that runs a fetch's network part
+/// ([`serve_network_request`]).
+pub const NETWORK_HELPER_COMMAND: &str = "git-network-helper";
+
+/// What the network part of a fetch found: the ref followed, the commit it points at, and
+/// whether objects were downloaded.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct NetworkResult {
+    full_ref: String,
+    commit: String,
+    downloaded: bool,
+}
+
+/// The network part's answer, as the helper writes it on its stdout.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum NetworkAnswer {
+    Done(NetworkResult),
+    RefNotFound(String),
+    Failed(String),
+}
+
+/// The `tidemark` binary, when this process is one: the network part of fetches then runs in a
+/// child process of it, killed at the deadline. Other programs linking this library (tests)
+/// fetch in process, without a deadline.
+fn network_helper() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    (exe.file_stem()? == "tidemark").then_some(exe)
+}
+
+/// Runs the network part of a fetch for the [`GitSpec`] (JSON) in `input`, in the repository
+/// the parent process has locked and opened; returns the answer (JSON) for stdout. This is
+/// what the hidden `tidemark git-network-helper` subcommand does.
+pub fn serve_network_request(input: &[u8]) -> Vec<u8> {
+    let answer = match serde_json::from_slice::<GitSpec>(input) {
+        Err(e) => NetworkAnswer::Failed(format!("the fetch request is not understood: {e}")),
+        Ok(spec) => match GitSource::new(spec).and_then(|src| {
+            let repo = src.open_repo()?;
+            src.network(&repo)
+        }) {
+            Ok(r) => NetworkAnswer::Done(r),
+            Err(SourceError::RefNotFound { reference, .. }) => {
+                NetworkAnswer::RefNotFound(reference)
+            }
+            Err(SourceError::Git { message, .. }) => NetworkAnswer::Failed(message),
+            Err(e) => NetworkAnswer::Failed(e.to_string()),
+        },
+    };
+    serde_json::to_vec(&answer).unwrap_or_default()
 }
 
 /// `$TIDEMARK_CACHE`, else `$HOME/.cache/tidemark`, else `.tidemark-cache`.
@@ -369,8 +425,84 @@ impl GitSource {
         Repository::init(&path).map_err(|e| self.err(e))
     }
 
+    /// The network part of a fetch: lists the remote's refs and, unless the checkout is already
+    /// at the remote's commit, downloads it (as `refs/tidemark/fetched`).
+    fn network(&self, repo: &Repository) -> Result<NetworkResult, SourceError> {
+        let (full_ref, advertised, peeled) = self.remote_head(repo)?;
+        let remote_commit = peeled.unwrap_or(advertised);
+        let current = repo.head().ok().and_then(|h| h.target());
+        if current == Some(remote_commit) {
+            return Ok(NetworkResult {
+                full_ref,
+                commit: remote_commit.to_string(),
+                downloaded: false,
+            });
+        }
+        let shallow = !is_local(&self.spec.url);
+        let refspec = format!("+{full_ref}:refs/tidemark/fetched");
+        let run = |depth: Option<i32>| {
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(self.callbacks());
+            let mut proxy = ProxyOptions::new();
+            proxy.auto();
+            fo.proxy_options(proxy);
+            fo.download_tags(AutotagOption::None);
+            if let Some(d) = depth {
+                fo.depth(d);
+            }
+            let mut remote = repo.remote_anonymous(&self.spec.url)?;
+            remote.fetch(&[refspec.as_str()], Some(&mut fo), None)
+        };
+        match run(shallow.then_some(1)) {
+            Ok(()) => {}
+            Err(e) if shallow && e.message().contains("shallow") => {
+                tracing::info!("shallow fetch unsupported by the remote ({e}); fetching in full");
+                run(None).map_err(|e| self.err(e))?;
+            }
+            Err(e) => return Err(self.err(e)),
+        }
+        let commit = repo
+            .find_reference("refs/tidemark/fetched")
+            .and_then(|r| r.peel_to_commit())
+            .map_err(|e| self.err(e))?;
+        Ok(NetworkResult {
+            full_ref,
+            commit: commit.id().to_string(),
+            downloaded: true,
+        })
+    }
+
+    /// [`GitSource::network`] in a child process (`exe git-network-helper`, the spec on its
+    /// stdin), killed when it runs past the spec's timeout.
+    fn network_in_child(&self, exe: &Path) -> Result<NetworkResult, SourceError> {
+        let input = serde_json::to_vec(&self.spec).map_err(|e| self.err(e))?;
+        let done = super::child::run(
+            std::process::Command::new(exe).arg(NETWORK_HELPER_COMMAND),
+            &input,
+            self.spec.timeout,
+        )
+        .map_err(|e| self.err(format!("fetching: {e}")))?;
+        match serde_json::from_slice::<NetworkAnswer>(&done.stdout) {
+            Ok(NetworkAnswer::Done(r)) => Ok(r),
+            Ok(NetworkAnswer::RefNotFound(reference)) => Err(SourceError::RefNotFound {
+                url: redact_url(&self.spec.url),
+                reference,
+            }),
+            Ok(NetworkAnswer::Failed(message)) => Err(self.err(message)),
+            Err(_) => Err(self.err(format!(
+                "the fetch helper ended with {}: {}",
+                done.status,
+                String::from_utf8_lossy(&done.stderr).trim()
+            ))),
+        }
+    }
+
     /// Fetches the ref (unless the checkout is already at the remote's commit), checks it out,
     /// and tells whether the revision differs from `since` (the last one reconciled). Blocking.
+    ///
+    /// Run from the `tidemark` binary, the network part (listing refs, downloading) runs in a
+    /// child process killed after the spec's `timeout`, so a stalled server never holds the
+    /// cache's lock (libgit2 has no timeouts of its own but through process-wide options).
     ///
     /// # Errors
     /// [`SourceError::Git`] (network, authentication, repository), [`SourceError::RefNotFound`],
@@ -387,43 +519,15 @@ impl GitSource {
         let lock = File::create(&lock_path).map_err(io(&lock_path))?;
         lock.lock().map_err(io(&lock_path))?;
         let repo = self.open_repo()?;
-        let (full_ref, advertised, peeled) = self.remote_head(&repo)?;
-        let remote_commit = peeled.unwrap_or(advertised);
-        let current = repo.head().ok().and_then(|h| h.target());
-        let (commit, downloaded) = if current == Some(remote_commit) {
-            (remote_commit, false)
-        } else {
-            let shallow = !is_local(&self.spec.url);
-            let refspec = format!("+{full_ref}:refs/tidemark/fetched");
-            let run = |depth: Option<i32>| {
-                let mut fo = FetchOptions::new();
-                fo.remote_callbacks(self.callbacks());
-                let mut proxy = ProxyOptions::new();
-                proxy.auto();
-                fo.proxy_options(proxy);
-                fo.download_tags(AutotagOption::None);
-                if let Some(d) = depth {
-                    fo.depth(d);
-                }
-                let mut remote = repo.remote_anonymous(&self.spec.url)?;
-                remote.fetch(&[refspec.as_str()], Some(&mut fo), None)
-            };
-            match run(shallow.then_some(1)) {
-                Ok(()) => {}
-                Err(e) if shallow && e.message().contains("shallow") => {
-                    tracing::info!(
-                        "shallow fetch unsupported by the remote ({e}); fetching in full"
-                    );
-                    run(None).map_err(|e| self.err(e))?;
-                }
-                Err(e) => return Err(self.err(e)),
-            }
-            let commit = repo
-                .find_reference("refs/tidemark/fetched")
-                .and_then(|r| r.peel_to_commit())
-                .map_err(|e| self.err(e))?;
-            (commit.id(), true)
+        // The network part, which a stalled server could hold forever: in a child process
+        // killed at the deadline (it holds no lock: this process does).
+        let net = match network_helper() {
+            Some(exe) => self.network_in_child(&exe)?,
+            None => self.network(&repo)?,
         };
+        let full_ref = net.full_ref;
+        let downloaded = net.downloaded;
+        let commit = Oid::from_str(&net.commit).map_err(|e| self.err(e))?;
         let revision = Revision::commit(&full_ref, &commit.to_string());
         let changed = since.is_none_or(|s| !s.same_content(&revision));
         if changed || downloaded {
@@ -704,6 +808,7 @@ mod tests {
             path: path.into(),
             auth: GitAuth::None,
             cache_root: Some(t.path().join("cache")),
+            timeout: FETCH_TIMEOUT,
         };
         let src = GitSource::new(spec("main", "p")).unwrap();
         let f = src.fetch(None).unwrap();

@@ -3,10 +3,9 @@
 //! `*.yaml` / `*.yml` file below it, recursively, in sorted order.
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use super::{Revision, SourceError};
 
@@ -186,53 +185,21 @@ fn build(dir: &Path) -> Result<Rendered, SourceError> {
         command: command.clone(),
         stderr,
     };
-    let mut child = Command::new(&program)
-        .arg(verb)
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
-    // Read both pipes on threads (a large render must not block on a full pipe), wait with a
-    // deadline.
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let out_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        stdout.read_to_end(&mut s).map(|_| s)
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = stderr.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + RENDER_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(failed(format!("timed out after {RENDER_TIMEOUT:?}")));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(failed(e.to_string())),
-        }
-    };
-    let out = out_thread
-        .join()
-        .map_err(|_| failed("reading its output failed".into()))?
-        .map_err(|e| failed(e.to_string()))?;
-    let err = err_thread.join().unwrap_or_default();
-    if !status.success() {
-        let msg = String::from_utf8_lossy(&err).trim().to_string();
+    let done = super::child::run(
+        Command::new(&program).arg(verb).arg(dir),
+        b"",
+        RENDER_TIMEOUT,
+    )
+    .map_err(|e| failed(format!("{}: {e}", program.display())))?;
+    if !done.status.success() {
+        let msg = String::from_utf8_lossy(&done.stderr).trim().to_string();
         return Err(failed(if msg.is_empty() {
-            format!("exited with {status}")
+            format!("exited with {}", done.status)
         } else {
             msg
         }));
     }
+    let out = done.stdout;
     let text = String::from_utf8(out).map_err(|_| failed("output is not UTF-8".into()))?;
     Ok(Rendered {
         documents: vec![Document {

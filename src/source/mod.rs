@@ -6,6 +6,7 @@
 //! (a digest of the rendered documents) for a directory — and the documents found at that
 //! revision. `tidemark reconcile` applies them; the controller then reconciles what was applied.
 
+mod child;
 pub mod config;
 pub mod dir;
 pub mod git;
