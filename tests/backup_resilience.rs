@@ -453,22 +453,7 @@ async fn recover_aborts_the_multipart_uploads_an_interrupted_run_left() {
         .await
         .unwrap();
     std::mem::drop(upload);
-    let url: tidemark::store::LocationUrl = format!(
-        "s3://{}/p?region={}&s3Url={}&s3ForcePathStyle=true",
-        minio.bucket(),
-        minio.env["AWS_REGION"],
-        minio.env["AWS_ENDPOINT_URL"]
-    )
-    .parse()
-    .unwrap();
-    let secrets = tidemark::store::Secrets {
-        aws_credentials: Some((
-            minio.env["AWS_ACCESS_KEY_ID"].clone(),
-            minio.env["AWS_SECRET_ACCESS_KEY"].clone(),
-        )),
-        ..Default::default()
-    };
-    let store = tidemark::store::Store::open_with(&url, &secrets).unwrap();
+    let store = minio.tidemark_store(minio.bucket(), "p");
     let api = store.s3_api().unwrap();
     let archive = "p/backups/ghost/ghost.tar.gz";
     let pending = api.list_pending_uploads(archive).await.unwrap();

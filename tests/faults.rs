@@ -825,22 +825,7 @@ async fn killed_backups_and_restores_leave_nothing_half_done() {
 
 /// Unfinished multipart uploads of `key` in MinIO's bucket.
 async fn s3_pending(minio: &Minio, key: &str) -> usize {
-    let url: tidemark::store::LocationUrl = format!(
-        "s3://{}/?region={}&s3Url={}&s3ForcePathStyle=true",
-        minio.bucket(),
-        minio.env["AWS_REGION"],
-        minio.env["AWS_ENDPOINT_URL"]
-    )
-    .parse()
-    .unwrap();
-    let secrets = tidemark::store::Secrets {
-        aws_credentials: Some((
-            minio.env["AWS_ACCESS_KEY_ID"].clone(),
-            minio.env["AWS_SECRET_ACCESS_KEY"].clone(),
-        )),
-        ..Default::default()
-    };
-    let store = tidemark::store::Store::open_with(&url, &secrets).unwrap();
+    let store = minio.tidemark_store(minio.bucket(), "");
     store
         .s3_api()
         .unwrap()

@@ -20,29 +20,10 @@ use serde_json::{Value, json};
 use sha2::Digest;
 use support::*;
 use tidemark::api::tidemark::Backup;
-use tidemark::store::{LocationUrl, LockMode, Retention, S3Api, Secrets, Store};
+use tidemark::store::{LockMode, Retention, S3Api, Store};
 
 const BUCKET: &str = "locked";
 const NS: &str = "tidemark";
-
-/// A store of MinIO's bucket `bucket`, opened through tidemark's own location code (for its
-/// S3 API client).
-fn open(minio: &Minio, bucket: &str, prefix: &str) -> Store {
-    let url: LocationUrl = format!(
-        "s3://{bucket}/{prefix}?region={}&s3Url={}&s3ForcePathStyle=true",
-        minio.env["AWS_REGION"], minio.env["AWS_ENDPOINT_URL"]
-    )
-    .parse()
-    .unwrap();
-    let secrets = Secrets {
-        aws_credentials: Some((
-            minio.env["AWS_ACCESS_KEY_ID"].clone(),
-            minio.env["AWS_SECRET_ACCESS_KEY"].clone(),
-        )),
-        ..Default::default()
-    };
-    Store::open_with(&url, &secrets).unwrap()
-}
 
 fn api(store: &Store) -> &S3Api {
     store
@@ -74,7 +55,7 @@ async fn locked_backups_cannot_be_deleted_before_they_expire() {
     let b = Cluster::up(&unique("lock-b")).await;
     let minio = Minio::up(&unique("lock"));
     let (accepted, _) = load_corpus(&a.client).await;
-    let admin = open(&minio, BUCKET, "");
+    let admin = minio.tidemark_store(BUCKET, "");
     api(&admin).create_bucket(true).await.unwrap();
     assert!(admin.bucket_locked().await.unwrap());
     let (ka, kb) = (
@@ -261,7 +242,7 @@ async fn locked_backups_cannot_be_deleted_before_they_expire() {
 async fn the_controller_locks_backups_and_its_expiry_waits_for_the_retention() {
     let a = Cluster::up(&unique("lock-ctl")).await;
     let minio = Minio::up(&unique("lock-ctl"));
-    let admin = open(&minio, BUCKET, "");
+    let admin = minio.tidemark_store(BUCKET, "");
     api(&admin).create_bucket(true).await.unwrap();
     install_crds(&a.client).await;
     apply_docs(

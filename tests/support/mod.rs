@@ -212,6 +212,26 @@ impl Minio {
             .chain([("KUBECONFIG", kubeconfig)])
             .collect()
     }
+
+    /// tidemark's own store of its bucket `bucket` (the test bucket or another one) under
+    /// `prefix`, opened with its keys as a Location's Secret would give them: for what only
+    /// tidemark's client does (Object Lock, versions, unfinished multipart uploads).
+    pub fn tidemark_store(&self, bucket: &str, prefix: &str) -> tidemark::store::Store {
+        let url: tidemark::store::LocationUrl = format!(
+            "s3://{bucket}/{prefix}?region={}&s3Url={}&s3ForcePathStyle=true",
+            self.env["AWS_REGION"], self.env["AWS_ENDPOINT_URL"]
+        )
+        .parse()
+        .unwrap();
+        let secrets = tidemark::store::Secrets {
+            aws_credentials: Some((
+                self.env["AWS_ACCESS_KEY_ID"].clone(),
+                self.env["AWS_SECRET_ACCESS_KEY"].clone(),
+            )),
+            ..Default::default()
+        };
+        tidemark::store::Store::open_with(&url, &secrets).unwrap()
+    }
 }
 
 impl Drop for Minio {
