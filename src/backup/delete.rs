@@ -2,7 +2,7 @@
 //! (direct mode) and the Backup controller's expiry and deletion.
 //!
 //! In order: refuse on a read-only location; refuse, before anything is deleted, while any of
-//! the backup's objects is under S3 Object Lock retention ([`crate::store::object_lock`]);
+//! the backup's objects is under S3 Object Lock retention ([`Store::folder_retention`]);
 //! delete its CSI snapshots (kept, with the backup, when they cannot be: its records are their
 //! only reference); remove the restores made from it; forget its pod volume snapshots in the
 //! restic repository; then the record (`velero-backup.json`) and the rest of the folder, so a

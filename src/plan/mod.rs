@@ -15,6 +15,7 @@
 //! (`spec.schedule`, `spec.timeZone`, `spec.template.ttl`…) so they can go straight into a
 //! `Stalled` condition.
 
+pub mod cron;
 pub mod expiry;
 pub mod labels;
 pub mod restore_plan;

@@ -130,7 +130,7 @@ pub struct Store {
     encryption: Option<Arc<Encryption>>,
     /// S3 locations: the APIs object_store lacks (Object Lock, versions, pending uploads).
     s3: Option<S3Api>,
-    /// The retention mode backups are locked with ([`object_lock`]).
+    /// The retention mode backups are locked with ([`Store::with_object_lock`]).
     object_lock: Option<LockMode>,
     /// Whether the bucket has Object Lock (and so versioning) on, asked once.
     bucket_locked: Arc<tokio::sync::OnceCell<bool>>,
@@ -599,7 +599,7 @@ impl Store {
 
     /// Deletes every object under a folder. Returns how many objects were deleted. On a bucket
     /// with S3 Object Lock every version goes, and only once none is retained any more
-    /// ([`object_lock`]).
+    /// ([`Store::folder_retention`]).
     ///
     /// # Errors
     /// [`StoreError::ReadOnly`], [`StoreError::Retained`] (nothing deleted) or
