@@ -2,6 +2,7 @@
 //! gzip-compressed run log stored beside each backup and restore, commit statuses, and the
 //! plain-text layout ([`text`]) of what is shown to people.
 
+pub mod forge;
 mod log;
 mod results;
 pub mod status;
