@@ -83,6 +83,56 @@ fn schedule_of(b: &Backup) -> String {
 }
 
 /// Removes whatever an interrupted run left in the store (never a complete backup).
+/// The status of a Backup whose record is `v` (a `velero-backup.json` read from the store), and
+/// its health: `Ready` with `reason` when `Completed`, `Stalled` otherwise; `message` says where
+/// the record came from. Used by the store sync and by the start-up recovery of a backup that
+/// completed just before a restart.
+pub(super) fn status_from_record(
+    v: &velero::Backup,
+    reason: &str,
+    message: &str,
+) -> (serde_json::Value, Health) {
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    };
+    let status = json!({
+        "phase": v.status.phase.clone().unwrap_or_else(|| "Completed".into()),
+        "startTimestamp": ts(v.status.start_timestamp),
+        "completionTimestamp": ts(v.status.completion_timestamp),
+        "expiration": ts(v.status.expiration),
+        "itemsBackedUp": v.status.progress.as_ref().map(|p| p.items_backed_up),
+        "progress": v.status.progress.as_ref().map(|p| crate::api::tidemark::BackupProgress {
+            total_items: i64::try_from(p.total_items).unwrap_or(i64::MAX),
+            items_backed_up: i64::try_from(p.items_backed_up).unwrap_or(i64::MAX),
+        }),
+        "warnings": v.status.warnings,
+        "errors": v.status.errors,
+    });
+    let health = match v.phase() {
+        "Completed" => Health::Ready {
+            reason: reason.into(),
+            message: message.into(),
+        },
+        p => Health::Stalled {
+            reason: reason.into(),
+            message: format!("{message} in phase {p}"),
+        },
+    };
+    (status, health)
+}
+
+/// The record of a Backup left `InProgress` by a restart, when its run got as far as writing it
+/// (the store has its `velero-backup.json`): the backup completed, only its status was not
+/// written. `None` when there is none, or the store cannot say.
+pub async fn stored_record(ctx: &Context, b: &Backup) -> Option<velero::Backup> {
+    let (_, store) = location::open(ctx, b.spec.template.location.as_deref())
+        .await
+        .ok()?;
+    crate::restore::read_backup(&store, &b.name_any())
+        .await
+        .ok()
+}
+
 pub async fn remove_partial(ctx: &Context, b: &Backup) {
     let Ok((_, store)) = location::open(ctx, b.spec.template.location.as_deref()).await else {
         return;

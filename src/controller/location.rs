@@ -378,32 +378,11 @@ async fn import(ctx: &Context, location: &str, store: &Store, name: &str) -> Res
         Err(kube::Error::Api(s)) if s.code == 409 => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    };
-    let status = json!({
-        "phase": v.status.phase.clone().unwrap_or_else(|| "Completed".into()),
-        "startTimestamp": ts(v.status.start_timestamp),
-        "completionTimestamp": ts(v.status.completion_timestamp),
-        "expiration": ts(v.status.expiration),
-        "itemsBackedUp": v.status.progress.as_ref().map(|p| p.items_backed_up),
-        "progress": v.status.progress.as_ref().map(|p| crate::api::tidemark::BackupProgress {
-            total_items: i64::try_from(p.total_items).unwrap_or(i64::MAX),
-            items_backed_up: i64::try_from(p.items_backed_up).unwrap_or(i64::MAX),
-        }),
-        "warnings": v.status.warnings,
-        "errors": v.status.errors,
-    });
-    let health = match v.phase() {
-        "Completed" => Health::Ready {
-            reason: "Synced".into(),
-            message: format!("imported from location {location}"),
-        },
-        p => Health::Stalled {
-            reason: "Synced".into(),
-            message: format!("imported from location {location} in phase {p}"),
-        },
-    };
+    let (status, health) = super::backup::status_from_record(
+        &v,
+        "Synced",
+        &format!("imported from location {location}"),
+    );
     apply_status(&api, &created, &[], status, &health)
         .await
         .map_err(|e| e.to_string())

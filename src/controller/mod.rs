@@ -253,12 +253,25 @@ where
     .map(|_| ())
 }
 
-/// Marks Backup and Restore records left `InProgress` by a previous process `Failed`.
+/// Marks Backup and Restore records left `InProgress` by a previous process `Failed` — but a
+/// Backup whose record the store holds completed, and gets its status from that record.
 async fn recover(ctx: &Context) -> Result<(), ControllerError> {
     let backups: Api<Backup> = ctx.api();
     for b in backups.list(&ListParams::default()).await? {
         if b.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("InProgress") {
             let existing = b.status.clone().unwrap_or_default().conditions;
+            // The run wrote its record before the restart: it completed, only its status was
+            // not written.
+            if let Some(record) = backup::stored_record(ctx, &b).await {
+                let (status, health) = backup::status_from_record(
+                    &record,
+                    "Recovered",
+                    "the backup completed before the controller restarted",
+                );
+                apply_status(&backups, &b, &existing, status, &health).await?;
+                tracing::info!(backup = %b.name_any(), "completed before a restart: status recovered from the store");
+                continue;
+            }
             apply_status(
                 &backups,
                 &b,
