@@ -206,6 +206,7 @@ async fn serve(client: TcpStream, upstream: SocketAddr, f: Arc<Faults>) {
 /// connection.
 async fn pump(f: &Faults, w: &mut tokio::net::tcp::WriteHalf<'_>, chunk: &[u8]) -> bool {
     let latency = f.latency_ms.load(Ordering::SeqCst);
+    // The injected latency itself (a fault), not a wait before an assertion.
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
@@ -497,7 +498,7 @@ async fn backups_and_restores_through_faults_are_complete_or_absent() {
 
     // Three plans of faults, each for one backup and one restore: (what, latency per chunk in
     // ms, store resets per 10,000 chunks, % of new store connections answered 503, the store
-    // stopped for 4 s). The API server's connections get the same latency and a tenth of the
+    // down while the run meets it). The API server's connections get the same latency and a tenth of the
     // resets: its LIST pages of CRDs are hundreds of chunks each, and a reset every hundred
     // chunks would let none through, to any client.
     let plans: [(&str, u64, u32, u32, bool); 3] = [
@@ -516,7 +517,7 @@ async fn backups_and_restores_through_faults_are_complete_or_absent() {
             false,
         ),
         (
-            "the store stopped for 4 s during the run, resets",
+            "the store down during the run (3 connections refused), resets",
             1,
             50,
             5,
@@ -538,9 +539,23 @@ async fn backups_and_restores_through_faults_are_complete_or_absent() {
             env(&pka),
         );
         if *stop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // The store goes down once the run has reached it, and comes back once the run has
+            // met the outage (three refused connections) or ended.
+            let [conns, ..] = store.counts();
+            wait_for(
+                "the backup reaching the store",
+                Duration::from_secs(60),
+                || async { (store.counts()[0] > conns || job.is_finished()).then_some(()) },
+            )
+            .await;
+            let [.., refused] = store.counts();
             store.stop_upstream(true);
-            tokio::time::sleep(Duration::from_secs(4)).await;
+            wait_for(
+                "the backup meeting the outage",
+                Duration::from_secs(60),
+                || async { (store.counts()[3] >= refused + 3 || job.is_finished()).then_some(()) },
+            )
+            .await;
             store.stop_upstream(false);
         }
         let out = job.await.unwrap();
