@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use object_store::ObjectStore;
 use serde_json::{Value, json};
 use support::*;
@@ -21,29 +21,6 @@ use tidemark::api::conditions::{KStatus, kstatus};
 use tidemark::api::tidemark::{Backup, BackupPolicy, Location, Restore, RestorePlan, Schedule};
 
 const NS: &str = "tidemark";
-
-/// Namespace, credentials Secret and a Location on `minio` under `prefix`.
-async fn setup(client: &Client, minio: &Minio, prefix: &str, read_only: bool) {
-    install_crds(client).await;
-    let creds = minio.credentials_file();
-    apply_docs(
-        client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "app"}, "data": {"mode": "blue"}}),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": NS},
-                   "stringData": {"cloud": creds}}),
-            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": NS},
-                   "spec": {"provider": "s3", "bucket": minio.bucket(), "prefix": prefix, "default": true,
-                            "accessMode": if read_only { "ReadOnly" } else { "ReadWrite" },
-                            "config": {"region": minio.env["AWS_REGION"], "s3Url": minio.env["AWS_ENDPOINT_URL"], "s3ForcePathStyle": "true"},
-                            "credential": {"name": "s3-credentials", "key": "cloud"},
-                            "syncPeriod": "3s", "validationPeriod": "3s"}}),
-        ],
-    )
-    .await;
-}
 
 /// Every object key under `prefix` with its ETag.
 async fn objects(minio: &Minio, prefix: &str) -> BTreeSet<String> {
@@ -91,13 +68,6 @@ fn condition(v: &Value, t: &str) -> Option<(String, String, String)> {
                 c["message"].as_str().unwrap_or_default().to_string(),
             )
         })
-}
-
-async fn schedule_backups(api: &Api<Backup>, schedule: &str) -> Vec<Backup> {
-    api.list(&ListParams::default().labels(&format!("velero.io/schedule-name={schedule}")))
-        .await
-        .unwrap()
-        .items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,44 +15,6 @@ use tidemark::api::tidemark::{Backup, Schedule};
 
 const NS: &str = "tidemark";
 
-/// The tidemark namespace, the Location on MinIO (as `tests/controller.rs` sets it up).
-async fn setup(client: &kube::Client, minio: &Minio, prefix: &str) {
-    install_crds(client).await;
-    apply_docs(
-        client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "app"}, "data": {"mode": "blue"}}),
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": NS},
-                   "stringData": {"cloud": minio.credentials_file()}}),
-            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": NS},
-                   "spec": {"provider": "s3", "bucket": minio.bucket(), "prefix": prefix, "default": true,
-                            "config": {"region": minio.env["AWS_REGION"], "s3Url": minio.env["AWS_ENDPOINT_URL"], "s3ForcePathStyle": "true"},
-                            "credential": {"name": "s3-credentials", "key": "cloud"},
-                            "syncPeriod": "3s", "validationPeriod": "3s"}}),
-        ],
-    )
-    .await;
-}
-
-/// The Backups of a Schedule.
-async fn schedule_backups(api: &Api<Backup>, schedule: &str) -> Vec<Backup> {
-    api.list(
-        &kube::api::ListParams::default().labels(&format!("velero.io/schedule-name={schedule}")),
-    )
-    .await
-    .unwrap()
-    .items
-}
-
-/// A permanent API failure is said on the object, not only in the log: with `create` on
-/// Backups taken from the shipped Role `tidemark-controller` (and the restore ClusterRole,
-/// which may create any kind, unbound), a due Schedule's reconcile
-/// is forbidden, and the Schedule gets `Stalled=True` (reason `Forbidden`, the API server's
-/// message); once the permission is back and the Schedule changes, its next reconcile starts
-/// the backup and the condition is gone. The controller runs under the shipped RBAC (a
-/// ServiceAccount token).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_api_failures_make_the_object_stalled() {
     use k8s_openapi::api::rbac::v1::Role;
@@ -60,7 +22,7 @@ async fn permanent_api_failures_make_the_object_stalled() {
     let minio = Minio::up(&unique("ctl-stalled"));
     let c = cluster.client.clone();
     apply_shipped_rbac(&c).await;
-    setup(&c, &minio, "stalled").await;
+    setup(&c, &minio, "stalled", false).await;
     let roles: Api<Role> = Api::namespaced(c.clone(), NS);
     let original = roles.get("tidemark-controller").await.unwrap();
     let mut reduced = original.clone();

@@ -1584,3 +1584,41 @@ pub async fn node_agent_kubeconfig(cluster: &Cluster, dir: &Path) -> PathBuf {
     .await;
     kc
 }
+
+/// A controller's namespace `tidemark` with a Location `default` on MinIO's bucket under
+/// `prefix` (its Secret from MinIO's keys; `ReadOnly` when `read_only`), and a namespace `app`
+/// with one ConfigMap to back up.
+pub async fn setup(client: &Client, minio: &Minio, prefix: &str, read_only: bool) {
+    install_crds(client).await;
+    let creds = minio.credentials_file();
+    apply_docs(
+        client,
+        &[
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidemark"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "app"}, "data": {"mode": "blue"}}),
+            serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3-credentials", "namespace": "tidemark"},
+                   "stringData": {"cloud": creds}}),
+            serde_json::json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Location", "metadata": {"name": "default", "namespace": "tidemark"},
+                   "spec": {"provider": "s3", "bucket": minio.bucket(), "prefix": prefix, "default": true,
+                            "accessMode": if read_only { "ReadOnly" } else { "ReadWrite" },
+                            "config": {"region": minio.env["AWS_REGION"], "s3Url": minio.env["AWS_ENDPOINT_URL"], "s3ForcePathStyle": "true"},
+                            "credential": {"name": "s3-credentials", "key": "cloud"},
+                            "syncPeriod": "3s", "validationPeriod": "3s"}}),
+        ],
+    )
+    .await;
+}
+
+/// The Backups a Schedule started (Velero's schedule-name label).
+pub async fn schedule_backups(
+    api: &kube::Api<tidemark::api::tidemark::Backup>,
+    schedule: &str,
+) -> Vec<tidemark::api::tidemark::Backup> {
+    api.list(
+        &kube::api::ListParams::default().labels(&format!("velero.io/schedule-name={schedule}")),
+    )
+    .await
+    .unwrap()
+    .items
+}
