@@ -23,6 +23,7 @@ pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
+pub mod gitops;
 pub mod hooks;
 pub mod install;
 pub mod plan;

@@ -335,7 +335,6 @@ async fn git_lifecycle(env: &Env, origin: &Path) {
     );
     assert!(stalled.message.contains(&c5), "{}", stalled.message);
     assert_eq!(condition(&conds, "Ready").unwrap().status, "False");
-    assert!(annotation(&nightly, "tidemark.dev/invalid-manifest").contains("spec.cronn"));
     let locations: Api<Location> = Api::namespaced(client.clone(), "gitops");
     assert!(locations.get_opt("store").await.unwrap().is_none());
     assert!(schedules.get_opt("both").await.unwrap().is_none());
@@ -370,11 +369,6 @@ async fn git_lifecycle(env: &Env, origin: &Path) {
     let conds = nightly.status.clone().unwrap_or_default().conditions;
     assert!(condition(&conds, "Stalled").is_none(), "{conds:?}");
     assert_eq!(condition(&conds, "Reconciling").unwrap().status, "True");
-    assert!(
-        !nightly
-            .annotations()
-            .contains_key("tidemark.dev/invalid-manifest")
-    );
 
     // 7. A YAML syntax error nothing can be read from: reported, and pruning is skipped.
     commit(
@@ -582,6 +576,8 @@ async fn smart_http_fetch_is_shallow_and_authenticated() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let spec = |token: &str| GitSpec {
+        semver: None,
+        commit: None,
         url: format!("http://127.0.0.1:{port}/repo"),
         reference: "main".into(),
         path: "p".into(),

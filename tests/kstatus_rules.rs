@@ -44,6 +44,6 @@ fn kstatus_agrees_with_the_argocd_health_checks_for_every_kind_and_phase() {
             checked += 1;
         }
     }
-    assert_eq!(kinds, 6, "one health check per kind");
+    assert_eq!(kinds, 7, "one health check per kind");
     assert!(checked >= 60, "only {checked} cases");
 }

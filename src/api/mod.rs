@@ -3,6 +3,7 @@
 //! share buckets), with tidemark's own metadata files.
 
 pub mod conditions;
+pub mod gitsource;
 pub mod podvolume;
 pub mod tidemark;
 pub mod velero;

@@ -845,6 +845,7 @@ pub fn crds()
         RestorePlan::crd(),
         Backup::crd(),
         Restore::crd(),
+        super::gitsource::GitSource::crd(),
         super::podvolume::PodVolumeBackup::crd(),
         super::podvolume::PodVolumeRestore::crd(),
     ]
@@ -871,7 +872,7 @@ mod tests {
     #[test]
     fn crds_have_status_columns_short_names_and_rules() {
         let all = crds();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 9);
         for c in &all {
             let v = &c.spec.versions[0];
             assert!(

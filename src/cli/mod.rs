@@ -481,8 +481,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 Some(path) => crate::source::config::ServerConfig::load(path)?,
                 None => crate::source::config::ServerConfig::default(),
             };
-            let source = match server_config.source {
-                Some(cfg) => Some(reconcile::Loop::new(cfg, &args.namespace, false)?),
+            let source = match &server_config.source {
+                Some(cfg) => Some(reconcile::server_source(cfg, &args.namespace)?),
                 None => None,
             };
             let client = crate::cluster::connect(&target).await?;
@@ -494,12 +494,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let alongside = {
                 let client = client.clone();
                 async move {
-                    match &source {
-                        Some(l) => {
-                            if let Err(e) = l.run(&client, std::future::pending()).await {
-                                tracing::error!("the source loop stopped: {e:#}");
-                            }
-                        }
+                    match source {
+                        Some(l) => reconcile::run_server_source(l, client).await,
                         None => std::future::pending().await,
                     }
                 }

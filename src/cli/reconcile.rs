@@ -1,63 +1,24 @@
-//! `tidemark reconcile`: reads tidemark manifests from a Git repository or a local directory and
-//! converges the cluster on them (DESIGN §6). The controller (`tidemark server`, run separately)
-//! then reconciles what was applied.
-//!
-//! For each new revision: every valid Location, BackupPolicy, Schedule and RestorePlan is applied
-//! with server-side apply (field manager [`FIELD_MANAGER`], strict field validation) into its own
-//! namespace or `--namespace`, annotated with the revision ([`REVISION_ANNOTATION`]) and labelled
-//! with the source's id ([`SOURCE_LABEL`]); objects carrying that label that the revision no
-//! longer holds are deleted (objects without the label are never touched); invalid manifests are
-//! reported, and an object that exists already but whose manifest became invalid keeps its last
-//! applied spec, is marked `Stalled` (reason `InvalidManifest`) and annotated
-//! ([`INVALID_ANNOTATION`]); both are lifted once its manifest is valid again. Documents whose
-//! kind and name cannot be read at all stop pruning for that revision (they could name anything).
-//!
-//! The last revision reconciled is recorded in the ConfigMap `tidemark-gitops-<source id>` in
-//! `--namespace`: a revision already reconciled is skipped (nothing is fetched when the remote
-//! head has not moved), so `--once` can run from cron or CI. `--once` exits 1 when a manifest is
-//! invalid or a request failed.
+//! `tidemark reconcile`: converges the cluster on the tidemark manifests of a Git repository or
+//! a local directory (DESIGN §6), given by flags or by a `GitSource` manifest (`--file`). The
+//! engine is [`crate::gitops`] — the one the controller runs for GitSource objects; this
+//! command keeps its state (last revision, inventory) in the ConfigMap
+//! `tidemark-gitops-<source id>` and prints what each revision did. `--once` exits 1 when a
+//! manifest is invalid or a request failed.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 
 use super::parse_duration;
-use crate::api::conditions::Health;
-use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
+use crate::api::gitsource::GitSource as GitSourceObject;
 use crate::cluster::{self, Target};
-use crate::controller::apply_status;
-use crate::report::status::{Forge, ForgeConfig, Reporter, State, StatusUpdate, token_from};
+use crate::gitops::source::{GitCredentials, Settings};
+use crate::gitops::{Pass, Reconciler, reconciler::Standalone};
 use crate::source::config::{CommitStatusConfig, SourceConfig, SourceKind};
-use crate::source::{
-    DirSource, GitAuth, GitSource, GitSpec, InvalidManifest, Kind, Manifest, Rendered, Revision,
-    manifests, redact_url, render, stable_id,
-};
-
-/// Field manager of everything `tidemark reconcile` applies.
-pub const FIELD_MANAGER: &str = "tidemark-gitops";
-/// Annotation carrying the revision an object was applied from.
-pub const REVISION_ANNOTATION: &str = "tidemark.dev/revision";
-/// Label naming the source an object was applied from (only such objects are ever pruned).
-pub const SOURCE_LABEL: &str = "tidemark.dev/source";
-/// Condition reason of an object whose manifest in the source is invalid.
-pub const INVALID_MANIFEST: &str = "InvalidManifest";
-/// Annotation set on an existing object while its manifest in the source is invalid (the
-/// message, naming the field). Unlike the `Stalled` condition it survives the controller's next
-/// status write, so the controller can keep reporting the object `Stalled` while it is present.
-pub const INVALID_ANNOTATION: &str = crate::controller::INVALID_MANIFEST_ANNOTATION;
+use crate::source::{Rendered, Revision};
 
 /// Where manifests come from: the flags `tidemark reconcile` and `tidemark plan` share.
 #[derive(Args, Debug)]
@@ -129,11 +90,11 @@ impl SourceArgs {
 /// # Errors
 /// Invalid settings, credentials, or the source's fetch/render error.
 pub(crate) async fn read_once(cfg: &SourceConfig) -> Result<(Revision, Rendered, String)> {
-    cfg.validate().map_err(|e| anyhow::anyhow!("source.{e}"))?;
-    let source = source_of(cfg)?;
-    let (revision, rendered, _) = source.poll(None, true).await?;
-    let rendered = rendered.context("the source returned no content")?;
-    Ok((revision, rendered, source.describe()))
+    let settings = Settings::from_config(cfg, "default")?;
+    let source = crate::gitops::Source::new(&settings.origin)?;
+    let polled = source.poll(None, true).await?;
+    let rendered = polled.rendered.context("the source returned no content")?;
+    Ok((polled.revision, rendered, source.describe()))
 }
 
 /// Options of `tidemark reconcile`.
@@ -141,6 +102,10 @@ pub(crate) async fn read_once(cfg: &SourceConfig) -> Result<(Revision, Rendered,
 pub(crate) struct ReconcileArgs {
     #[command(flatten)]
     from: SourceArgs,
+    /// A `GitSource` manifest (YAML) to reconcile instead of the source flags: its url, ref,
+    /// path, prune, targetNamespace, and the Secrets it names (read from its namespace).
+    #[arg(short = 'f', long, value_name = "FILE", conflicts_with_all = ["url", "forge"])]
+    file: Option<PathBuf>,
     /// How often to look for a new revision.
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     interval: Duration,
@@ -203,949 +168,175 @@ impl ReconcileArgs {
     }
 }
 
-/// A source as configured.
-enum Source {
-    Git(Arc<GitSource>),
-    Dir(DirSource),
-}
-
-impl Source {
-    fn describe(&self) -> String {
-        match self {
-            Source::Git(g) => {
-                let s = g.spec();
-                format!(
-                    "git {} {} {}",
-                    redact_url(&s.url),
-                    s.reference,
-                    s.path.display()
-                )
-            }
-            Source::Dir(d) => format!("dir {}", d.path().display()),
-        }
-    }
-
-    /// The source's id, which labels what it applied: one per source and target namespace.
-    fn id(&self, namespace: &str) -> String {
-        match self {
-            Source::Git(g) => {
-                let s = g.spec();
-                stable_id(&[
-                    "git",
-                    &s.url,
-                    &s.reference,
-                    &s.path.to_string_lossy(),
-                    namespace,
-                ])
-            }
-            Source::Dir(d) => stable_id(&["dir", &d.path().to_string_lossy(), namespace]),
-        }
-    }
-
-    /// The current revision and, unless it is `since` (and not forced), its rendered content.
-    async fn poll(
-        &self,
-        since: Option<&Revision>,
-        force: bool,
-    ) -> Result<(Revision, Option<Rendered>, Duration)> {
-        let since = if force { None } else { since.cloned() };
-        let started = Instant::now();
-        match self {
-            Source::Git(g) => {
-                let g = g.clone();
-                tokio::task::spawn_blocking(move || {
-                    let fetched = g.fetch(since.as_ref())?;
-                    if !fetched.changed {
-                        return Ok((fetched.revision, None, started.elapsed()));
-                    }
-                    // Rendered while the fetch holds the cache's lock.
-                    let rendered = render(&fetched.path)?;
-                    Ok((fetched.revision, Some(rendered), started.elapsed()))
-                })
-                .await?
-            }
-            Source::Dir(d) => {
-                let d = d.clone();
-                tokio::task::spawn_blocking(move || {
-                    let (rev, rendered) = d.read()?;
-                    let unchanged = since.as_ref().is_some_and(|s| s.same_content(&rev));
-                    Ok((rev, (!unchanged).then_some(rendered), started.elapsed()))
-                })
-                .await?
-            }
-        }
-    }
-}
-
-fn source_of(cfg: &SourceConfig) -> Result<Source> {
-    Ok(match cfg.kind {
-        SourceKind::Git => {
-            let url = cfg
-                .url
-                .clone()
-                .context("a URL is required for a git source (--url, source.url)")?;
-            let auth = GitAuth::from_options(
-                &cfg.username,
-                cfg.token_file.as_deref(),
-                cfg.ssh_key_file.as_deref(),
-                cfg.known_hosts_file.as_deref(),
-            )?;
-            Source::Git(Arc::new(GitSource::new(GitSpec {
-                url,
-                reference: cfg.reference.clone(),
-                path: cfg.path.clone().unwrap_or_else(|| PathBuf::from(".")),
-                auth,
-                cache_root: cfg.cache_dir.clone(),
-                timeout: cfg.timeout,
-            })?))
-        }
-        SourceKind::Dir => {
-            let path = cfg
-                .path
-                .clone()
-                .context("a path is required for a dir source (--path, source.path)")?;
-            Source::Dir(DirSource::new(path)?)
-        }
-    })
-}
-
-fn reporter_of(cfg: &SourceConfig) -> Result<Option<Reporter>> {
-    let Some(c) = &cfg.commit_status else {
-        return Ok(None);
-    };
-    let forge: Forge = c
-        .forge
-        .parse()
-        .map_err(|e| anyhow::anyhow!("commit status forge: {e}"))?;
-    let token = token_from(c.token_file.as_deref(), Some("TIDEMARK_FORGE_TOKEN"))?;
-    Ok(Some(Reporter::new(ForgeConfig {
-        forge,
-        base_url: c.url.clone(),
-        repository: c.repository.clone(),
-        token,
-    })?))
-}
-
-/// The record of the last revision reconciled from a source into a cluster.
-#[derive(Clone, Debug)]
-struct Record {
-    revision: Revision,
-    invalid: usize,
-}
-
-fn record_name(id: &str) -> String {
-    format!("tidemark-gitops-{id}")
-}
-
-async fn read_record(client: &Client, namespace: &str, id: &str) -> Result<Option<Record>> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let Some(cm) = api
-        .get_opt(&record_name(id))
-        .await
-        .with_context(|| format!("reading the source record in namespace {namespace}"))?
-    else {
-        return Ok(None);
-    };
-    let data = cm.data.unwrap_or_default();
-    let Some(revision) = data.get("revision").and_then(|r| r.parse().ok()) else {
-        return Ok(None);
-    };
-    Ok(Some(Record {
-        revision,
-        invalid: data
-            .get("invalid")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
-    }))
-}
-
-async fn write_record(
-    client: &Client,
+/// The settings of a `GitSource` manifest file, with its Secrets read from the cluster.
+async fn settings_of_file(
+    client: &kube::Client,
+    path: &std::path::Path,
     namespace: &str,
-    id: &str,
-    source: &str,
-    report: &Report,
-) -> Result<(), kube::Error> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let name = record_name(id);
-    let body = json!({
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {SOURCE_LABEL: id, "app.kubernetes.io/managed-by": "tidemark"},
-        },
-        "data": {
-            "source": source,
-            "revision": report.revision.to_string(),
-            "reconciledAt": crate::controller::now_rfc3339(),
-            "applied": report.applied().to_string(),
-            "pruned": report.pruned.len().to_string(),
-            "invalid": report.invalid.len().to_string(),
-        },
-    });
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
+    cache_dir: Option<PathBuf>,
+) -> Result<Settings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut gs: GitSourceObject = serde_yaml::from_str(&text)
+        .with_context(|| format!("{}: not a GitSource manifest", path.display()))?;
+    if gs.metadata.namespace.is_none() {
+        gs.metadata.namespace = Some(namespace.to_string());
+    }
+    let cache_root = cache_dir
+        .clone()
+        .unwrap_or_else(crate::source::git::default_cache_root);
+    let (creds, token): (GitCredentials, Option<String>) =
+        crate::gitops::credentials::read(client, &gs, &cache_root).await?;
+    Settings::from_git_source(&gs, creds, token, cache_dir)
+        .with_context(|| format!("{}", path.display()))
 }
 
-/// What one revision did.
-#[derive(Debug)]
-struct Report {
-    revision: Revision,
-    created: Vec<String>,
-    configured: Vec<String>,
-    unchanged: Vec<String>,
-    pruned: Vec<String>,
-    /// `(invalid manifest, whether the live object was marked Stalled)`.
-    invalid: Vec<(InvalidManifest, bool)>,
-    failed: Vec<String>,
-    prune_skipped: Option<String>,
-}
-
-impl Report {
-    fn new(revision: Revision) -> Report {
-        Report {
-            revision,
-            created: Vec::new(),
-            configured: Vec::new(),
-            unchanged: Vec::new(),
-            pruned: Vec::new(),
-            invalid: Vec::new(),
-            failed: Vec::new(),
-            prune_skipped: None,
-        }
-    }
-
-    fn applied(&self) -> usize {
-        self.created.len() + self.configured.len() + self.unchanged.len()
-    }
-
-    fn print(&self, took: Duration) {
-        println!(
-            "revision {}: applied {} (created {}, configured {}, unchanged {}), pruned {}, invalid {}{} in {:.1?}",
-            self.revision,
-            self.applied(),
-            self.created.len(),
-            self.configured.len(),
-            self.unchanged.len(),
-            self.pruned.len(),
-            self.invalid.len(),
-            if self.failed.is_empty() {
-                String::new()
+/// Prints what a pass did.
+fn print_pass(pass: &Pass, previous_invalid: usize) {
+    match pass {
+        Pass::Unchanged { revision, took } => println!(
+            "revision {revision}: unchanged (already reconciled{}), skipped in {took:.1?}",
+            if previous_invalid > 0 {
+                format!("; {previous_invalid} invalid manifest(s)")
             } else {
-                format!(", failed {}", self.failed.len())
-            },
-            took
-        );
-        for (what, list) in [
-            ("created", &self.created),
-            ("configured", &self.configured),
-            ("unchanged", &self.unchanged),
-            ("pruned", &self.pruned),
-        ] {
-            for o in list {
-                println!("  {what:<10} {o}");
+                String::new()
             }
-        }
-        for (i, stalled) in &self.invalid {
-            println!(
-                "  {:<10} {i}{}",
-                "invalid",
-                if *stalled {
-                    " (the object keeps its last applied spec; marked Stalled)"
-                } else {
-                    ""
-                }
-            );
-        }
-        for f in &self.failed {
-            println!("  {:<10} {f}", "failed");
-        }
-        if let Some(why) = &self.prune_skipped {
-            println!("  pruning skipped: {why}");
-        }
-    }
-}
-
-/// Whether an apply error is the manifest's fault: schema or CEL rule violations (422), strict
-/// decoding errors (400), and fields the schema does not declare (the API server answers those
-/// with a 500 "failed to create typed patch object" for server-side apply).
-fn is_invalid(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => {
-            s.code == 422
-                || (s.code == 400 && s.reason == "BadRequest")
-                || s.message.contains("field not declared in schema")
-                || s.message.contains("failed to create typed patch object")
-        }
-        _ => false,
-    }
-}
-
-/// Spec, labels and annotations (without the revision annotation): what "configured" compares.
-fn user_content(obj: &DynamicObject) -> Value {
-    let mut ann = obj.annotations().clone();
-    ann.remove(REVISION_ANNOTATION);
-    json!({"spec": obj.data.get("spec"), "labels": obj.labels(), "annotations": ann})
-}
-
-async fn apply_one(
-    client: &Client,
-    m: &Manifest,
-    id: &str,
-    revision: &Revision,
-) -> Result<(&'static str, DynamicObject), kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &m.namespace, &m.kind.api_resource());
-    let before = api.get_opt(&m.name).await?;
-    let mut body = m.object.clone();
-    let meta = &mut body["metadata"];
-    if !meta["labels"].is_object() {
-        meta["labels"] = json!({});
-    }
-    meta["labels"][SOURCE_LABEL] = json!(id);
-    if !meta["annotations"].is_object() {
-        meta["annotations"] = json!({});
-    }
-    meta["annotations"][REVISION_ANNOTATION] = json!(revision.to_string());
-    let after = api
-        .patch(
-            &m.name,
-            &PatchParams::apply(FIELD_MANAGER)
-                .force()
-                .validation_strict(),
-            &Patch::Apply(&body),
-        )
-        .await?;
-    let outcome = match before {
-        None => "created",
-        Some(b) if user_content(&b) != user_content(&after) => "configured",
-        Some(_) => "unchanged",
-    };
-    Ok((outcome, after))
-}
-
-/// Whether the object carries the `Stalled` condition this command sets for invalid manifests.
-fn stalled_by_invalid_manifest(obj: &DynamicObject) -> bool {
-    obj.data
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c["type"] == "Stalled" && c["status"] == "True" && c["reason"] == INVALID_MANIFEST
-            })
-        })
-}
-
-/// Folds `health` into an existing object's conditions; `false` when it does not exist. The
-/// status fields the controller wrote are kept.
-async fn set_health_typed<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    health: &Health,
-) -> Result<bool, kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let Some(obj) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    let mut status = serde_json::to_value(&obj)
-        .ok()
-        .and_then(|v| v.get("status").cloned())
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
-    let existing: Vec<Condition> = status
-        .get("conditions")
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
-    if let Some(s) = status.as_object_mut() {
-        s.remove("conditions");
-        s.remove("observedGeneration");
-    }
-    apply_status(&api, &obj, &existing, status, health).await?;
-    Ok(true)
-}
-
-async fn set_health(
-    client: &Client,
-    kind: Kind,
-    namespace: &str,
-    name: &str,
-    health: &Health,
-) -> Result<bool, kube::Error> {
-    match kind {
-        Kind::Location => set_health_typed::<Location>(client, namespace, name, health).await,
-        Kind::BackupPolicy => {
-            set_health_typed::<BackupPolicy>(client, namespace, name, health).await
-        }
-        Kind::Schedule => set_health_typed::<Schedule>(client, namespace, name, health).await,
-        Kind::RestorePlan => set_health_typed::<RestorePlan>(client, namespace, name, health).await,
-    }
-}
-
-/// Marks the existing object of an invalid manifest `Stalled` (reason `InvalidManifest`);
-/// `false` when there is no such object.
-async fn stall(
-    client: &Client,
-    invalid: &InvalidManifest,
-    revision: &Revision,
-) -> Result<bool, kube::Error> {
-    let Some((kind, namespace, name)) = invalid.identity() else {
-        return Ok(false);
-    };
-    let message = format!(
-        "the manifest at {revision} ({}) is invalid and was not applied: {}",
-        invalid.origin, invalid.message
-    );
-    // The annotation first: it survives the controller rewriting the status.
-    match annotate_invalid(client, kind, namespace, name, Some(&message)).await {
-        Err(e) if cluster::is_not_found(&e) => return Ok(false),
-        r => r?,
-    }
-    let health = Health::Stalled {
-        reason: INVALID_MANIFEST.into(),
-        message,
-    };
-    set_health(client, kind, namespace, name, &health).await
-}
-
-/// Sets (or, with `None`, removes) the [`INVALID_ANNOTATION`] of an existing object, with a
-/// merge patch (never creates the object).
-async fn annotate_invalid(
-    client: &Client,
-    kind: Kind,
-    namespace: &str,
-    name: &str,
-    message: Option<&str>,
-) -> Result<(), kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &kind.api_resource());
-    let value = message.map(|m| {
-        // Annotations are limited in size; the condition carries the message too.
-        let mut m = m.to_string();
-        if m.len() > 4096 {
-            let mut cut = 4096;
-            while !m.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            m.truncate(cut);
-        }
-        m
-    });
-    let pp = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
-    api.patch(
-        name,
-        &pp,
-        &Patch::Merge(json!({"metadata": {"annotations": {INVALID_ANNOTATION: value}}})),
-    )
-    .await
-    .map(|_| ())
-}
-
-/// Deletes objects labelled with `id` that are not in `keep`.
-async fn prune(
-    client: &Client,
-    id: &str,
-    keep: &BTreeSet<(Kind, String, String)>,
-    namespaces: &BTreeSet<String>,
-    report: &mut Report,
-) {
-    let lp = ListParams::default().labels(&format!("{SOURCE_LABEL}={id}"));
-    // Dependents first: plans and schedules before the policies and locations they name.
-    for kind in Kind::ALL.into_iter().rev() {
-        let ar = kind.api_resource();
-        let found: Vec<DynamicObject> = match Api::<DynamicObject>::all_with(client.clone(), &ar)
-            .list(&lp)
-            .await
-        {
-            Ok(l) => l.items,
-            // Without cluster-wide list rights, look in the namespaces this source uses.
-            Err(kube::Error::Api(s)) if s.code == 403 => {
-                let mut items = Vec::new();
-                for ns in namespaces {
-                    match Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
-                        .list(&lp)
-                        .await
-                    {
-                        Ok(l) => items.extend(l.items),
-                        Err(e) => report.failed.push(format!(
-                            "listing {kind}s in {ns} to prune: {}",
-                            cluster::describe(&e)
-                        )),
-                    }
-                }
-                items
-            }
-            Err(e) => {
-                report.failed.push(format!(
-                    "listing {kind}s to prune: {}",
-                    cluster::describe(&e)
-                ));
-                continue;
-            }
-        };
-        for obj in found {
-            let ns = obj.namespace().unwrap_or_default();
-            let name = obj.name_any();
-            if keep.contains(&(kind, ns.clone(), name.clone()))
-                || obj.metadata.deletion_timestamp.is_some()
-            {
-                continue;
-            }
-            let what = format!("{kind} {ns}/{name}");
-            match Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
-                .delete(&name, &DeleteParams::default())
-                .await
-            {
-                Ok(_) => report.pruned.push(what),
-                Err(e) if cluster::is_not_found(&e) => {}
-                Err(e) => report
-                    .failed
-                    .push(format!("pruning {what}: {}", cluster::describe(&e))),
-            }
-        }
-    }
-}
-
-/// Applies one revision's content.
-async fn reconcile_revision(
-    client: &Client,
-    loop_: &Loop,
-    id: &str,
-    revision: Revision,
-    rendered: &Rendered,
-) -> Report {
-    let mut report = Report::new(revision);
-    let parsed = manifests::parse(&rendered.documents, &loop_.namespace);
-    let (mut valid, mut invalid): (Vec<Manifest>, Vec<InvalidManifest>) = (Vec::new(), Vec::new());
-    for p in parsed {
-        match p {
-            Ok(m) => valid.push(m),
-            Err(i) => invalid.push(i),
-        }
-    }
-    valid.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
-    // What the revision holds, valid or not: never pruned.
-    let mut keep: BTreeSet<(Kind, String, String)> = BTreeSet::new();
-    let mut namespaces: BTreeSet<String> = BTreeSet::from([loop_.namespace.clone()]);
-    for m in &valid {
-        keep.insert((m.kind, m.namespace.clone(), m.name.clone()));
-        namespaces.insert(m.namespace.clone());
-    }
-    let mut unidentified = Vec::new();
-    for i in &invalid {
-        match i.identity() {
-            Some((k, ns, n)) => {
-                keep.insert((k, ns.to_string(), n.to_string()));
-            }
-            None => unidentified.push(i.origin.clone()),
-        }
-    }
-    for m in &valid {
-        match apply_one(client, m, id, &report.revision).await {
-            Ok((outcome, after)) => {
-                match outcome {
-                    "created" => report.created.push(m.describe()),
-                    "configured" => report.configured.push(m.describe()),
-                    _ => report.unchanged.push(m.describe()),
-                }
-                // The manifest is valid again: lift the stall this command set; the controller
-                // reports the object's health from here.
-                if after.annotations().contains_key(INVALID_ANNOTATION)
-                    && let Err(e) =
-                        annotate_invalid(client, m.kind, &m.namespace, &m.name, None).await
-                {
-                    report.failed.push(format!(
-                        "removing the {INVALID_ANNOTATION} annotation of {}: {}",
-                        m.describe(),
-                        cluster::describe(&e)
-                    ));
-                }
-                if stalled_by_invalid_manifest(&after) {
-                    let health = Health::Reconciling {
-                        reason: "ManifestApplied".into(),
-                        message: format!(
-                            "the manifest at {} is valid and was applied",
-                            report.revision
-                        ),
-                    };
-                    if let Err(e) = set_health(client, m.kind, &m.namespace, &m.name, &health).await
-                    {
-                        report.failed.push(format!(
-                            "clearing the InvalidManifest condition of {}: {}",
-                            m.describe(),
-                            cluster::describe(&e)
-                        ));
-                    }
-                }
-            }
-            Err(e) if is_invalid(&e) => invalid.push(InvalidManifest {
-                kind: m.kind.to_string(),
-                name: Some(m.name.clone()),
-                namespace: Some(m.namespace.clone()),
-                origin: m.origin.clone(),
-                message: match &e {
-                    kube::Error::Api(s) => s.message.clone(),
-                    other => other.to_string(),
-                },
-            }),
-            Err(e) => report.failed.push(format!(
-                "applying {}: {}",
-                m.describe(),
-                cluster::describe(&e)
-            )),
-        }
-    }
-    for i in invalid {
-        let stalled = match stall(client, &i, &report.revision).await {
-            Ok(s) => s,
-            Err(e) => {
-                report.failed.push(format!(
-                    "marking {} Stalled: {}",
-                    i.describe(),
-                    cluster::describe(&e)
-                ));
-                false
-            }
-        };
-        report.invalid.push((i, stalled));
-    }
-    if !loop_.config.prune {
-        report.prune_skipped = Some("pruning is off (--no-prune, source.prune: false)".into());
-    } else if !unidentified.is_empty() {
-        report.prune_skipped = Some(format!(
-            "documents whose kind and name cannot be read ({}) could name any object",
-            unidentified.join(", ")
-        ));
-    } else {
-        prune(client, id, &keep, &namespaces, &mut report).await;
-    }
-    report
-}
-
-/// A configured reconcile loop: the source, its settings and where statuses go.
-pub(crate) struct Loop {
-    config: SourceConfig,
-    namespace: String,
-    source: Source,
-    id: String,
-    reporter: Option<Reporter>,
-    force: bool,
-}
-
-impl Loop {
-    /// Sets up a loop from settings; `namespace` is used when the settings name none.
-    ///
-    /// # Errors
-    /// Invalid settings, unreadable credentials or token files.
-    pub(crate) fn new(config: SourceConfig, namespace: &str, force: bool) -> Result<Loop> {
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("source.{e}"))?;
-        let namespace = config
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace.to_string());
-        let source = source_of(&config)?;
-        let reporter = reporter_of(&config)?;
-        let id = source.id(&namespace);
-        Ok(Loop {
-            config,
-            namespace,
-            source,
-            id,
-            reporter,
-            force,
-        })
-    }
-
-    /// One pass: poll the source and reconcile a new revision. Returns whether everything was
-    /// valid and applied.
-    ///
-    /// # Errors
-    /// The source could not be fetched or rendered, or the record could not be read.
-    pub(crate) async fn pass(&self, client: &Client) -> Result<bool> {
-        let started = Instant::now();
-        let record = read_record(client, &self.namespace, &self.id).await?;
-        let since = record.as_ref().map(|r| r.revision.clone());
-        let (revision, rendered, fetch_time) = self.source.poll(since.as_ref(), self.force).await?;
-        let Some(rendered) = rendered else {
-            let invalid = record.map(|r| r.invalid).unwrap_or(0);
-            println!(
-                "revision {revision}: unchanged (already reconciled{}), skipped in {fetch_time:.1?}",
-                if invalid > 0 {
-                    format!("; {invalid} invalid manifest(s)")
-                } else {
-                    String::new()
-                }
-            );
-            return Ok(invalid == 0);
-        };
-        if let Some(r) = &rendered.renderer {
-            tracing::info!(renderer = %r, "rendered the kustomization");
-        }
-        let report = reconcile_revision(client, self, &self.id, revision, &rendered).await;
-        if report.failed.is_empty() {
-            // Record the revision only when every request went through, so failures are retried.
-            if let Err(e) = write_record(
-                client,
-                &self.namespace,
-                &self.id,
-                &self.source.describe(),
-                &report,
-            )
-            .await
-            {
-                tracing::warn!("recording the revision failed: {}", cluster::describe(&e));
-            }
-        }
-        report.print(started.elapsed());
-        if let Some(reporter) = &self.reporter
-            && let Some(sha) = report.revision.commit_id()
-        {
-            let parsed = manifests::parse(&rendered.documents, &self.namespace);
-            post_statuses(client, reporter, sha, &parsed, self.config.status_timeout).await;
-        }
-        Ok(report.failed.is_empty() && report.invalid.is_empty())
-    }
-
-    /// Runs passes every `interval` (and on each change of a directory source) until `stop`
-    /// completes. A failed pass is logged and retried at the next interval.
-    ///
-    /// # Errors
-    /// The directory watcher could not be started.
-    pub(crate) async fn run(
-        &self,
-        client: &Client,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<()> {
-        tracing::info!(
-            source = %self.source.describe(),
-            namespace = %self.namespace,
-            id = %self.id,
-            interval = %humantime::format_duration(self.config.interval),
-            "reconciling a source"
-        );
-        let mut watcher = match &self.source {
-            Source::Dir(d) => Some(d.watch(Duration::from_millis(500))?),
-            Source::Git(_) => None,
-        };
-        tokio::pin!(stop);
-        loop {
-            if let Err(e) = self.pass(client).await {
-                tracing::error!("reconciling {}: {e:#}", self.source.describe());
-                eprintln!("error: {e:#}");
-            }
-            let changed = async {
-                match watcher.as_mut() {
-                    Some(w) => match w.changed().await {
-                        Some(Err(e)) => tracing::warn!("{e}"),
-                        Some(Ok(paths)) => tracing::debug!(?paths, "changed"),
-                        None => std::future::pending().await,
-                    },
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.interval) => {}
-                _ = changed => {}
-                _ = &mut stop => return Ok(()),
-            }
-        }
-    }
-}
-
-/// One line describing an object's health for its commit status, and the state.
-fn status_of(obj: &Value) -> Option<(State, String)> {
-    use crate::api::conditions::{KStatus, kstatus};
-    let ready = obj
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .and_then(|c| c["message"].as_str())
-        .unwrap_or_default()
-        .to_string();
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let message = match (kind, obj.pointer("/status/preview")) {
-        ("RestorePlan", Some(p)) => format!(
-            "restore plan: {} to create, {} to update, {} unchanged, {} conflicts",
-            p["create"], p["update"], p["skip"], p["conflict"]
         ),
-        _ => ready,
-    };
-    match kstatus(obj) {
-        KStatus::Current => Some((State::Success, message)),
-        KStatus::Failed => Some((State::Failure, message)),
-        KStatus::InProgress => None,
+        Pass::Applied {
+            report,
+            took,
+            renderer,
+            ..
+        } => {
+            if let Some(r) = renderer {
+                tracing::info!(renderer = %r, "rendered the kustomization");
+            }
+            println!(
+                "revision {}: {} in {took:.1?}",
+                report.revision,
+                report.summary()
+            );
+            for (what, list) in [
+                ("created", &report.created),
+                ("configured", &report.configured),
+                ("unchanged", &report.unchanged),
+                ("pruned", &report.pruned),
+            ] {
+                for o in list {
+                    println!("  {what:<10} {o}");
+                }
+            }
+            for (i, stalled) in &report.invalid {
+                println!(
+                    "  {:<10} {i}{}",
+                    "invalid",
+                    if *stalled {
+                        " (the object keeps its last applied spec; marked Stalled)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            for f in &report.failed {
+                println!("  {:<10} {f}", "failed");
+            }
+            if let Some(why) = &report.prune_skipped {
+                println!("  pruning skipped: {why}");
+            }
+        }
     }
 }
 
-/// Posts one commit status per object of the revision: invalid ones fail at once; applied ones
-/// go pending, then success or failure as their health settles (up to `timeout`).
-async fn post_statuses(
-    client: &Client,
-    reporter: &Reporter,
-    sha: &str,
-    parsed: &[std::result::Result<Manifest, InvalidManifest>],
-    timeout: Duration,
-) {
-    let context = |kind: &str, name: &str| format!("tidemark/{kind}/{name}");
-    let mut updates = Vec::new();
-    let mut pending: Vec<&Manifest> = Vec::new();
-    for p in parsed {
-        match p {
-            Ok(m) => {
-                updates.push(StatusUpdate {
-                    sha: sha.into(),
-                    context: context(m.kind.as_str(), &m.name),
-                    state: State::Pending,
-                    description: "applied; waiting for the controller".into(),
-                    target_url: None,
-                });
-                pending.push(m);
-            }
-            Err(i) => updates.push(StatusUpdate {
-                sha: sha.into(),
-                context: context(&i.kind, i.name.as_deref().unwrap_or("unknown")),
-                state: State::Failure,
-                description: format!("invalid manifest: {}", i.message),
-                target_url: None,
-            }),
-        }
-    }
-    if let Err(e) = reporter.post(&updates).await {
-        tracing::warn!("commit statuses not posted: {e}");
-        return;
-    }
-    let deadline = Instant::now() + timeout;
-    while !pending.is_empty() {
-        let mut settled = Vec::new();
-        let mut still = Vec::new();
-        for m in pending {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &m.namespace, &m.kind.api_resource());
-            let state = match api.get_opt(&m.name).await {
-                Ok(Some(o)) => {
-                    let mut v = serde_json::to_value(&o).unwrap_or_default();
-                    v["kind"] = Value::String(m.kind.as_str().into());
-                    status_of(&v)
-                }
-                _ => None,
-            };
-            match state {
-                Some((state, description)) => settled.push(StatusUpdate {
-                    sha: sha.into(),
-                    context: context(m.kind.as_str(), &m.name),
-                    state,
-                    description,
-                    target_url: None,
-                }),
-                None => still.push(m),
-            }
-        }
-        if !settled.is_empty()
-            && let Err(e) = reporter.post(&settled).await
-        {
-            tracing::warn!("commit statuses not posted: {e}");
-        }
-        pending = still;
-        if pending.is_empty() || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+/// Whether a pass left nothing to fix: every manifest valid, every request through.
+fn pass_ok(pass: &Pass, previous_invalid: usize) -> bool {
+    match pass {
+        Pass::Unchanged { .. } => previous_invalid == 0,
+        Pass::Applied { report, .. } => report.clean(),
     }
 }
 
 /// Runs `tidemark reconcile`.
 pub(crate) async fn run(target: &Target, args: ReconcileArgs) -> Result<ExitCode> {
-    let reconcile = Loop::new(args.to_config(), &args.namespace, args.force)?;
     let client = cluster::connect(target).await?;
+    let mut settings = match &args.file {
+        Some(path) => {
+            settings_of_file(&client, path, &args.namespace, args.from.cache_dir.clone()).await?
+        }
+        None => Settings::from_config(&args.to_config(), &args.namespace)?,
+    };
+    if args.file.is_some() {
+        settings.interval = args.interval;
+        if args.no_prune {
+            settings.prune = false;
+        }
+    }
+    let reconcile = Standalone::new(settings, args.force)?;
     if args.once {
-        let ok = reconcile.pass(&client).await?;
-        return Ok(if ok {
+        let (pass, previous_invalid) = reconcile.pass(&client).await?;
+        print_pass(&pass, previous_invalid);
+        return Ok(if pass_ok(&pass, previous_invalid) {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         });
     }
+    let r: &Reconciler = reconcile.reconciler();
     println!(
         "reconciling {} into namespace {} every {} (source id {})",
-        reconcile.source.describe(),
-        reconcile.namespace,
-        humantime::format_duration(args.interval),
-        reconcile.id
+        r.describe(),
+        r.settings().namespace,
+        humantime::format_duration(r.settings().interval),
+        r.settings().id
     );
     reconcile
-        .run(&client, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+        .run(
+            &client,
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+            |outcome| match outcome {
+                Ok((pass, invalid)) => print_pass(pass, *invalid),
+                Err(e) => {
+                    tracing::error!("reconciling: {e}");
+                    eprintln!("error: {e}");
+                }
+            },
+        )
         .await?;
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The deprecated `source:` section of `tidemark server --config`, translated into the GitOps
+/// engine's settings: the loop the leader runs beside the controllers.
+///
+/// # Errors
+/// Invalid settings, unreadable token files.
+pub(crate) fn server_source(cfg: &SourceConfig, namespace: &str) -> Result<Standalone> {
+    tracing::warn!(
+        "the `source:` section of the configuration file is deprecated: declare a GitSource \
+         (kubectl explain gitsource.spec) instead; it keeps working for now"
+    );
+    Ok(Standalone::new(
+        Settings::from_config(cfg, namespace)?,
+        false,
+    )?)
+}
 
-    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
-        let mut s: kube::core::Status = serde_json::from_value(json!({})).unwrap();
-        s.code = code;
-        s.reason = reason.into();
-        s.message = message.into();
-        kube::Error::Api(Box::new(s))
-    }
-
-    #[test]
-    fn manifest_errors_are_told_from_request_errors() {
-        assert!(is_invalid(&api_error(
-            422,
-            "Invalid",
-            "spec: Invalid value"
-        )));
-        assert!(is_invalid(&api_error(
-            400,
-            "BadRequest",
-            "strict decoding error"
-        )));
-        assert!(is_invalid(&api_error(
-            500,
-            "",
-            "failed to create typed patch object (ns/x; Kind=BackupPolicy): .metadata.labelz: \
-             field not declared in schema"
-        )));
-        assert!(!is_invalid(&api_error(
-            500,
-            "InternalError",
-            "etcdserver: timeout"
-        )));
-        assert!(!is_invalid(&api_error(403, "Forbidden", "no")));
-        assert!(!is_invalid(&api_error(
-            404,
-            "NotFound",
-            "namespaces \"x\" not found"
-        )));
-    }
-
-    #[test]
-    fn labels_and_names_fit() {
-        let id = stable_id(&["git", "https://example.com/r.git", "main", ".", "tidemark"]);
-        assert!(id.len() <= 63);
-        assert!(record_name(&id).len() <= 63);
+/// Runs a server's deprecated source loop until the process stops.
+pub(crate) async fn run_server_source(source: Standalone, client: kube::Client) {
+    let outcome = source
+        .run(&client, std::future::pending(), |outcome| match outcome {
+            Ok((Pass::Applied { report, .. }, _)) => tracing::info!(
+                revision = %report.revision,
+                "{}{}",
+                report.summary(),
+                if report.clean() { String::new() } else { format!(": {}", report.problems()) }
+            ),
+            Ok((Pass::Unchanged { .. }, _)) => {}
+            Err(e) => tracing::error!("reconciling the configured source: {e}"),
+        })
+        .await;
+    if let Err(e) = outcome {
+        tracing::error!("the source loop stopped: {e}");
     }
 }

@@ -176,6 +176,10 @@ where
     F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
     Fut: std::future::Future<Output = Result<Action, kube::Error>>,
 {
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[K::kind(&()).as_ref()])
+        .inc();
     let r = reconcile(obj.clone(), ctx.clone()).await;
     if r.is_ok() && ctx.failures.succeeded(obj.as_ref()) {
         apply_stalled(ctx.client.clone(), obj.as_ref(), None).await;

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub backup_verification: IntCounterVec,
     /// Failed reconciles, by kind and reason ([`super::errors::Failure`]).
     pub reconcile_errors: IntCounterVec,
+    /// `tidemark_reconcile_total{kind}`: reconciles started, by kind.
+    pub reconciles: IntCounterVec,
     /// Restores attempted.
     pub restore_total: IntCounterVec,
     /// Restores Completed.
@@ -125,6 +127,12 @@ impl Metrics {
                 "tidemark_reconcile_errors_total",
                 "Reconciles that failed with an API error, by kind and reason (Throttled, ServerError, Conflict, Expired, Unreachable: retried with backoff; Forbidden, NotFound, Invalid, Other: retried after 5 minutes)",
                 &["kind", "reason"],
+            ),
+            reconciles: counter(
+                &r,
+                "tidemark_reconcile_total",
+                "Reconciles started, by kind (each one sees the objects as they were when it started)",
+                &["kind"],
             ),
             restore_total: counter(
                 &r,

@@ -1,5 +1,5 @@
 //! The in-cluster reconciler (`tidemark server`): kube-runtime controllers for Location,
-//! BackupPolicy, Schedule, RestorePlan, Backup and Restore in one namespace (`tidemark` by
+//! BackupPolicy, Schedule, RestorePlan, Backup, Restore and GitSource in one namespace (`tidemark` by
 //! default), sharing the engines with direct mode.
 //!
 //! Start-up: serve `/metrics`, `/healthz`, `/readyz`; optionally win a Lease (leader election);
@@ -9,6 +9,7 @@
 
 mod backup;
 pub mod errors;
+mod gitsource;
 mod leader;
 mod location;
 mod maintenance;
@@ -49,8 +50,6 @@ pub const LOCATION_LABEL: &str = "tidemark.dev/location";
 pub const PLAN_LABEL: &str = "tidemark.dev/restore-plan";
 /// Label on Restore records carrying the RestorePlan spec hash.
 pub const PLAN_HASH_LABEL: &str = "tidemark.dev/spec-hash";
-/// Annotation `tidemark reconcile` sets on objects whose manifest in Git is invalid (the message).
-pub const INVALID_MANIFEST_ANNOTATION: &str = "tidemark.dev/invalid-manifest";
 /// Annotation on Backup records imported from the store by sync (never run by the controller).
 pub const SYNCED_ANNOTATION: &str = "tidemark.dev/synced-from-store";
 
@@ -216,19 +215,22 @@ where
     let current = serde_json::to_value(obj).ok();
     let mut status = status_over(current.as_ref().and_then(|o| o.get("status")), status);
     let generation = obj.meta().generation;
-    // A manifest that `tidemark reconcile` found invalid keeps its object Stalled until fixed in
-    // Git, whatever the controllers conclude from the last valid spec.
-    let invalid = obj
-        .meta()
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(INVALID_MANIFEST_ANNOTATION))
-        .cloned();
+    // A manifest the GitOps engine found invalid keeps its object Stalled (reason
+    // `InvalidManifest`, set by the engine) until it is fixed in Git, whatever the controllers
+    // conclude from the last valid spec; the engine lifts the condition itself.
+    let invalid = existing
+        .iter()
+        .find(|c| {
+            c.type_ == "Stalled"
+                && c.status == "True"
+                && c.reason == crate::gitops::INVALID_MANIFEST
+        })
+        .map(|c| c.message.clone());
     let overridden;
     let health = match invalid {
         Some(message) if !matches!(health, Health::Stalled { .. }) => {
             overridden = Health::Stalled {
-                reason: "InvalidManifest".into(),
+                reason: crate::gitops::INVALID_MANIFEST.into(),
                 message,
             };
             &overridden
@@ -443,6 +445,7 @@ pub async fn run_with(
             backup::run(ctx.clone()),
             restore::run(ctx.clone()),
             restoreplan::run(ctx.clone()),
+            gitsource::run(ctx.clone()),
             maintenance::run(ctx.clone()),
             alongside,
         );

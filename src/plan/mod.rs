@@ -10,6 +10,7 @@
 //! - [`expiry`]: TTL expiry and Go-style duration parsing.
 //! - [`restore_plan`]: a RestorePlan runs once per distinct spec.
 //! - [`retention`]: grandfather-father-son retention of a Schedule's backups.
+//! - [`gitsource`]: whether a GitSource polls, and its status after a pass.
 //!
 //! Invalid input is reported as [`PlanError`], whose messages name the offending field
 //! (`spec.schedule`, `spec.timeZone`, `spec.template.ttl`…) so they can go straight into a
@@ -17,6 +18,7 @@
 
 pub mod cron;
 pub mod expiry;
+pub mod gitsource;
 pub mod labels;
 pub mod restore_plan;
 pub mod retention;

@@ -135,7 +135,16 @@ pub struct GitSpec {
     /// `https://…`, `ssh://…`, `user@host:path`, `file:///…` or a local path.
     pub url: String,
     /// Branch or tag name, or a full ref (`refs/pull/1/head`); `HEAD` for the remote's default.
+    /// Ignored when [`Self::semver`] is set.
     pub reference: String,
+    /// A semver range (`>=1.0.0`, `~1.2`, `1.x` as the `semver` crate reads it): the highest
+    /// tag (`v` prefix allowed) inside it is followed instead of `reference`.
+    #[serde(default)]
+    pub semver: Option<String>,
+    /// A commit (full hex SHA-1) to check out instead of the ref's tip; it must be the tip or
+    /// one of its ancestors.
+    #[serde(default)]
+    pub commit: Option<String>,
     /// Path inside the repository (`.` for the root).
     pub path: PathBuf,
     /// Credentials.
@@ -387,6 +396,9 @@ impl GitSource {
             .map(|h| (h.name().to_string(), h.oid()))
             .collect();
         drop(conn);
+        if let Some(range) = &self.spec.semver {
+            return self.highest_tag(range, &heads);
+        }
         let r = &self.spec.reference;
         let candidates: Vec<String> = if r.starts_with("refs/") || r == "HEAD" {
             vec![r.clone()]
@@ -406,6 +418,41 @@ impl GitSource {
             url: redact_url(&self.spec.url),
             reference: r.clone(),
         })
+    }
+
+    /// The highest tag of `heads` inside the semver `range`: its full name, the advertised id
+    /// and the commit it peels to.
+    fn highest_tag(
+        &self,
+        range: &str,
+        heads: &[(String, Oid)],
+    ) -> Result<(String, Oid, Option<Oid>), SourceError> {
+        let req = semver::VersionReq::parse(range)
+            .map_err(|e| self.err(format!("ref.semver {range:?} is not a semver range: {e}")))?;
+        let best = heads
+            .iter()
+            .filter_map(|(name, oid)| {
+                let tag = name.strip_prefix("refs/tags/")?;
+                if tag.ends_with("^{}") {
+                    return None;
+                }
+                let version = semver::Version::parse(tag.strip_prefix('v').unwrap_or(tag)).ok()?;
+                req.matches(&version).then_some((version, name, *oid))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0));
+        match best {
+            Some((_, name, oid)) => {
+                let peeled = heads
+                    .iter()
+                    .find(|(n, _)| *n == format!("{name}^{{}}"))
+                    .map(|(_, o)| *o);
+                Ok((name.clone(), oid, peeled))
+            }
+            None => Err(SourceError::RefNotFound {
+                url: redact_url(&self.spec.url),
+                reference: format!("a tag inside the semver range {range:?}"),
+            }),
+        }
     }
 
     fn open_repo(&self) -> Result<Repository, SourceError> {
@@ -429,7 +476,15 @@ impl GitSource {
     /// at the remote's commit, downloads it (as `refs/tidemark/fetched`).
     fn network(&self, repo: &Repository) -> Result<NetworkResult, SourceError> {
         let (full_ref, advertised, peeled) = self.remote_head(repo)?;
-        let remote_commit = peeled.unwrap_or(advertised);
+        let tip = peeled.unwrap_or(advertised);
+        let pinned = match &self.spec.commit {
+            Some(c) => Some(
+                Oid::from_str(c)
+                    .map_err(|e| self.err(format!("ref.commit {c:?} is not a commit id: {e}")))?,
+            ),
+            None => None,
+        };
+        let remote_commit = pinned.unwrap_or(tip);
         let current = repo.head().ok().and_then(|h| h.target());
         if current == Some(remote_commit) {
             return Ok(NetworkResult {
@@ -438,7 +493,8 @@ impl GitSource {
                 downloaded: false,
             });
         }
-        let shallow = !is_local(&self.spec.url);
+        // A pinned commit may lie below the tip: fetch the ref's whole history then.
+        let shallow = !is_local(&self.spec.url) && pinned.is_none();
         let refspec = format!("+{full_ref}:refs/tidemark/fetched");
         let run = |depth: Option<i32>| {
             let mut fo = FetchOptions::new();
@@ -461,10 +517,23 @@ impl GitSource {
             }
             Err(e) => return Err(self.err(e)),
         }
-        let commit = repo
+        let mut commit = repo
             .find_reference("refs/tidemark/fetched")
             .and_then(|r| r.peel_to_commit())
             .map_err(|e| self.err(e))?;
+        if let Some(pin) = pinned {
+            let on_ref = pin == commit.id()
+                || repo
+                    .graph_descendant_of(commit.id(), pin)
+                    .map_err(|e| self.err(e))?;
+            if !on_ref {
+                return Err(SourceError::RefNotFound {
+                    url: redact_url(&self.spec.url),
+                    reference: format!("commit {pin} on {full_ref}"),
+                });
+            }
+            commit = repo.find_commit(pin).map_err(|e| self.err(e))?;
+        }
         Ok(NetworkResult {
             full_ref,
             commit: commit.id().to_string(),
@@ -803,6 +872,8 @@ mod tests {
         let origin = t.path().join("origin");
         let c1 = commit(&origin, &[("p/a.yaml", Some("a: 1\n"))], "one");
         let spec = |reference: &str, path: &str| GitSpec {
+            semver: None,
+            commit: None,
             url: format!("file://{}", origin.display()),
             reference: reference.into(),
             path: path.into(),

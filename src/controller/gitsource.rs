@@ -1,0 +1,147 @@
+//! GitSource controller (leader only): for each `GitSource` in the controller's namespace,
+//! reads its Secrets, runs one GitOps pass ([`crate::gitops::Reconciler`]: fetch, apply the
+//! revision as one change set, prune by the inventory in its status), and writes what the
+//! planner ([`crate::plan::gitsource`]) decides: `artifact`, `inventory`,
+//! `lastAppliedRevision`, `lastAttemptedRevision`, kstatus conditions, events. Commit statuses
+//! are posted in the background. It requeues after `spec.interval`; a spec change or Flux's
+//! `reconcile.fluxcd.io/requestedAt` annotation reconciles at once.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+
+use super::{Context, apply_status, now_rfc3339};
+use crate::api::gitsource::GitSource;
+use crate::gitops::inventory::{from_inventory, to_inventory};
+use crate::gitops::record::Previous;
+use crate::gitops::source::{DEFAULT_INTERVAL, Settings};
+use crate::gitops::{GitopsError, Pass, Reconciler, credentials};
+use crate::plan::gitsource::{Outcome, Start, decide, start, suspended};
+
+async fn reconcile(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let api: Api<GitSource> = ctx.api();
+    let (since, requested_at) = match start(&gs) {
+        Start::Suspended { requested_at } => {
+            if let Some(d) = suspended(&gs, requested_at.as_deref()) {
+                let conditions = gs.status.clone().unwrap_or_default().conditions;
+                apply_status(&api, &gs, &conditions, d.status, &d.health).await?;
+            }
+            return Ok(Action::await_change());
+        }
+        Start::Poll {
+            since,
+            requested_at,
+        } => (since, requested_at),
+    };
+    let status = gs.status.clone().unwrap_or_default();
+    let interval = gs
+        .spec
+        .interval
+        .as_deref()
+        .and_then(|i| crate::plan::expiry::duration(i).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_INTERVAL);
+    let cache_root = crate::source::git::default_cache_root();
+    let settings = match credentials::read(&ctx.client, &gs, &cache_root).await {
+        Ok((creds, token)) => Settings::from_git_source(&gs, creds, token, None),
+        Err(e) => Err(e),
+    };
+    let outcome = match settings.and_then(Reconciler::new) {
+        Err(GitopsError::Settings { field, message }) => {
+            (Outcome::InvalidSettings { field, message }, None)
+        }
+        Err(GitopsError::Kube { source, .. }) => return Err(source),
+        Err(e) => (
+            Outcome::FetchFailed {
+                message: e.to_string(),
+                transient: e.is_transient(),
+            },
+            None,
+        ),
+        Ok(reconciler) => {
+            let previous = Previous {
+                revision: since.as_deref().and_then(|s| s.parse().ok()),
+                invalid: 0,
+                inventory: status.inventory.as_ref().map(from_inventory),
+            };
+            match reconciler.pass(&ctx.client, &previous, false).await {
+                Err(e) => (
+                    Outcome::FetchFailed {
+                        message: e.to_string(),
+                        transient: e.is_transient(),
+                    },
+                    None,
+                ),
+                Ok(Pass::Unchanged { revision, .. }) => (
+                    Outcome::Unchanged {
+                        revision: revision.to_string(),
+                    },
+                    None,
+                ),
+                Ok(pass) => {
+                    let Pass::Applied { report, digest, .. } = &pass else {
+                        unreachable!("matched above")
+                    };
+                    let outcome = Outcome::Applied {
+                        revision: report.revision.to_string(),
+                        digest: digest.clone(),
+                        summary: report.summary(),
+                        invalid: report.invalid.iter().map(|(i, _)| i.to_string()).collect(),
+                        failed: report.failed.clone(),
+                        inventory: to_inventory(&report.inventory),
+                    };
+                    tracing::info!(
+                        gitsource = %gs.name_any(),
+                        revision = %report.revision,
+                        "{}",
+                        report.summary()
+                    );
+                    (outcome, Some((reconciler, pass)))
+                }
+            }
+        }
+    };
+    let (outcome, applied) = outcome;
+    let decision = decide(
+        &gs,
+        &outcome,
+        requested_at.as_deref(),
+        interval,
+        &now_rfc3339(),
+    );
+    apply_status(
+        &api,
+        &gs,
+        &status.conditions,
+        decision.status,
+        &decision.health,
+    )
+    .await?;
+    if let Some((warning, reason, note)) = decision.event {
+        ctx.event(gs.as_ref(), warning, &reason, note).await;
+    }
+    if let Some((reconciler, pass)) = applied {
+        // Waits for the applied objects to settle (up to the status timeout): not in the way
+        // of the next reconcile.
+        let client = ctx.client.clone();
+        tokio::spawn(async move { reconciler.post_statuses(&client, &pass).await });
+    }
+    Ok(Action::requeue(decision.requeue))
+}
+
+/// Runs the GitSource controller.
+pub async fn run(ctx: Arc<Context>) {
+    let api: Api<GitSource> = ctx.api();
+    Controller::new(api, watcher::Config::default())
+        .run(
+            |o, c| super::errors::reconciled(o, c, reconcile),
+            super::errors::error_policy,
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
