@@ -921,6 +921,19 @@ pub fn testenv_helm() -> PathBuf {
     testenv_kubectl().with_file_name("helm")
 }
 
+/// The `health-engines` program that `scripts/testenv build` caches (`tests/testenv/go/health`):
+/// kstatus of `sigs.k8s.io/cli-utils` and Argo CD's Lua runtime (gopher-lua), one JSON document
+/// per line in and out. Panics when it cannot be built (no Go toolchain): nothing is skipped.
+pub fn testenv_health_engines() -> PathBuf {
+    let bin = testenv_kubectl().with_file_name("health-engines");
+    assert!(
+        bin.is_file(),
+        "{} missing after `scripts/testenv build`",
+        bin.display()
+    );
+    bin
+}
+
 /// The go command `scripts/testenv` builds with (`$GO`, `go` on `PATH`, or
 /// `/usr/local/go/bin/go`).
 pub fn testenv_go() -> PathBuf {
