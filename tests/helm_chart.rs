@@ -53,13 +53,14 @@ const HELM_LABELS: [&str; 4] = [
 ];
 
 /// The Argo CD kinds, in the order of kustomize/argocd/argocd-cm-patch.yaml.
-const ARGOCD_KINDS: [&str; 6] = [
+const ARGOCD_KINDS: [&str; 7] = [
     "Location",
     "BackupPolicy",
     "Schedule",
     "RestorePlan",
     "Backup",
     "Restore",
+    "GitSource",
 ];
 
 // ---------------------------------------------------------------------------------------------
