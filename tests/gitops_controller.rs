@@ -1,14 +1,28 @@
-//! The controller reading its manifests from Git (`tidemark server --config` with a `source:`
-//! section, DESIGN §6), end to end on a real cluster, MinIO and a local Git repository:
+//! The controller reading its manifests from Git through the `GitSource` kind (DESIGN §6), end
+//! to end on real clusters, a real MinIO and local Git repositories, with the controller running
+//! as a local process under the ServiceAccount tidemark ships (its token, not an admin's):
 //!
-//! 1. `main` holds a Location; the controller applies it (revision annotation `main@sha1:…`).
-//! 2. A RestorePlan is committed on a branch: `tidemark plan --ref <branch>` previews it (one
-//!    ConfigMap to create) while the controller, following `main`, leaves it alone.
-//! 3. The branch is merged: the controller applies the plan, which restores once.
-//! 4. Later revisions of `main` (the plan unchanged) do not restore again, even though the
-//!    restored object was deleted since.
+//! `gitsource_applies_prunes_by_inventory_and_reports` — with only the namespace Role the
+//! controller ships (no ClusterRole: pruning must not LIST cluster-wide):
+//! 1. apply: a BackupPolicy and a Schedule from `main`; the GitSource shows the revision, the
+//!    artifact digest, the inventory and `Ready=True` (also in `kubectl get gitsources`);
+//! 2. update: a changed Schedule is configured;
+//! 3. rename: the old Schedule is pruned by the inventory, the new one created; a BackupPolicy
+//!    and a Schedule of the same kinds created by hand in the same namespace survive;
+//! 4. an invalid manifest: the GitSource and the object are `Stalled`, naming the field; the
+//!    object keeps its last applied spec; fixed, both recover;
+//! 5. a missing credentials Secret: `Stalled`, naming `spec.secretRef`;
+//! 6. suspend: a new revision is not applied until the GitSource is resumed.
 //!
-//! Also: a configuration file with an unknown field is refused at start-up, naming the field.
+//! `gitsource_previews_a_branch_and_restores_a_merged_plan_once` — under the whole shipped
+//! RBAC: a RestorePlan on a branch is previewed by `tidemark plan` and left alone by the
+//! controller; merged, it restores once; later revisions do not restore again. Also: the
+//! deprecated `source:` section of the configuration file still applies (with a deprecation
+//! line in the log), and a typo in it is refused naming the field.
+//!
+//! Every step is triggered with Flux's `reconcile.fluxcd.io/requestedAt` annotation and waited
+//! for through `status.lastHandledReconcileAt` (the GitSources' interval is an hour), so
+//! "nothing happened" is asserted only after the controller says it handled the request.
 
 mod support;
 
@@ -17,11 +31,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::*;
-use tidemark::api::tidemark::{Location, Restore, RestorePlan};
+use tidemark::api::conditions::{KStatus, kstatus};
+use tidemark::api::gitsource::GitSource;
+use tidemark::api::tidemark::{BackupPolicy, Location, Restore, RestorePlan, Schedule};
 
 const NS: &str = "tidemark";
 const PREFIX: &str = "gitops-ctl";
@@ -67,17 +83,502 @@ async fn plan_restores(client: &Client) -> Vec<Restore> {
         .items
 }
 
+/// A GitSource following `main` of `url` at `path`, checked hourly (steps trigger it).
+fn git_source(name: &str, url: &str, path: &str) -> Value {
+    json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"url": url, "ref": {"branch": "main"}, "path": path, "interval": "1h"}})
+}
+
+/// Asks for a reconcile now (as `flux reconcile` does) and waits until the controller has
+/// handled it; returns the GitSource as it was then.
+async fn reconcile_now(
+    api: &Api<GitSource>,
+    name: &str,
+    token: &str,
+    server: &Server,
+) -> GitSource {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let what = format!("the controller to handle reconcile request {token}");
+    let handled = wait_for(&what, Duration::from_secs(90), || async {
+        let g = api.get(name).await.ok()?;
+        (g.status.as_ref()?.last_handled_reconcile_at.as_deref() == Some(token)).then_some(g)
+    })
+    .await;
+    assert!(handled.status.is_some(), "{}", server.log());
+    handled
+}
+
+/// Merges `spec` into the GitSource `platform` and waits until the controller has observed
+/// the new generation.
+async fn spec_change(api: &Api<GitSource>, spec: Value) {
+    let generation = api
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    wait_for(
+        &format!("the controller to observe generation {generation:?}"),
+        Duration::from_secs(90),
+        || async {
+            let g = api.get("platform").await.ok()?;
+            (g.status?.observed_generation == generation).then_some(())
+        },
+    )
+    .await;
+}
+
+fn condition<'a>(
+    gs: &'a GitSource,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    gs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn inventory_ids(gs: &GitSource) -> Vec<String> {
+    gs.status
+        .as_ref()
+        .and_then(|s| s.inventory.as_ref())
+        .map(|i| i.entries.iter().map(|e| e.id.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn policy(name: &str) -> String {
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1\nkind: BackupPolicy\nmetadata:\n  name: {name}\n\
+         spec:\n  template:\n    includedNamespaces: [app]\n"
+    )
+}
+
+fn schedule(name: &str, cron: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tidemark.dev/v1alpha1\nkind: Schedule\nmetadata:\n  name: {name}\n\
+         spec:\n  schedule: \"{cron}\"\n  policy: apps\n{extra}"
+    )
+}
+
+/// Applies the shipped install's namespace, CRDs, ServiceAccount, Role and RoleBinding only:
+/// the controller can then do nothing outside its namespace.
+async fn apply_namespace_rbac_only(client: &Client) {
+    let docs: Vec<Value> = yaml_docs(&repo().join("kustomize/install.yaml"))
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some(
+                    "Namespace"
+                        | "CustomResourceDefinition"
+                        | "ServiceAccount"
+                        | "Role"
+                        | "RoleBinding"
+                )
+            )
+        })
+        .collect();
+    let crds: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    apply_docs(client, &docs).await;
+    wait_established(client, &crds).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
+async fn gitsource_applies_prunes_by_inventory_and_reports() {
+    let cluster = Cluster::up(&unique("gitsrc")).await;
+    let c = cluster.client.clone();
+    apply_namespace_rbac_only(&c).await;
+    let work = tempfile::tempdir().unwrap();
+    let sa_kc = work.path().join("tidemark.kubeconfig");
+    service_account_kubeconfig(&c, &cluster.kubeconfig, NS, "tidemark", &sa_kc).await;
+    // The premise: the controller's account cannot list tidemark's kinds cluster-wide.
+    let sa_client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(
+            kube::config::Kubeconfig::read_from(&sa_kc).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    let everywhere: Api<Schedule> = Api::all(sa_client);
+    match everywhere.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "{s:?}"),
+        other => panic!("a cluster-wide LIST must be forbidden: {other:?}"),
+    }
+
+    // Objects of the same kinds, created by hand beside what Git will hold.
+    apply_docs(
+        &c,
+        &[
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "BackupPolicy",
+                   "metadata": {"name": "manual", "namespace": NS},
+                   "spec": {"template": {"includedNamespaces": ["app"]}}}),
+            json!({"apiVersion": "tidemark.dev/v1alpha1", "kind": "Schedule",
+                   "metadata": {"name": "manual", "namespace": NS},
+                   "spec": {"schedule": "0 5 * * *", "policy": "manual"}}),
+        ],
+    )
+    .await;
+
+    let repo = work.path().join("platform");
+    let c1 = git_commit(
+        &repo,
+        &[
+            ("clusters/prod/policy.yaml", Some(&policy("apps"))),
+            (
+                "clusters/prod/schedule.yaml",
+                Some(&schedule("nightly", "0 2 * * *", "")),
+            ),
+        ],
+        "one",
+    );
+    let url = format!("file://{}", repo.display());
+    let server = Server::start(&sa_kc, NS, &[]);
+    let sources: Api<GitSource> = Api::namespaced(c.clone(), NS);
+    let schedules: Api<Schedule> = Api::namespaced(c.clone(), NS);
+    let policies: Api<BackupPolicy> = Api::namespaced(c.clone(), NS);
+    apply_docs(&c, &[git_source("platform", &url, "clusters/prod")]).await;
+
+    // 1. Applied: revision, artifact, inventory, Ready.
+    let gs = wait_for(
+        "the first revision applied",
+        Duration::from_secs(90),
+        || async {
+            let g = sources.get("platform").await.ok()?;
+            (g.status.as_ref()?.last_applied_revision.as_deref()? == format!("main@sha1:{c1}"))
+                .then_some(g)
+        },
+    )
+    .await;
+    let status = gs.status.clone().unwrap();
+    let artifact = status.artifact.clone().expect("artifact");
+    assert_eq!(artifact.revision, format!("main@sha1:{c1}"));
+    assert!(artifact.digest.starts_with("sha256:"), "{artifact:?}");
+    assert_eq!(status.last_attempted_revision, status.last_applied_revision);
+    assert_eq!(
+        inventory_ids(&gs),
+        vec![
+            "tidemark_apps_tidemark.dev_BackupPolicy",
+            "tidemark_nightly_tidemark.dev_Schedule"
+        ]
+    );
+    assert_eq!(
+        condition(&gs, "Ready").unwrap().status,
+        "True",
+        "{}",
+        server.log()
+    );
+    assert_eq!(
+        kstatus(&serde_json::to_value(&gs).unwrap()),
+        KStatus::Current
+    );
+    let nightly = schedules.get("nightly").await.unwrap();
+    assert_eq!(
+        nightly.annotations().get("tidemark.dev/revision"),
+        Some(&format!("main@sha1:{c1}"))
+    );
+    let table = kubectl(&cluster.kubeconfig, &["get", "gitsources", "-n", NS]);
+    assert!(
+        table.contains("platform")
+            && table.contains(&format!("main@sha1:{c1}"))
+            && table.contains("True"),
+        "{table}"
+    );
+
+    // 2. Updated.
+    let c2 = git_commit(
+        &repo,
+        &[(
+            "clusters/prod/schedule.yaml",
+            Some(&schedule("nightly", "0 3 * * *", "")),
+        )],
+        "two",
+    );
+    let gs = reconcile_now(&sources, "platform", "2", &server).await;
+    assert_eq!(
+        gs.status.as_ref().unwrap().last_applied_revision,
+        Some(format!("main@sha1:{c2}"))
+    );
+    assert_eq!(
+        schedules.get("nightly").await.unwrap().spec.schedule,
+        "0 3 * * *"
+    );
+
+    // 3. Renamed: the old one pruned by the inventory; nothing else touched.
+    let c3 = git_commit(
+        &repo,
+        &[
+            ("clusters/prod/schedule.yaml", None),
+            (
+                "clusters/prod/nightly-v2.yaml",
+                Some(&schedule("nightly-v2", "0 3 * * *", "")),
+            ),
+        ],
+        "three",
+    );
+    let gs = reconcile_now(&sources, "platform", "3", &server).await;
+    assert_eq!(
+        gs.status.as_ref().unwrap().last_applied_revision,
+        Some(format!("main@sha1:{c3}")),
+        "{}",
+        server.log()
+    );
+    wait_for(
+        "the renamed Schedule's old object gone",
+        Duration::from_secs(30),
+        || async {
+            schedules
+                .get_opt("nightly")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(schedules.get_opt("nightly-v2").await.unwrap().is_some());
+    assert!(
+        schedules.get_opt("manual").await.unwrap().is_some(),
+        "a hand-made Schedule was pruned"
+    );
+    assert!(
+        policies.get_opt("manual").await.unwrap().is_some(),
+        "a hand-made BackupPolicy was pruned"
+    );
+    assert_eq!(
+        inventory_ids(&gs),
+        vec![
+            "tidemark_apps_tidemark.dev_BackupPolicy",
+            "tidemark_nightly-v2_tidemark.dev_Schedule"
+        ]
+    );
+
+    // 4. Invalid: the GitSource and the object are Stalled, naming the field.
+    let c4 = git_commit(
+        &repo,
+        &[(
+            "clusters/prod/nightly-v2.yaml",
+            Some(&schedule("nightly-v2", "0 4 * * *", "  cronn: nope\n")),
+        )],
+        "four: a typo",
+    );
+    let gs = reconcile_now(&sources, "platform", "4", &server).await;
+    let st = gs.status.clone().unwrap();
+    assert_eq!(st.last_attempted_revision, Some(format!("main@sha1:{c4}")));
+    assert_eq!(st.last_applied_revision, Some(format!("main@sha1:{c3}")));
+    let stalled = condition(&gs, "Stalled").expect("GitSource Stalled");
+    assert_eq!(stalled.status, "True");
+    assert_eq!(stalled.reason, "InvalidManifest");
+    assert!(
+        stalled.message.contains("spec.cronn"),
+        "{}",
+        stalled.message
+    );
+    assert_eq!(
+        kstatus(&serde_json::to_value(&gs).unwrap()),
+        KStatus::Failed
+    );
+    let v2 = schedules.get("nightly-v2").await.unwrap();
+    assert_eq!(
+        v2.spec.schedule, "0 3 * * *",
+        "the last applied spec is kept"
+    );
+    let conds = v2.status.clone().unwrap_or_default().conditions;
+    let obj_stalled = conds
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .expect("object Stalled");
+    assert_eq!(obj_stalled.reason, "InvalidManifest");
+    assert!(
+        obj_stalled.message.contains("spec.cronn"),
+        "{}",
+        obj_stalled.message
+    );
+    // The Schedule controller's own status writes keep it Stalled until Git is fixed: a
+    // harmless spec change (a new generation) makes it reconcile and write its status.
+    let generation = schedules
+        .patch(
+            "nightly-v2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"skipImmediately": true}})),
+        )
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    let v2 = wait_for(
+        "the Schedule controller to observe the new generation",
+        Duration::from_secs(60),
+        || async {
+            let s = schedules.get("nightly-v2").await.ok()?;
+            (s.status.as_ref()?.observed_generation == generation).then_some(s)
+        },
+    )
+    .await;
+    let conds = v2.status.clone().unwrap_or_default().conditions;
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == "InvalidManifest"),
+        "{conds:?}"
+    );
+    // Fixed.
+    let c5 = git_commit(
+        &repo,
+        &[(
+            "clusters/prod/nightly-v2.yaml",
+            Some(&schedule("nightly-v2", "0 4 * * *", "")),
+        )],
+        "five: fixed",
+    );
+    let gs = reconcile_now(&sources, "platform", "5", &server).await;
+    assert_eq!(
+        gs.status.as_ref().unwrap().last_applied_revision,
+        Some(format!("main@sha1:{c5}"))
+    );
+    assert_eq!(condition(&gs, "Ready").unwrap().status, "True");
+    assert!(condition(&gs, "Stalled").is_none_or(|c| c.status != "True"));
+    let v2 = schedules.get("nightly-v2").await.unwrap();
+    assert_eq!(v2.spec.schedule, "0 4 * * *");
+    assert!(
+        !v2.status
+            .clone()
+            .unwrap_or_default()
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.reason == "InvalidManifest"),
+        "{:?}",
+        v2.status
+    );
+
+    // 5. Credentials that are not there: Stalled, naming the field.
+    sources
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"secretRef": {"name": "git-credentials"}}})),
+        )
+        .await
+        .unwrap();
+    let gs = reconcile_now(&sources, "platform", "6", &server).await;
+    let stalled = condition(&gs, "Stalled").expect("Stalled");
+    assert!(
+        stalled.message.contains("spec.secretRef"),
+        "{}",
+        stalled.message
+    );
+    assert!(
+        stalled.message.contains("git-credentials"),
+        "{}",
+        stalled.message
+    );
+    spec_change(&sources, json!({"secretRef": null})).await;
+
+    // 6. Suspended: a new revision waits.
+    spec_change(&sources, json!({"suspend": true})).await;
+    let c7 = git_commit(
+        &repo,
+        &[("clusters/prod/later.yaml", Some(&policy("later")))],
+        "seven",
+    );
+    let gs = reconcile_now(&sources, "platform", "7", &server).await;
+    assert_eq!(
+        gs.status.as_ref().unwrap().last_attempted_revision,
+        Some(format!("main@sha1:{c5}"))
+    );
+    assert!(
+        policies.get_opt("later").await.unwrap().is_none(),
+        "applied while suspended"
+    );
+    sources
+        .patch(
+            "platform",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": false}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the resumed GitSource applying the new revision",
+        Duration::from_secs(90),
+        || async {
+            let g = sources.get("platform").await.ok()?;
+            (g.status?.last_applied_revision? == format!("main@sha1:{c7}")).then_some(())
+        },
+    )
+    .await;
+    assert!(policies.get_opt("later").await.unwrap().is_some());
+    assert!(schedules.get_opt("manual").await.unwrap().is_some());
+    drop(server);
+}
+
+/// `tidemark_reconcile_total{kind}` from the server's /metrics (0 before the first).
+async fn reconciles(server: &Server, kind: &str) -> u64 {
+    let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", server.metrics_port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("tidemark_reconcile_total{{kind=\"{kind}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|n| n.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// Makes a controller reconcile `kind`/`name` (a label change triggers it) and waits until a
+/// reconcile of that kind started after the change (exact when `name` is the only object of
+/// its kind).
+async fn reconciled_after_touch<K>(api: &Api<K>, kind: &str, name: &str, server: &Server)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let before = reconciles(server, kind).await;
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"touched": before.to_string()}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &format!("a {kind} reconcile after touching {name}"),
+        Duration::from_secs(60),
+        || async { (reconciles(server, kind).await > before).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gitsource_previews_a_branch_and_restores_a_merged_plan_once() {
     let cluster = Cluster::up(&unique("gitctl")).await;
     let minio = Minio::up(&unique("gitctl-minio"));
     let c = cluster.client.clone();
-    install_crds(&c).await;
+    apply_shipped_rbac(&c).await;
     let creds = minio.credentials_file();
     apply_docs(
         &c,
         &[
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "app"}, "data": {"mode": "blue"}}),
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra", "namespace": "app"}, "data": {"keep": "me"}}),
@@ -126,8 +627,10 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
         "location",
     );
     let repo_url = format!("file://{}", repo.display());
+    let sa_kc = tmp.path().join("tidemark.kubeconfig");
+    service_account_kubeconfig(&c, &cluster.kubeconfig, NS, "tidemark", &sa_kc).await;
 
-    // A configuration with a typo is refused at start-up, naming the field.
+    // The deprecated configuration file: a typo is refused at start-up, naming the field...
     let bad = tmp.path().join("bad.yaml");
     std::fs::write(
         &bad,
@@ -144,37 +647,48 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
         "{}",
         show(&out)
     );
-
-    // The controller, following `main` every 2 s.
+    // ...and a valid one still applies, with a deprecation line in the log.
     let config = tmp.path().join("config.yaml");
     let cache = tmp.path().join("cache");
     std::fs::write(
         &config,
         format!(
             "source:\n  kind: git\n  url: {repo_url}\n  ref: main\n  path: clusters/prod\n  \
-             interval: 2s\n  cacheDir: {}\n",
+             interval: 1h\n  cacheDir: {}\n",
             cache.display()
         ),
     )
     .unwrap();
-    let server = Server::start(
+    let mut legacy = Server::start(
         &cluster.kubeconfig,
         NS,
         &["--config", &config.to_string_lossy()],
     );
     let rev = wait_for(
-        "the Location from main",
+        "the Location from the configuration file",
         Duration::from_secs(60),
         || async { revision_of(&c, "default").await },
     )
     .await;
-    assert_eq!(rev, format!("main@sha1:{first}"), "{}", server.log());
+    assert_eq!(rev, format!("main@sha1:{first}"), "{}", legacy.log());
+    assert!(legacy.log().contains("deprecated"), "{}", legacy.log());
+    legacy.kill();
+
+    // The GitSource, under the shipped RBAC.
+    let server = Server::start(&sa_kc, NS, &[]);
+    let sources: Api<GitSource> = Api::namespaced(c.clone(), NS);
+    apply_docs(&c, &[git_source("platform", &repo_url, "clusters/prod")]).await;
+    wait_for("the GitSource Ready", Duration::from_secs(90), || async {
+        let g = sources.get("platform").await.ok()?;
+        (g.status.as_ref()?.last_applied_revision.as_deref()? == format!("main@sha1:{first}"))
+            .then_some(())
+    })
+    .await;
     let locations: Api<Location> = Api::namespaced(c.clone(), NS);
     wait_for("the Location Ready", Duration::from_secs(60), || async {
         let l = locations.get("default").await.ok()?;
         let v = serde_json::to_value(&l).unwrap();
-        (tidemark::api::conditions::kstatus(&v) == tidemark::api::conditions::KStatus::Current)
-            .then_some(())
+        (kstatus(&v) == KStatus::Current).then_some(())
     })
     .await;
 
@@ -220,8 +734,12 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
     assert_eq!(p["alreadyRan"], false, "{p}");
     assert_eq!(p["create"], json!(["configmaps app/extra"]), "{p}");
     assert_eq!(p["conflict"], json!([]), "{p}");
-    // Unmerged: the controller (on `main`) has not applied it, nothing was restored.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Unmerged: the controller, following `main`, handled a reconcile and applied nothing.
+    let gs = reconcile_now(&sources, "platform", "1", &server).await;
+    assert_eq!(
+        gs.status.unwrap().last_attempted_revision,
+        Some(format!("main@sha1:{first}"))
+    );
     let plans: Api<RestorePlan> = Api::namespaced(c.clone(), NS);
     assert!(plans.get_opt("restore-app").await.unwrap().is_none());
     assert!(cms.get_opt("extra").await.unwrap().is_none());
@@ -239,6 +757,13 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
         ],
     );
     let merged = head(&repo);
+    let gs = reconcile_now(&sources, "platform", "2", &server).await;
+    assert_eq!(
+        gs.status.unwrap().last_applied_revision,
+        Some(format!("main@sha1:{merged}")),
+        "{}",
+        server.log()
+    );
     wait_for(
         "the restored ConfigMap",
         Duration::from_secs(120),
@@ -264,18 +789,19 @@ async fn controller_follows_git_and_runs_a_merged_restore_plan_once() {
     assert_eq!(plan_restores(&c).await.len(), 1);
 
     // The restored object is lost again and `main` moves on: the plan is unchanged, so it does
-    // not run again.
+    // not run again, even once the RestorePlan controller has seen the new revision.
     cms.delete("extra", &DeleteParams::default()).await.unwrap();
     let later = git_commit(
         &repo,
         &[("clusters/prod/README.md", Some("prod\n"))],
         "docs",
     );
-    wait_for("the later revision", Duration::from_secs(60), || async {
-        (revision_of(&c, "default").await? == format!("main@sha1:{later}")).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    let gs = reconcile_now(&sources, "platform", "3", &server).await;
+    assert_eq!(
+        gs.status.unwrap().last_applied_revision,
+        Some(format!("main@sha1:{later}"))
+    );
+    reconciled_after_touch(&plans, "RestorePlan", "restore-app", &server).await;
     assert_eq!(plan_restores(&c).await.len(), 1, "{}", server.log());
     assert!(cms.get_opt("extra").await.unwrap().is_none());
     let p = plans.get("restore-app").await.unwrap();

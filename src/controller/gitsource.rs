@@ -27,8 +27,7 @@ async fn reconcile(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube
     let (since, requested_at) = match start(&gs) {
         Start::Suspended { requested_at } => {
             if let Some(d) = suspended(&gs, requested_at.as_deref()) {
-                let conditions = gs.status.clone().unwrap_or_default().conditions;
-                apply_status(&api, &gs, &conditions, d.status, &d.health).await?;
+                apply_status(&api, &gs, &own_conditions(&gs), d.status, &d.health).await?;
             }
             return Ok(Action::await_change());
         }
@@ -116,7 +115,7 @@ async fn reconcile(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube
     apply_status(
         &api,
         &gs,
-        &status.conditions,
+        &own_conditions(&gs),
         decision.status,
         &decision.health,
     )
@@ -131,6 +130,17 @@ async fn reconcile(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube
         tokio::spawn(async move { reconciler.post_statuses(&client, &pass).await });
     }
     Ok(Action::requeue(decision.requeue))
+}
+
+/// The GitSource's conditions, without a `Stalled` of reason `InvalidManifest`: on a
+/// GitSource the planner decides that one afresh each pass (on the objects it applies, the
+/// controllers keep it: [`apply_status`]).
+fn own_conditions(
+    gs: &GitSource,
+) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let mut conditions = gs.status.clone().unwrap_or_default().conditions;
+    conditions.retain(|c| !(c.type_ == "Stalled" && c.reason == crate::gitops::INVALID_MANIFEST));
+    conditions
 }
 
 /// Runs the GitSource controller.

@@ -228,7 +228,7 @@ where
         .map(|c| c.message.clone());
     let overridden;
     let health = match invalid {
-        Some(message) if !matches!(health, Health::Stalled { .. }) => {
+        Some(message) => {
             overridden = Health::Stalled {
                 reason: crate::gitops::INVALID_MANIFEST.into(),
                 message,

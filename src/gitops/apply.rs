@@ -123,6 +123,33 @@ fn user_content(obj: &DynamicObject) -> Value {
     json!({"spec": obj.data.get("spec"), "labels": obj.labels(), "annotations": ann})
 }
 
+/// A live object as observed before the change set.
+struct Observed {
+    /// Its [`user_content`].
+    content: Value,
+    /// Whether it carries the engine's `InvalidManifest` stall.
+    stalled: bool,
+}
+
+/// Lifts the engine's `InvalidManifest` stall of `m`'s object (its manifest is valid again):
+/// the controller reports the object's health from here. Failures go to the report.
+async fn lift_stall(client: &Client, m: &Manifest, report: &mut Report) {
+    let health = Health::Reconciling {
+        reason: "ManifestApplied".into(),
+        message: format!(
+            "the manifest at {} is valid and is applied",
+            report.revision
+        ),
+    };
+    if let Err(e) = set_health(client, m.kind, &m.namespace, &m.name, &health).await {
+        report.failed.push(format!(
+            "clearing the {INVALID_MANIFEST} condition of {}: {}",
+            m.describe(),
+            cluster::describe(&e)
+        ));
+    }
+}
+
 /// What exists of the manifests' kinds in their namespaces: one LIST per kind and namespace.
 /// A LIST that fails leaves its objects unobserved (they are then reported "created" or
 /// "configured" by what the apply returns).
@@ -130,7 +157,7 @@ async fn observe(
     client: &Client,
     manifests: &[Manifest],
     report: &mut Report,
-) -> BTreeMap<ObjectRef, Value> {
+) -> BTreeMap<ObjectRef, Observed> {
     let wanted: BTreeSet<(Kind, &str)> = manifests
         .iter()
         .map(|m| (m.kind, m.namespace.as_str()))
@@ -142,7 +169,11 @@ async fn observe(
         match api.list(&ListParams::default()).await {
             Ok(list) => {
                 for o in list.items {
-                    seen.insert(ObjectRef::new(kind, ns, &o.name_any()), user_content(&o));
+                    let observed = Observed {
+                        content: user_content(&o),
+                        stalled: stalled_by_invalid_manifest(o.data.get("status")),
+                    };
+                    seen.insert(ObjectRef::new(kind, ns, &o.name_any()), observed);
                 }
             }
             Err(e) => report.failed.push(format!(
@@ -222,10 +253,9 @@ where
         .get("conditions")
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
-    if !matches!(health, Health::Stalled { .. }) {
-        // Lifting the engine's own stall: the controllers keep it only while it is there.
-        existing.retain(|c| !(c.type_ == "Stalled" && c.reason == INVALID_MANIFEST));
-    }
+    // The engine's own stall is the engine's to set, renew or lift (the controllers keep it
+    // only while it is there).
+    existing.retain(|c| !(c.type_ == "Stalled" && c.reason == INVALID_MANIFEST));
     if let Some(s) = status.as_object_mut() {
         s.remove("conditions");
         s.remove("observedGeneration");
@@ -291,32 +321,23 @@ pub async fn apply_revision(
     let mut applied = BTreeSet::new();
     for m in &manifests {
         let key = ObjectRef::new(m.kind, &m.namespace, &m.name);
+        // Lifted before the spec is applied, so that the controller's reconcile of the new
+        // spec already sees the object without the stall (and cannot write it back).
+        if before.get(&key).is_some_and(|o| o.stalled) {
+            lift_stall(client, m, report).await;
+        }
         match apply_one(client, m, id, &report.revision).await {
             Ok(after) => {
                 match before.get(&key) {
                     None => report.created.push(m.describe()),
-                    Some(b) if *b != user_content(&after) => report.configured.push(m.describe()),
+                    Some(b) if b.content != user_content(&after) => {
+                        report.configured.push(m.describe())
+                    }
                     Some(_) => report.unchanged.push(m.describe()),
                 }
                 applied.insert(key);
-                // The manifest is valid again: lift the stall this loop set; the controller
-                // reports the object's health from here.
                 if stalled_by_invalid_manifest(after.data.get("status")) {
-                    let health = Health::Reconciling {
-                        reason: "ManifestApplied".into(),
-                        message: format!(
-                            "the manifest at {} is valid and was applied",
-                            report.revision
-                        ),
-                    };
-                    if let Err(e) = set_health(client, m.kind, &m.namespace, &m.name, &health).await
-                    {
-                        report.failed.push(format!(
-                            "clearing the {INVALID_MANIFEST} condition of {}: {}",
-                            m.describe(),
-                            cluster::describe(&e)
-                        ));
-                    }
+                    lift_stall(client, m, report).await;
                 }
             }
             Err(e) if is_invalid(&e) => invalid.push(InvalidManifest {
