@@ -212,9 +212,9 @@ pub(crate) struct ServerArgs {
     /// Identity in the Lease (default: the pod name from $POD_NAME, else the host name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
-    /// Configuration file (YAML). Its `source:` section makes the controller read tidemark
-    /// manifests from a Git repository or a directory as `tidemark reconcile` does (see
-    /// `examples/gitops/controller-source/`); without it the cluster is the only source.
+    /// Configuration file (YAML). Its `source:` section (deprecated: declare a GitSource
+    /// instead, `kubectl explain gitsource.spec`) makes the controller read tidemark manifests
+    /// from a Git repository or a directory as `tidemark reconcile` does.
     #[arg(long, env = "TIDEMARK_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Back up every pod volume by file system (node agent) unless a Backup's template sets
