@@ -674,6 +674,42 @@ async fn gitsource_previews_a_branch_and_restores_a_merged_plan_once() {
     assert!(legacy.log().contains("deprecated"), "{}", legacy.log());
     legacy.kill();
 
+    // A GitSource manifest run once from a shell (`tidemark reconcile --once -f`): the same
+    // engine, its revision and inventory kept in a ConfigMap record.
+    let manifest = tmp.path().join("gitsource.yaml");
+    std::fs::write(
+        &manifest,
+        serde_yaml::to_string(&git_source("from-cli", &repo_url, "clusters/prod")).unwrap(),
+    )
+    .unwrap();
+    let out = tidemark(
+        &[
+            "reconcile",
+            "--once",
+            "-f",
+            &manifest.to_string_lossy(),
+            "--cache-dir",
+            &cache.to_string_lossy(),
+        ],
+        &[("KUBECONFIG", &kubeconfig)],
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("revision main@sha1:{first}: applied 1")),
+        "{}",
+        show(&out)
+    );
+    let id = tidemark::source::stable_id(&["gitsource", NS, "from-cli"]);
+    let records: Api<ConfigMap> = Api::namespaced(c.clone(), NS);
+    let record = records.get(&format!("tidemark-gitops-{id}")).await.unwrap();
+    let data = record.data.unwrap_or_default();
+    assert_eq!(data["revision"], format!("main@sha1:{first}"));
+    assert!(
+        data["inventory"].contains("tidemark_default_tidemark.dev_Location"),
+        "{data:?}"
+    );
+
     // The GitSource, under the shipped RBAC.
     let server = Server::start(&sa_kc, NS, &[]);
     let sources: Api<GitSource> = Api::namespaced(c.clone(), NS);
