@@ -12,7 +12,8 @@
 //! 4. an invalid manifest: the GitSource and the object are `Stalled`, naming the field; the
 //!    object keeps its last applied spec; fixed, both recover;
 //! 5. a missing credentials Secret: `Stalled`, naming `spec.secretRef`;
-//! 6. suspend: a new revision is not applied until the GitSource is resumed.
+//! 6. suspend: a new revision is not applied until the GitSource is resumed;
+//! 7. delete: its finalizer prunes what its inventory holds, and nothing else.
 //!
 //! `gitsource_previews_a_branch_and_restores_a_merged_plan_once` — under the whole shipped
 //! RBAC: a RestorePlan on a branch is previewed by `tidemark plan` and left alone by the
@@ -527,6 +528,38 @@ async fn gitsource_applies_prunes_by_inventory_and_reports() {
     )
     .await;
     assert!(policies.get_opt("later").await.unwrap().is_some());
+    assert!(schedules.get_opt("manual").await.unwrap().is_some());
+
+    // 7. Deleted (prune: true): its finalizer prunes its inventory, and only that.
+    let gs = sources.get("platform").await.unwrap();
+    assert!(
+        gs.finalizers()
+            .iter()
+            .any(|f| f == "tidemark.dev/gitsource-prune"),
+        "{:?}",
+        gs.metadata.finalizers
+    );
+    sources
+        .delete("platform", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the GitSource gone", Duration::from_secs(60), || async {
+        sources
+            .get_opt("platform")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for name in ["apps", "later"] {
+        assert!(
+            policies.get_opt(name).await.unwrap().is_none(),
+            "{name} not pruned"
+        );
+    }
+    assert!(schedules.get_opt("nightly-v2").await.unwrap().is_none());
+    assert!(policies.get_opt("manual").await.unwrap().is_some());
     assert!(schedules.get_opt("manual").await.unwrap().is_some());
     drop(server);
 }

@@ -22,7 +22,60 @@ use crate::gitops::source::{DEFAULT_INTERVAL, Settings};
 use crate::gitops::{GitopsError, Pass, Reconciler, credentials};
 use crate::plan::gitsource::{Outcome, Start, decide, start, suspended};
 
+/// The finalizer that prunes a deleted GitSource's inventory (Flux's garbage collection).
+pub const FINALIZER: &str = "tidemark.dev/gitsource-prune";
+
+/// Runs one reconcile under the finalizer protocol (kube-runtime's `finalizer`): the finalizer
+/// is added first; on deletion the inventory is pruned (when `spec.prune` and not suspended)
+/// before it is removed.
 async fn reconcile(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    use kube::runtime::finalizer::{Error as FinalizerError, Event, finalizer};
+    let api: Api<GitSource> = ctx.api();
+    finalizer(&api, FINALIZER, gs, |event| async {
+        match event {
+            Event::Apply(gs) => apply(gs, ctx.clone()).await,
+            Event::Cleanup(gs) => cleanup(gs, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e)
+        | FinalizerError::CleanupFailed(e)
+        | FinalizerError::AddFinalizer(e)
+        | FinalizerError::RemoveFinalizer(e) => e,
+        other => kube::Error::Service(Box::new(other)),
+    })
+}
+
+/// A deleted GitSource: deletes what its inventory holds (dependents first; objects another
+/// source took over are left), unless `spec.prune` is off or it is suspended.
+async fn cleanup(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let inventory = gs
+        .status
+        .as_ref()
+        .and_then(|s| s.inventory.as_ref())
+        .map(from_inventory)
+        .unwrap_or_default();
+    if !gs.spec.prune || gs.spec.suspend || inventory.is_empty() {
+        return Ok(Action::await_change());
+    }
+    let id = Settings::id_of(&gs);
+    let order = crate::gitops::inventory::to_prune(&inventory, &Default::default());
+    let pruned = crate::gitops::prune::prune(&ctx.client, &id, &order).await;
+    tracing::info!(
+        gitsource = %gs.name_any(),
+        pruned = pruned.deleted.len(),
+        "deleted: pruned its inventory"
+    );
+    if let Some(first) = pruned.failed.first() {
+        // Kept (with the finalizer) until every object is gone; retried with backoff.
+        return Err(kube::Error::Service(first.clone().into()));
+    }
+    Ok(Action::await_change())
+}
+
+/// A GitSource that exists: one pass, its status written.
+async fn apply(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
     let api: Api<GitSource> = ctx.api();
     let (since, requested_at) = match start(&gs) {
         Start::Suspended { requested_at } => {

@@ -90,6 +90,17 @@ fn parse_duration(
 }
 
 impl Settings {
+    /// The source id of a `GitSource` object: derived from its namespace and name, so changing
+    /// its URL or path keeps what it applied.
+    pub fn id_of(gs: &GitSourceObject) -> String {
+        use kube::ResourceExt;
+        stable_id(&[
+            "gitsource",
+            &gs.namespace().unwrap_or_default(),
+            &gs.name_any(),
+        ])
+    }
+
     /// The settings of the `source:` section (or `tidemark reconcile`'s flags, translated into
     /// it); `namespace` is used when the section names none. Token files are read here.
     ///
@@ -287,7 +298,7 @@ impl Settings {
         };
         Ok(Settings {
             origin,
-            id: stable_id(&["gitsource", &own_ns, &gs.name_any()]),
+            id: Settings::id_of(gs),
             namespace,
             prune: spec.prune,
             interval: parse_duration("spec.interval", spec.interval.as_deref(), DEFAULT_INTERVAL)?,
@@ -400,4 +411,143 @@ pub fn digest(rendered: &Rendered) -> String {
         h.update(b"\n---\n");
     }
     format!("sha256:{}", hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(path: &str) -> Vec<GitSourceObject> {
+        let text =
+            std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| {
+                let mut gs: GitSourceObject = serde::Deserialize::deserialize(d).unwrap();
+                gs.metadata
+                    .namespace
+                    .get_or_insert_with(|| "tidemark".into());
+                gs
+            })
+            .collect()
+    }
+
+    fn https() -> GitCredentials {
+        GitCredentials {
+            password: Some("t0ken".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn shipped_gitsources_make_settings() {
+        let overlay = shipped("kustomize/overlays/git-source/gitsource.yaml");
+        let s =
+            Settings::from_git_source(&overlay[0], https(), Some("f0rge".into()), None).unwrap();
+        let Origin::Git(spec) = &s.origin else {
+            panic!("{s:?}")
+        };
+        assert_eq!(spec.reference, "main");
+        assert!(matches!(spec.auth, GitAuth::Token { .. }));
+        assert_eq!(s.namespace, "tidemark");
+        assert_eq!(s.interval, Duration::from_secs(60));
+        assert!(s.forge.is_some() && s.prune);
+        assert_eq!(s.id, Settings::id_of(&overlay[0]));
+        // The forge token is required once commit statuses are asked for.
+        let e = Settings::from_git_source(&overlay[0], https(), None, None).unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec.commitStatus.secretRef"),
+            "{e}"
+        );
+
+        let examples = shipped("examples/gitops/gitsource/gitsource.yaml");
+        let prod =
+            Settings::from_git_source(&examples[0], https(), Some("x".into()), None).unwrap();
+        let Origin::Git(spec) = &prod.origin else {
+            panic!()
+        };
+        assert_eq!(spec.semver.as_deref(), Some(">=1.0.0, <2.0.0"));
+        let ssh = GitCredentials {
+            identity_file: Some("/k/identity".into()),
+            known_hosts_file: Some("/k/known_hosts".into()),
+            ..Default::default()
+        };
+        let staging = Settings::from_git_source(&examples[1], ssh, None, None).unwrap();
+        let Origin::Git(spec) = &staging.origin else {
+            panic!()
+        };
+        assert!(matches!(
+            &spec.auth,
+            GitAuth::Ssh {
+                known_hosts: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(spec.timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn refs_and_durations_are_checked_naming_the_field() {
+        let mut gs = shipped("kustomize/overlays/git-source/gitsource.yaml").remove(0);
+        gs.spec.commit_status = None;
+        let field = |gs: &GitSourceObject| match Settings::from_git_source(gs, https(), None, None)
+        {
+            Err(GitopsError::Settings { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let mut g = gs.clone();
+        g.spec.reference.as_mut().unwrap().tag = Some("v1".into());
+        assert_eq!(field(&g), "spec.ref");
+        let mut g = gs.clone();
+        g.spec.reference = Some(crate::api::gitsource::GitSourceRef {
+            semver: Some("not a range".into()),
+            ..Default::default()
+        });
+        assert_eq!(field(&g), "spec.ref.semver");
+        let mut g = gs.clone();
+        g.spec.reference.as_mut().unwrap().commit = Some("abc".into());
+        assert_eq!(field(&g), "spec.ref.commit");
+        let mut g = gs.clone();
+        g.spec.interval = Some("often".into());
+        assert_eq!(field(&g), "spec.interval");
+        let mut g = gs.clone();
+        g.spec.timeout = Some("0s".into());
+        assert_eq!(field(&g), "spec.timeout");
+        // A tag, a full ref, a commit on the default branch.
+        let reference = |r: crate::api::gitsource::GitSourceRef| {
+            let mut g = gs.clone();
+            g.spec.reference = Some(r);
+            match Settings::from_git_source(&g, https(), None, None)
+                .unwrap()
+                .origin
+            {
+                Origin::Git(s) => (s.reference.clone(), s.commit.clone()),
+                Origin::Dir(_) => unreachable!(),
+            }
+        };
+        use crate::api::gitsource::GitSourceRef as R;
+        assert_eq!(
+            reference(R {
+                tag: Some("v1.2.0".into()),
+                ..Default::default()
+            })
+            .0,
+            "refs/tags/v1.2.0"
+        );
+        assert_eq!(
+            reference(R {
+                name: Some("refs/pull/4/head".into()),
+                ..Default::default()
+            })
+            .0,
+            "refs/pull/4/head"
+        );
+        let c = "0123456789abcdef0123456789abcdef01234567";
+        assert_eq!(
+            reference(R {
+                commit: Some(c.into()),
+                ..Default::default()
+            }),
+            ("HEAD".to_string(), Some(c.to_string()))
+        );
+    }
 }

@@ -289,17 +289,6 @@ mod tests {
     }
 
     #[test]
-    fn shipped_configuration_is_valid() {
-        let c = ServerConfig::parse(include_str!(
-            "../../kustomize/overlays/git-source/config.yaml"
-        ))
-        .unwrap();
-        let s = c.source.unwrap();
-        assert_eq!(s.kind, SourceKind::Git);
-        assert!(s.commit_status.is_some());
-    }
-
-    #[test]
     fn missing_file_is_a_read_error() {
         let e = ServerConfig::load(Path::new("/nonexistent/tidemark.yaml")).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));

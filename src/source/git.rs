@@ -936,6 +936,68 @@ mod tests {
     }
 
     #[test]
+    fn semver_follows_the_highest_tag_and_commit_pins_an_ancestor() {
+        let t = tempfile::tempdir().unwrap();
+        let origin = t.path().join("origin");
+        let tag = |name: &str, id: &str| {
+            let repo = Repository::open(&origin).unwrap();
+            let obj = repo.find_object(Oid::from_str(id).unwrap(), None).unwrap();
+            let sig = git2::Signature::now("t", "t@example.com").unwrap();
+            // Annotated: the remote advertises the tag and its peeled commit.
+            repo.tag(name, &obj, &sig, name, false).unwrap();
+        };
+        let c1 = commit(&origin, &[("p/a.yaml", Some("a: 1\n"))], "one");
+        tag("v1.0.0", &c1);
+        let c2 = commit(&origin, &[("p/a.yaml", Some("a: 2\n"))], "two");
+        tag("v1.4.0", &c2);
+        let c3 = commit(&origin, &[("p/a.yaml", Some("a: 3\n"))], "three");
+        tag("v2.0.0", &c3);
+        tag("not-a-version", &c3);
+        let spec = |semver: Option<&str>, commit: Option<&str>, cache: &str| GitSpec {
+            semver: semver.map(str::to_string),
+            commit: commit.map(str::to_string),
+            url: format!("file://{}", origin.display()),
+            reference: "main".into(),
+            path: "p".into(),
+            auth: GitAuth::None,
+            cache_root: Some(t.path().join(cache)),
+            timeout: FETCH_TIMEOUT,
+        };
+        let f = GitSource::new(spec(Some(">=1.0.0, <2.0.0"), None, "a"))
+            .unwrap()
+            .fetch(None)
+            .unwrap();
+        assert_eq!(f.revision.to_string(), format!("v1.4.0@sha1:{c2}"));
+        assert_eq!(
+            std::fs::read_to_string(f.path.join("a.yaml")).unwrap(),
+            "a: 2\n"
+        );
+        drop(f);
+        let e = GitSource::new(spec(Some(">=3"), None, "b"))
+            .unwrap()
+            .fetch(None)
+            .unwrap_err();
+        assert!(matches!(e, SourceError::RefNotFound { .. }), "{e}");
+        // A commit below the branch tip is checked out; one off the branch is refused.
+        let f = GitSource::new(spec(None, Some(&c1), "c"))
+            .unwrap()
+            .fetch(None)
+            .unwrap();
+        assert_eq!(f.revision.to_string(), format!("main@sha1:{c1}"));
+        assert_eq!(
+            std::fs::read_to_string(f.path.join("a.yaml")).unwrap(),
+            "a: 1\n"
+        );
+        drop(f);
+        let stranger = commit(&t.path().join("other"), &[("p/a.yaml", Some("x\n"))], "x");
+        let e = GitSource::new(spec(None, Some(&stranger), "d"))
+            .unwrap()
+            .fetch(None)
+            .unwrap_err();
+        assert!(e.to_string().contains("git"), "{e}");
+    }
+
+    #[test]
     fn auth_debug_hides_the_token() {
         let a = GitAuth::Token {
             username: "git".into(),
