@@ -162,9 +162,6 @@ use crate::cluster::selector::LabelMatcher;
 /// The only format version (compared case-insensitively, as Velero does).
 pub const SUPPORTED_VERSION: &str = "v1";
 
-/// Most alternatives one glob may expand to (`{a,b}{c,d}` is 4).
-const MAX_GLOB_ALTERNATIVES: usize = 256;
-
 /// Errors of parsing or applying resource modifiers.
 #[derive(Debug, thiserror::Error)]
 pub enum ModifierError {
