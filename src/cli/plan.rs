@@ -30,7 +30,7 @@ use crate::api::tidemark::{AccessMode, Backup, BackupPolicy, Location, RestorePl
 use crate::api::velero::SCHEDULE_NAME_LABEL;
 use crate::cluster::{self, Target, is_not_found};
 use crate::controller::{
-    SYNCED_ANNOTATION, request_from_template_in, resolve_backup, retention_candidates, store_for_in,
+    request_from_template_in, resolve_backup, retention_candidates, store_for_in,
 };
 use crate::plan::expiry::expired;
 use crate::plan::restore_plan::{restore_name, spec_hash};
@@ -392,35 +392,15 @@ async fn plan_schedule(
             Err(why) => out.reason = Some(format!("retention not evaluated: {why}")),
         }
     }
-    let in_progress = records.iter().any(|b| {
-        matches!(
-            b.status.as_ref().and_then(|s| s.phase.as_deref()),
-            None | Some("New") | Some("InProgress")
-        ) && !b.annotations().contains_key(SYNCED_ANNOTATION)
-    });
-    let newest_record = records
-        .iter()
-        .filter_map(|b| parse_time(b.status.as_ref().and_then(|s| s.start_timestamp.as_deref())))
-        .max();
-    let status_last = live
-        .as_ref()
-        .and_then(|l| parse_time(l.status.as_ref()?.last_backup.as_deref()));
-    let last_backup = status_last.max(newest_record);
-    out.last_backup = last_backup.map(rfc);
-    // A Schedule the revision creates is created now.
-    let created = live
-        .as_ref()
-        .and_then(|l| l.metadata.creation_timestamp.as_ref())
-        .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
-        .unwrap_or(now);
-    let observed = ScheduleObserved {
-        created,
-        last_backup,
-        in_progress,
-        paused: s.spec.paused,
-        skip_immediately: s.spec.skip_immediately,
-        unpaused_at: None,
-    };
+    // The revision's spec over what the cluster holds of the Schedule (its status, its
+    // creation time; a Schedule the revision creates is created now).
+    let mut view = s.clone();
+    if let Some(l) = &live {
+        view.status = l.status.clone();
+        view.metadata.creation_timestamp = l.metadata.creation_timestamp.clone();
+    }
+    let observed = ScheduleObserved::of(&view, &records, now);
+    out.last_backup = observed.last_backup.map(rfc);
     match decide(&m.name, &cron, &observed, now) {
         ScheduleDecision::Paused => {
             out.action = "Paused";

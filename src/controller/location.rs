@@ -279,16 +279,10 @@ async fn sync(ctx: &Context, loc: &Location, store: &Store) -> Result<(usize, us
         .await
         .map_err(|e| e.to_string())?;
     let all_names: BTreeSet<String> = all.iter().map(|b| b.name_any()).collect();
-    // Failed records never had data in the store: they stay (the user's evidence of a failure).
+    // Which records are forgotten is the planner's (`plan::sync`): all of this location's go in.
     let views: Vec<RecordView> = all
         .iter()
         .filter(|b| b.labels().get(LOCATION_LABEL) == Some(&name))
-        .filter(|b| {
-            !matches!(
-                b.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Failed") | Some("FailedValidation")
-            )
-        })
         .map(|b| RecordView {
             name: b.name_any(),
             phase: b.status.as_ref().and_then(|s| s.phase.clone()),

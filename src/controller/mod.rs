@@ -50,8 +50,7 @@ pub const LOCATION_LABEL: &str = "tidemark.dev/location";
 pub const PLAN_LABEL: &str = "tidemark.dev/restore-plan";
 /// Label on Restore records carrying the RestorePlan spec hash.
 pub const PLAN_HASH_LABEL: &str = "tidemark.dev/spec-hash";
-/// Annotation on Backup records imported from the store by sync (never run by the controller).
-pub const SYNCED_ANNOTATION: &str = "tidemark.dev/synced-from-store";
+pub use crate::plan::sync::SYNCED_ANNOTATION;
 
 /// Errors of the controller.
 #[derive(Debug, thiserror::Error)]

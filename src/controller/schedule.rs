@@ -128,48 +128,24 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
     if let Some((r, _)) = retention {
         apply_retention(&backups, &mine.items, r, &cron, &name, &loc.name_any()).await?;
     }
-    if s.spec.paused {
-        apply_status(&api, s.as_ref(), &st.conditions,
-            json!({"phase": "Paused", "lastBackup": st.last_backup, "lastBackupName": st.last_backup_name, "nextRun": null}),
-            &Health::Ready { reason: "Paused".into(), message: "paused: no backups are started".into() }).await?;
-        return Ok(Action::await_change());
-    }
-    let in_progress = mine.iter().any(|b| {
-        matches!(
-            b.status.as_ref().and_then(|s| s.phase.as_deref()),
-            None | Some("New") | Some("InProgress")
-        ) && !b.annotations().contains_key(super::SYNCED_ANNOTATION)
-    });
-    let newest_record = mine
-        .iter()
-        .filter_map(|b| parse(b.status.as_ref().and_then(|s| s.start_timestamp.as_deref())))
-        .max();
-    let last_backup = parse(st.last_backup.as_deref()).max(newest_record);
-    let created = s
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .and_then(|t| chrono::DateTime::from_timestamp(t.0.as_second(), 0))
-        .unwrap_or_else(chrono::Utc::now);
-    let observed = ScheduleObserved {
-        created,
-        last_backup,
-        in_progress,
-        paused: false,
-        skip_immediately: s.spec.skip_immediately,
-        unpaused_at: None,
-    };
     let now = chrono::Utc::now();
+    let observed = ScheduleObserved::of(&s, &mine.items, now);
     let (status, health, requeue) = match decide(&name, &cron, &observed, now) {
-        // `paused` is handled above, so the planner does not say Paused here; report it anyway.
-        ScheduleDecision::Paused => (
-            json!({"phase": "Paused"}),
-            Health::Ready {
-                reason: "Paused".into(),
-                message: "paused".into(),
-            },
-            None,
-        ),
+        ScheduleDecision::Paused => {
+            apply_status(
+                &api,
+                s.as_ref(),
+                &st.conditions,
+                json!({"phase": "Paused", "lastBackup": st.last_backup,
+                       "lastBackupName": st.last_backup_name, "nextRun": null}),
+                &Health::Ready {
+                    reason: "Paused".into(),
+                    message: "paused: no backups are started".into(),
+                },
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
         ScheduleDecision::RunNow {
             backup_name,
             slot,

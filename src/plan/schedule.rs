@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 
 pub use super::cron::CronSchedule;
 use super::cron::truncate_to_second;
+use super::sync::SYNCED_ANNOTATION;
+use crate::api::tidemark::{Backup, Schedule};
 
 /// Length of the `-YYYYMMDDhhmmss` suffix of scheduled backup names.
 const TIMESTAMP_SUFFIX: usize = 15;
@@ -28,6 +30,54 @@ pub struct ScheduleObserved {
     pub skip_immediately: bool,
     /// When the schedule was last unpaused, if known (e.g. the `Paused` condition's transition time).
     pub unpaused_at: Option<DateTime<Utc>>,
+}
+
+impl ScheduleObserved {
+    /// The one observation of a Schedule, shared by the controller and `tidemark plan`: its
+    /// `spec.paused` and `spec.skipImmediately`, its creation time (`now` for one not created
+    /// yet), its `status.lastBackup`, and its Backup records (`records`: those labelled
+    /// `velero.io/schedule-name=<name>`) — the newest start time, and whether one it started
+    /// is still `New` or `InProgress` (records synced from the store are not its runs).
+    pub fn of(schedule: &Schedule, records: &[Backup], now: DateTime<Utc>) -> ScheduleObserved {
+        let parse = |s: Option<&str>| {
+            s.and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let in_progress = records.iter().any(|b| {
+            matches!(
+                b.status.as_ref().and_then(|s| s.phase.as_deref()),
+                None | Some("New") | Some("InProgress")
+            ) && !b
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(SYNCED_ANNOTATION))
+        });
+        let newest_record = records
+            .iter()
+            .filter_map(|b| parse(b.status.as_ref().and_then(|s| s.start_timestamp.as_deref())))
+            .max();
+        let status_last = parse(
+            schedule
+                .status
+                .as_ref()
+                .and_then(|s| s.last_backup.as_deref()),
+        );
+        let created = schedule
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| DateTime::from_timestamp(t.0.as_second(), 0))
+            .unwrap_or(now);
+        ScheduleObserved {
+            created,
+            last_backup: status_last.max(newest_record),
+            in_progress,
+            paused: schedule.spec.paused,
+            skip_immediately: schedule.spec.skip_immediately,
+            unpaused_at: None,
+        }
+    }
 }
 
 /// What a Schedule should do now.
@@ -130,6 +180,55 @@ pub fn backup_name(schedule: &str, slot: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_observation_of_a_schedule_and_its_records() {
+        use crate::api::tidemark::{BackupSpec, ScheduleSpec};
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        let record = |name: &str, phase: Option<&str>, start: &str, synced: bool| {
+            let mut b = Backup::new(name, BackupSpec::default());
+            b.status = Some(
+                serde_json::from_value(serde_json::json!({
+                "phase": phase, "startTimestamp": start}))
+                .unwrap(),
+            );
+            if synced {
+                b.metadata.annotations =
+                    Some([(SYNCED_ANNOTATION.to_string(), "true".to_string())].into());
+            }
+            b
+        };
+        let mut s = Schedule::new(
+            "nightly",
+            ScheduleSpec {
+                schedule: "0 2 * * *".into(),
+                paused: true,
+                ..Default::default()
+            },
+        );
+        // Not created yet (`tidemark plan` of a new manifest): created now; nothing ran.
+        let o = ScheduleObserved::of(&s, &[], now);
+        assert_eq!(o.created, now);
+        assert!(o.paused && !o.in_progress && o.last_backup.is_none());
+        s.status = Some(
+            serde_json::from_value(serde_json::json!({
+            "lastBackup": "2026-12-05T02:00:00Z"}))
+            .unwrap(),
+        );
+        let records = [
+            record("a", Some("Completed"), "2026-12-06T02:00:00Z", false),
+            // Synced from the store: not a run of this Schedule in progress.
+            record("b", Some("InProgress"), "2026-12-01T02:00:00Z", true),
+        ];
+        let o = ScheduleObserved::of(&s, &records, now);
+        assert!(!o.in_progress);
+        assert_eq!(
+            o.last_backup,
+            Some(Utc.with_ymd_and_hms(2026, 12, 6, 2, 0, 0).unwrap())
+        );
+        let running = [record("c", None, "2026-12-06T11:59:00Z", false)];
+        assert!(ScheduleObserved::of(&s, &running, now).in_progress);
+    }
     use chrono::{TimeDelta, TimeZone};
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {

@@ -6,6 +6,9 @@
 //! the store (deleted by another cluster, expired, removed by hand) is forgotten. Velero's backup
 //! sync controller does the same, but only forgets `Completed` records.
 
+/// Annotation on Backup records imported from the store by sync (never run by the controller).
+pub const SYNCED_ANNOTATION: &str = "tidemark.dev/synced-from-store";
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
@@ -34,17 +37,18 @@ pub enum SyncAction {
     Forget(String),
 }
 
-/// Phases of a record whose backup, if it ever existed, has been uploaded: only these records
-/// are forgotten when their backup is missing from the store. `New`/`InProgress`/`Finalizing`…
-/// are still uploading; `Deleting` is handled by the deletion path; `FailedValidation` never had
-/// data and stays as the report of why.
-const FORGETTABLE_PHASES: [&str; 3] = ["Completed", "PartiallyFailed", "Failed"];
+/// Phases of a record whose backup has been uploaded: only these records are forgotten when
+/// their backup is missing from the store. `New`/`InProgress`/`Finalizing`… are still
+/// uploading; `Deleting` is handled by the deletion path; `Failed` and `FailedValidation` runs
+/// left no backup in the store (what a failed run stored is removed) and stay as the user's
+/// evidence of the failure.
+const FORGETTABLE_PHASES: [&str; 2] = ["Completed", "PartiallyFailed"];
 
 /// Plans a store sync.
 ///
 /// - `Import(name)` for every name in `in_store` without a record.
-/// - `Forget(name)` for every record whose name is not in `in_store`, whose phase is `Completed`,
-///   `PartiallyFailed` or `Failed` (never `New`, `InProgress`, `Deleting`, `FailedValidation`,
+/// - `Forget(name)` for every record whose name is not in `in_store`, whose phase is `Completed`
+///   or `PartiallyFailed` (never `New`, `InProgress`, `Deleting`, `Failed`, `FailedValidation`,
 ///   unset or unknown phases) and whose `created` time is at least `grace` before `now` (so a
 ///   record whose upload just finished is not deleted by a store listing taken just before it).
 ///
@@ -128,7 +132,6 @@ mod tests {
         let records = [
             rec("done", Some("Completed"), Some(3600)),
             rec("partial", Some("PartiallyFailed"), Some(3600)),
-            rec("failed", Some("Failed"), Some(3600)),
             rec("kept", Some("Completed"), Some(3600)),
         ];
         let actions = plan_sync(&store(&["kept", "new-one"]), &records, now(), grace());
@@ -137,7 +140,6 @@ mod tests {
             vec![
                 SyncAction::Import("new-one".into()),
                 SyncAction::Forget("done".into()),
-                SyncAction::Forget("failed".into()),
                 SyncAction::Forget("partial".into()),
             ]
         );
@@ -152,6 +154,7 @@ mod tests {
             rec("plugin-ops", Some("WaitingForPluginOperations"), Some(3600)),
             rec("deleting", Some("Deleting"), Some(3600)),
             rec("invalid", Some("FailedValidation"), Some(3600)),
+            rec("failed", Some("Failed"), Some(3600)),
             rec("unset", None, Some(3600)),
             rec("odd", Some("SomethingElse"), Some(3600)),
         ];
