@@ -29,9 +29,7 @@ use super::{ClientArgs, OutputFormat};
 use crate::api::tidemark::{AccessMode, Backup, BackupPolicy, Location, RestorePlan, Schedule};
 use crate::api::velero::SCHEDULE_NAME_LABEL;
 use crate::cluster::{self, Target, is_not_found};
-use crate::controller::{
-    request_from_template_in, resolve_backup, retention_candidates, store_for_in,
-};
+use crate::controller::{resolve_backup, restore_request_in, retention_candidates, store_for_in};
 use crate::plan::expiry::expired;
 use crate::plan::restore_plan::{restore_name, spec_hash};
 use crate::plan::schedule::{CronSchedule, ScheduleDecision, ScheduleObserved, decide};
@@ -535,9 +533,7 @@ async fn preview_restore_plan(
     out.backup = Some(backup.clone());
     let rname = restore_name(&m.name, &hash);
     let req =
-        match request_from_template_in(client, &m.namespace, &rname, &backup, t, BTreeMap::new())
-            .await
-        {
+        match restore_request_in(client, &m.namespace, &rname, &backup, t, BTreeMap::new()).await {
             Ok(r) => r,
             Err(e) => {
                 out.error = Some(e);

@@ -14,65 +14,15 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::location::{self, LocationProblem};
 use super::progress::{PROGRESS_INTERVAL, ProgressWriter, backup_final_progress, backup_progress};
+use super::stores::{self, LocationProblem};
 use super::{Context, FIELD_MANAGER, LOCATION_LABEL, SYNCED_ANNOTATION, apply_status, now_rfc3339};
 use crate::api::conditions::Health;
-use crate::api::tidemark::{Backup, BackupSpecTemplate, Restore};
+use crate::api::tidemark::{Backup, Restore};
 use crate::api::velero;
 use crate::backup::delete::DeleteError;
-use crate::backup::{self, BackupRequest};
-use crate::cluster::selector::LabelMatcher;
+use crate::backup::{self};
 use crate::store::Store;
-
-/// Builds an engine request from a template; errors name the field at fault.
-///
-/// # Errors
-/// A `spec.template.<field>: <reason>` message.
-pub fn request_from_template(
-    name: &str,
-    namespace: &str,
-    t: &BackupSpecTemplate,
-    location: &str,
-) -> Result<BackupRequest, String> {
-    let mut req = BackupRequest::new(name);
-    req.record_namespace = namespace.into();
-    req.location_name = location.into();
-    req.include_namespaces = t.included_namespaces.clone();
-    req.exclude_namespaces = t.excluded_namespaces.clone();
-    req.include_resources = t.included_resources.clone();
-    req.exclude_resources = t.excluded_resources.clone();
-    req.include_cluster_resources = t.include_cluster_resources;
-    req.include_events = t.include_events.unwrap_or(false);
-    req.include_cluster_scoped = t.included_cluster_scoped_resources.clone();
-    req.exclude_cluster_scoped = t.excluded_cluster_scoped_resources.clone();
-    req.include_namespace_scoped = t.included_namespace_scoped_resources.clone();
-    req.exclude_namespace_scoped = t.excluded_namespace_scoped_resources.clone();
-    req.ordered_resources = t.ordered_resources.clone();
-    if let Some(ls) = &t.label_selector {
-        let m = LabelMatcher::new(ls).map_err(|e| format!("spec.template.labelSelector: {e}"))?;
-        req.selector = Some(m.to_query());
-    }
-    for (i, ls) in t.or_label_selectors.iter().enumerate() {
-        let m = LabelMatcher::new(ls)
-            .map_err(|e| format!("spec.template.orLabelSelectors[{i}]: {e}"))?;
-        req.or_selectors.push(m.to_query());
-    }
-    if let Some(ttl) = &t.ttl {
-        req.ttl = crate::plan::expiry::parse_duration("spec.template.ttl", ttl)
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some(v) = &t.volumes {
-        crate::volumes::apply_template(&mut req, v)?;
-    }
-    if let Some(h) = &t.hooks {
-        h.validate("spec.template.hooks")
-            .map_err(|e| e.to_string())?;
-        req.hooks = h.clone();
-    }
-    req.filter().map_err(|e| format!("spec.template: {e}"))?;
-    Ok(req)
-}
 
 fn phase(b: &Backup) -> Option<&str> {
     b.status.as_ref().and_then(|s| s.phase.as_deref())
@@ -80,89 +30,6 @@ fn phase(b: &Backup) -> Option<&str> {
 
 fn schedule_of(b: &Backup) -> String {
     b.spec.schedule.clone().unwrap_or_default()
-}
-
-/// Removes whatever an interrupted run left in the store (never a complete backup).
-/// The status of a Backup whose record is `v` (a `velero-backup.json` read from the store), and
-/// its health: `Ready` with `reason` when `Completed`, `Stalled` otherwise; `message` says where
-/// the record came from. Used by the store sync and by the start-up recovery of a backup that
-/// completed just before a restart.
-pub(super) fn status_from_record(
-    v: &velero::Backup,
-    reason: &str,
-    message: &str,
-) -> (serde_json::Value, Health) {
-    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-    };
-    let status = json!({
-        "phase": v.status.phase.clone().unwrap_or_else(|| "Completed".into()),
-        "startTimestamp": ts(v.status.start_timestamp),
-        "completionTimestamp": ts(v.status.completion_timestamp),
-        "expiration": ts(v.status.expiration),
-        "itemsBackedUp": v.status.progress.as_ref().map(|p| p.items_backed_up),
-        "progress": v.status.progress.as_ref().map(|p| crate::api::tidemark::BackupProgress {
-            total_items: i64::try_from(p.total_items).unwrap_or(i64::MAX),
-            items_backed_up: i64::try_from(p.items_backed_up).unwrap_or(i64::MAX),
-        }),
-        "warnings": v.status.warnings,
-        "errors": v.status.errors,
-    });
-    let health = match v.phase() {
-        "Completed" => Health::Ready {
-            reason: reason.into(),
-            message: message.into(),
-        },
-        p => Health::Stalled {
-            reason: reason.into(),
-            message: format!("{message} in phase {p}"),
-        },
-    };
-    (status, health)
-}
-
-/// The record of a Backup left `InProgress` by a restart, when its run got as far as writing it
-/// (the store has its `velero-backup.json`): the backup completed, only its status was not
-/// written. `None` when there is none, or the store cannot say.
-pub async fn stored_record(ctx: &Context, b: &Backup) -> Option<velero::Backup> {
-    let (_, store) = location::open(ctx, b.spec.template.location.as_deref())
-        .await
-        .ok()?;
-    crate::restore::read_backup(&store, &b.name_any())
-        .await
-        .ok()
-}
-
-pub async fn remove_partial(ctx: &Context, b: &Backup) {
-    let Ok((_, store)) = location::open(ctx, b.spec.template.location.as_deref()).await else {
-        return;
-    };
-    let name = b.name_any();
-    // Only a folder without its record is partial. A record that exists, or a store that
-    // cannot say (unreachable, refusing), keeps everything: a flaky read must never delete a
-    // backup that completed just before the crash.
-    match crate::restore::read_backup(&store, &name).await {
-        Err(crate::restore::RestoreError::BackupNotFound { .. }) => {}
-        Ok(_) | Err(crate::restore::RestoreError::BackupUnusable { .. }) => return,
-        Err(e) => {
-            tracing::warn!(
-                backup = %name,
-                "cannot tell whether the interrupted backup completed; its files are kept: {e}"
-            );
-            return;
-        }
-    }
-    // Storage snapshots the run retained (its intent records) go first; the folder, which holds
-    // the only references to them, only once they are gone.
-    match crate::backup::recover::clean_up(Some(&ctx.client), &store, &name).await {
-        crate::backup::recover::Cleanup::Removed { snapshots } if snapshots > 0 => {
-            tracing::info!(backup = %name, "deleted {snapshots} storage snapshot(s) of the interrupted backup");
-        }
-        crate::backup::recover::Cleanup::Kept(why) => {
-            tracing::warn!(backup = %name, "the interrupted backup's files are kept: {why}");
-        }
-        _ => {}
-    }
 }
 
 async fn fail(
@@ -191,7 +58,7 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
     let api: Api<Backup> = ctx.api();
     let name = b.name_any();
     let sched = schedule_of(&b);
-    let (loc, store) = match location::open(&ctx, b.spec.template.location.as_deref()).await {
+    let (loc, store) = match stores::open(&ctx, b.spec.template.location.as_deref()).await {
         Ok(x) => x,
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => {
@@ -210,10 +77,11 @@ async fn start(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error>
         return fail(&api, &b, "FailedValidation", "LocationReadOnly",
             format!("spec.template.location: Location {loc_name} is ReadOnly; backups cannot be written to it")).await;
     }
-    let mut req = match request_from_template(&name, &ctx.namespace, &b.spec.template, &loc_name) {
-        Ok(r) => r,
-        Err(m) => return fail(&api, &b, "FailedValidation", "InvalidSpec", m).await,
-    };
+    let mut req =
+        match super::requests::backup_request(&name, &ctx.namespace, &b.spec.template, &loc_name) {
+            Ok(r) => r,
+            Err(m) => return fail(&api, &b, "FailedValidation", "InvalidSpec", m).await,
+        };
     let template_says = b
         .spec
         .template
@@ -630,7 +498,7 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
     let existing = b.status.clone().unwrap_or_default().conditions;
     let keep = json!({"phase": phase(b)});
     let (loc, store): (_, Store) =
-        match location::open(ctx, b.spec.template.location.as_deref()).await {
+        match stores::open(ctx, b.spec.template.location.as_deref()).await {
             Ok(x) => x,
             Err(LocationProblem::Kube(e)) => return Err(e),
             Err(e) => {
@@ -837,34 +705,4 @@ pub async fn run(ctx: Arc<Context>) {
         )
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn template_hooks_reach_the_request_and_errors_name_the_field() {
-        let t: BackupSpecTemplate = serde_json::from_value(json!({
-            "hooks": {"resources": [{"name": "freeze",
-                "pre": [{"exec": {"command": ["/bin/sync"], "onError": "Fail"}}]}]}
-        }))
-        .unwrap();
-        let req = request_from_template("b", "tidemark", &t, "default").unwrap();
-        assert_eq!(req.hooks.resources[0].name, "freeze");
-        assert_eq!(
-            req.record().unwrap().spec.extra["hooks"]["resources"][0]["pre"][0]["exec"]["command"],
-            json!(["/bin/sync"])
-        );
-        let bad: BackupSpecTemplate = serde_json::from_value(json!({
-            "hooks": {"resources": [{"name": "freeze",
-                "pre": [{"exec": {"command": ["/bin/sync"], "timeout": "a while"}}]}]}
-        }))
-        .unwrap();
-        let e = request_from_template("b", "tidemark", &bad, "default").unwrap_err();
-        assert!(
-            e.starts_with("spec.template.hooks.resources[0].pre[0].exec.timeout: "),
-            "{e}"
-        );
-    }
 }

@@ -16,34 +16,34 @@ mod maintenance;
 mod metrics;
 mod policy;
 mod progress;
+mod records;
+mod requests;
 mod restore;
 mod restoreplan;
 mod schedule;
+mod stores;
 
 pub use leader::LEASE_NAME;
-pub use location::{LocationProblem, store_for_in};
 pub use metrics::Metrics;
 pub use progress::{PROGRESS_FIELD_MANAGER, PROGRESS_INTERVAL};
-pub use restore::{request_from_template_in, resolve_backup};
+pub use requests::{resolve_backup, restore_request_in};
 pub use schedule::retention_candidates;
+pub use stores::{LocationProblem, store_for_in};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::api::conditions::{self, Health};
+use crate::api::conditions::Health;
 use crate::api::tidemark::{Backup, Restore};
 use crate::cluster::Budget;
 
-/// The field manager of every write the controller makes, except the `status.progress` of
-/// running Backup and Restore records ([`PROGRESS_FIELD_MANAGER`]).
-pub const FIELD_MANAGER: &str = "tidemark-controller";
+pub use crate::report::object_status::{
+    FIELD_MANAGER, apply_status, now_rfc3339, now_time, status_over,
+};
 /// Label on records naming their location.
 pub const LOCATION_LABEL: &str = "tidemark.dev/location";
 /// Label on Restore records naming the RestorePlan that created them.
@@ -167,93 +167,6 @@ impl Context {
     }
 }
 
-/// Now as a `metav1.Time`.
-pub fn now_time() -> Time {
-    Time(k8s_openapi::jiff::Timestamp::now())
-}
-
-/// RFC 3339 of now, seconds precision.
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// `update`'s top-level fields over the fields of `current` (an object's status as last read):
-/// the whole status to apply. Server-side apply takes an apply as the complete intent of its field
-/// manager, so a status written with only the fields that changed (an expiry held back writes
-/// just its `phase`) would otherwise remove the timestamps and counters written before. A field
-/// is cleared by giving it as `null`. Conditions and `observedGeneration` are left to the caller.
-pub fn status_over(
-    current: Option<&serde_json::Value>,
-    update: serde_json::Value,
-) -> serde_json::Value {
-    let mut merged = match current {
-        Some(serde_json::Value::Object(m)) => m.clone(),
-        _ => serde_json::Map::new(),
-    };
-    merged.remove("conditions");
-    merged.remove("observedGeneration");
-    if let serde_json::Value::Object(u) = update {
-        merged.extend(u);
-    }
-    serde_json::Value::Object(merged)
-}
-
-/// Writes `status` (a JSON object) of `obj` with server-side apply, over the rest of `obj`'s
-/// current status ([`status_over`]). `health` is folded into `status.conditions` (existing
-/// conditions keep their transition times) and `observedGeneration` is set.
-pub async fn apply_status<K>(
-    api: &Api<K>,
-    obj: &K,
-    existing: &[Condition],
-    status: serde_json::Value,
-    health: &Health,
-) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
-{
-    let current = serde_json::to_value(obj).ok();
-    let mut status = status_over(current.as_ref().and_then(|o| o.get("status")), status);
-    let generation = obj.meta().generation;
-    // A manifest the GitOps engine found invalid keeps its object Stalled (reason
-    // `InvalidManifest`, set by the engine) until it is fixed in Git, whatever the controllers
-    // conclude from the last valid spec; the engine lifts the condition itself.
-    let invalid = existing
-        .iter()
-        .find(|c| {
-            c.type_ == "Stalled"
-                && c.status == "True"
-                && c.reason == crate::gitops::INVALID_MANIFEST
-        })
-        .map(|c| c.message.clone());
-    let overridden;
-    let health = match invalid {
-        Some(message) => {
-            overridden = Health::Stalled {
-                reason: crate::gitops::INVALID_MANIFEST.into(),
-                message,
-            };
-            &overridden
-        }
-        _ => health,
-    };
-    let mut conds = existing.to_vec();
-    conditions::apply(&mut conds, health, generation, &now_time());
-    status["observedGeneration"] = serde_json::json!(generation);
-    status["conditions"] = serde_json::to_value(&conds).unwrap_or_default();
-    let body = serde_json::json!({
-        "apiVersion": K::api_version(&()),
-        "kind": K::kind(&()),
-        "status": status,
-    });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|_| ())
-}
-
 /// Marks Backup and Restore records left `InProgress` by a previous process `Failed` — but a
 /// Backup whose record the store holds completed, and gets its status from that record.
 async fn recover(ctx: &Context) -> Result<(), ControllerError> {
@@ -263,8 +176,8 @@ async fn recover(ctx: &Context) -> Result<(), ControllerError> {
             let existing = b.status.clone().unwrap_or_default().conditions;
             // The run wrote its record before the restart: it completed, only its status was
             // not written.
-            if let Some(record) = backup::stored_record(ctx, &b).await {
-                let (status, health) = backup::status_from_record(
+            if let Some(record) = records::stored_record(ctx, &b).await {
+                let (status, health) = records::status_from_record(
                     &record,
                     "Recovered",
                     "the backup completed before the controller restarted",
@@ -286,7 +199,7 @@ async fn recover(ctx: &Context) -> Result<(), ControllerError> {
             )
             .await?;
             // Whatever the interrupted run uploaded has no record: remove it.
-            backup::remove_partial(ctx, &b).await;
+            records::remove_partial(ctx, &b).await;
             tracing::warn!(backup = %b.name_any(), "marked Failed: interrupted by a restart");
         }
     }
@@ -461,44 +374,5 @@ pub async fn run_with(
         e = lost => Err(e),
         r = health => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
         r = metrics => r.unwrap_or_else(|e| Err(ControllerError::Config(e.to_string()))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_partial_status_keeps_what_was_written_before() {
-        let current = json!({"phase": "Completed", "startTimestamp": "2026-12-06T07:00:00Z",
-            "itemsBackedUp": 12, "observedGeneration": 1,
-            "conditions": [{"type": "Ready", "status": "True"}]});
-        let merged = status_over(
-            Some(&current),
-            json!({"phase": "Completed",
-            "failureReason": "expiry blocked"}),
-        );
-        assert_eq!(
-            merged,
-            json!({"phase": "Completed", "startTimestamp": "2026-12-06T07:00:00Z",
-                "itemsBackedUp": 12, "failureReason": "expiry blocked"})
-        );
-    }
-
-    #[test]
-    fn null_clears_and_a_missing_status_starts_empty() {
-        let current = json!({"phase": "Unavailable", "message": "no bucket"});
-        assert_eq!(
-            status_over(
-                Some(&current),
-                json!({"phase": "Available", "message": null})
-            ),
-            json!({"phase": "Available", "message": null})
-        );
-        assert_eq!(
-            status_over(None, json!({"phase": "New"})),
-            json!({"phase": "New"})
-        );
     }
 }

@@ -11,7 +11,7 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::location::{self, LocationProblem};
+use super::stores::{self, LocationProblem};
 use super::{Context, apply_status};
 use crate::api::conditions::Health;
 use crate::api::tidemark::BackupPolicy;
@@ -20,27 +20,25 @@ async fn reconcile(p: Arc<BackupPolicy>, ctx: Arc<Context>) -> Result<Action, ku
     let api: Api<BackupPolicy> = ctx.api();
     let existing = p.status.clone().unwrap_or_default().conditions;
     let t = &p.spec.template;
-    let health = match location::find(&ctx, t.location.as_deref()).await {
+    let health = match stores::find(&ctx, t.location.as_deref()).await {
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => Health::Stalled {
             reason: "LocationNotFound".into(),
             message: format!("spec.template.location: {e}"),
         },
-        Ok(loc) => match super::backup::request_from_template(
-            &p.name_any(),
-            &ctx.namespace,
-            t,
-            &loc.name_any(),
-        ) {
-            Err(m) => Health::Stalled {
-                reason: "InvalidSpec".into(),
-                message: m,
-            },
-            Ok(_) => Health::Ready {
-                reason: "Valid".into(),
-                message: format!("backs up to location {}", loc.name_any()),
-            },
-        },
+        Ok(loc) => {
+            match super::requests::backup_request(&p.name_any(), &ctx.namespace, t, &loc.name_any())
+            {
+                Err(m) => Health::Stalled {
+                    reason: "InvalidSpec".into(),
+                    message: m,
+                },
+                Ok(_) => Health::Ready {
+                    reason: "Valid".into(),
+                    message: format!("backs up to location {}", loc.name_any()),
+                },
+            }
+        }
     };
     let requeue = matches!(health, Health::Stalled { .. });
     apply_status(&api, p.as_ref(), &existing, json!({}), &health).await?;

@@ -5,149 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::json;
 
-use super::location::{self, LocationProblem};
 use super::progress::{PROGRESS_INTERVAL, ProgressWriter, restore_progress};
+use super::stores::{self, LocationProblem};
 use super::{Context, PLAN_HASH_LABEL, PLAN_LABEL, apply_status, now_rfc3339};
 use crate::api::conditions::Health;
-use crate::api::tidemark::{Restore, RestoreSpecTemplate};
-use crate::cluster::selector::LabelMatcher;
-use crate::restore::{self, ExistingPolicy, RestoreRequest};
-use crate::store::Store;
-
-/// Builds an engine request from a template (the backup resolved already); errors name the
-/// field at fault.
-///
-/// # Errors
-/// A `spec.template.<field>: <reason>` message.
-pub async fn request_from_template(
-    ctx: &Context,
-    name: &str,
-    backup: &str,
-    t: &RestoreSpecTemplate,
-    labels: BTreeMap<String, String>,
-) -> Result<RestoreRequest, String> {
-    request_from_template_in(&ctx.client, &ctx.namespace, name, backup, t, labels).await
-}
-
-/// `request_from_template` without a controller [`Context`]: the `resourceModifier`
-/// ConfigMap is read from `namespace` (the records' namespace) with `client`. Reads only.
-///
-/// # Errors
-/// A `spec.template.<field>: <reason>` message.
-pub async fn request_from_template_in(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    backup: &str,
-    t: &RestoreSpecTemplate,
-    labels: BTreeMap<String, String>,
-) -> Result<RestoreRequest, String> {
-    let selector = match &t.label_selector {
-        Some(ls) => Some(
-            LabelMatcher::new(ls)
-                .map_err(|e| format!("spec.template.labelSelector: {e}"))?
-                .to_query(),
-        ),
-        None => None,
-    };
-    let mut or_selectors = Vec::new();
-    for (i, ls) in t.or_label_selectors.iter().enumerate() {
-        or_selectors.push(
-            LabelMatcher::new(ls)
-                .map_err(|e| format!("spec.template.orLabelSelectors[{i}]: {e}"))?
-                .to_query(),
-        );
-    }
-    let existing_policy = match t.existing_resource_policy.as_deref() {
-        None | Some("none") => ExistingPolicy::None,
-        Some("update") => ExistingPolicy::Update,
-        Some(other) => {
-            return Err(format!(
-                "spec.template.existingResourcePolicy: {other:?} is not none or update"
-            ));
-        }
-    };
-    let modifiers = match &t.resource_modifier {
-        None => None,
-        Some(cm) => {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-            let found = api
-                .get_opt(cm)
-                .await
-                .map_err(|e| format!("spec.template.resourceModifier: {e}"))?
-                .ok_or_else(|| {
-                    format!(
-                        "spec.template.resourceModifier: ConfigMap {cm} not found in {namespace}"
-                    )
-                })?;
-            Some(Arc::new(
-                restore::modifiers::ResourceModifiers::from_config_map_data(
-                    &found.data.unwrap_or_default(),
-                )
-                .map_err(|e| format!("spec.template.resourceModifier: ConfigMap {cm}: {e}"))?,
-            ))
-        }
-    };
-    for (src, dst) in &t.namespace_mapping {
-        restore::parse_mappings(&format!("{src}:{dst}"))
-            .map_err(|e| format!("spec.template.namespaceMapping: {e}"))?;
-    }
-    let hooks = t.hooks.clone().unwrap_or_default();
-    hooks
-        .validate("spec.template.hooks")
-        .map_err(|e| e.to_string())?;
-    Ok(RestoreRequest {
-        name: name.into(),
-        record_namespace: namespace.to_string(),
-        backup: backup.into(),
-        include_namespaces: t.included_namespaces.clone(),
-        exclude_namespaces: t.excluded_namespaces.clone(),
-        include_resources: t.included_resources.clone(),
-        exclude_resources: t.excluded_resources.clone(),
-        include_cluster_resources: t.include_cluster_resources,
-        namespace_mappings: t.namespace_mapping.clone(),
-        selector,
-        or_selectors,
-        existing_policy,
-        preserve_node_ports: t.preserve_node_ports.unwrap_or(false),
-        restore_pvs: t.restore_p_vs,
-        status_include: t
-            .restore_status
-            .clone()
-            .unwrap_or_default()
-            .included_resources,
-        status_exclude: t
-            .restore_status
-            .clone()
-            .unwrap_or_default()
-            .excluded_resources,
-        modifiers,
-        labels,
-        hooks,
-        no_hooks: false,
-    })
-}
-
-/// Resolves which backup a template restores (a name, or the latest of a schedule).
-///
-/// # Errors
-/// A message naming the field.
-pub async fn resolve_backup(store: &Store, t: &RestoreSpecTemplate) -> Result<String, String> {
-    match (&t.backup_name, &t.schedule_name) {
-        (Some(b), None) => Ok(b.clone()),
-        (None, Some(s)) => restore::latest_of_schedule(store, s, false)
-            .await
-            .map_err(|e| format!("spec.template.scheduleName: {e}")),
-        _ => Err("spec.template: exactly one of backupName and scheduleName must be set".into()),
-    }
-}
+use crate::api::tidemark::Restore;
+use crate::restore::{self};
 
 async fn fail(
     api: &Api<Restore>,
@@ -178,7 +47,7 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
     }
     let api: Api<Restore> = ctx.api();
     let name = r.name_any();
-    let (_, store) = match location::open(&ctx, r.spec.template.location.as_deref()).await {
+    let (_, store) = match stores::open(&ctx, r.spec.template.location.as_deref()).await {
         Ok(x) => x,
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => {
@@ -192,7 +61,7 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
             .await;
         }
     };
-    let backup = match resolve_backup(&store, &r.spec.template).await {
+    let backup = match super::requests::resolve_backup(&store, &r.spec.template).await {
         Ok(b) => b,
         Err(m) => return fail(&api, &r, "FailedValidation", "BackupNotFound", m).await,
     };
@@ -202,7 +71,9 @@ async fn reconcile(r: Arc<Restore>, ctx: Arc<Context>) -> Result<Action, kube::E
         .filter(|(k, _)| k.as_str() == PLAN_LABEL || k.as_str() == PLAN_HASH_LABEL)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let req = match request_from_template(&ctx, &name, &backup, &r.spec.template, labels).await {
+    let req = match super::requests::restore_request(&ctx, &name, &backup, &r.spec.template, labels)
+        .await
+    {
         Ok(r) => r,
         Err(m) => return fail(&api, &r, "FailedValidation", "InvalidSpec", m).await,
     };

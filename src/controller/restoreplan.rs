@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::location::{self, LocationProblem};
+use super::stores::{self, LocationProblem};
 use super::{Context, PLAN_HASH_LABEL, PLAN_LABEL, apply_status};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{Restore, RestorePlan, RestoreSpec};
@@ -89,7 +89,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
     let st = p.status.clone().unwrap_or_default();
     let hash = spec_hash(&p.spec.template);
     let keep = json!({"specHash": st.spec_hash, "restoreName": st.restore_name, "phase": st.phase, "preview": st.preview});
-    let (_, store) = match location::open(&ctx, p.spec.template.location.as_deref()).await {
+    let (_, store) = match stores::open(&ctx, p.spec.template.location.as_deref()).await {
         Ok(x) => x,
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => {
@@ -150,7 +150,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
             Ok(Action::await_change())
         }
         PlanDecision::Run => {
-            let backup = match super::restore::resolve_backup(&store, &p.spec.template).await {
+            let backup = match super::requests::resolve_backup(&store, &p.spec.template).await {
                 Ok(b) => b,
                 Err(m) => {
                     return retry_later(
@@ -170,7 +170,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
                 (PLAN_LABEL.to_string(), name.clone()),
                 (PLAN_HASH_LABEL.to_string(), hash.clone()),
             ]);
-            let req = match super::restore::request_from_template(
+            let req = match super::requests::restore_request(
                 &ctx,
                 &rname,
                 &backup,

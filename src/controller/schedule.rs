@@ -15,7 +15,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::location::{self, LocationProblem};
+use super::stores::{self, LocationProblem};
 use super::{Context, apply_status};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{
@@ -91,7 +91,7 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
                 .await;
             }
         };
-    let loc = match location::find(&ctx, template.location.as_deref()).await {
+    let loc = match stores::find(&ctx, template.location.as_deref()).await {
         Ok(l) => l,
         Err(LocationProblem::Kube(e)) => return Err(e),
         Err(e) => {
@@ -106,7 +106,7 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
         }
     };
     if let Err(m) =
-        super::backup::request_from_template(&name, &ctx.namespace, &template, &loc.name_any())
+        super::requests::backup_request(&name, &ctx.namespace, &template, &loc.name_any())
     {
         return stalled(&api, &s, "InvalidSpec", m, None).await;
     }

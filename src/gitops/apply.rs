@@ -20,7 +20,7 @@ use super::{FIELD_MANAGER, INVALID_MANIFEST, REVISION_ANNOTATION, SOURCE_LABEL};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
 use crate::cluster;
-use crate::controller::apply_status;
+use crate::report::object_status::apply_status;
 use crate::source::{InvalidManifest, Kind, Manifest, Revision};
 
 /// What applying one revision did.

@@ -36,8 +36,7 @@ pub const REVISION_ANNOTATION: &str = "tidemark.dev/revision";
 /// Label naming the source an object was applied from; an object whose label names another
 /// source is never pruned.
 pub const SOURCE_LABEL: &str = "tidemark.dev/source";
-/// Condition reason of an object (or GitSource) whose manifest in the source is invalid.
-pub const INVALID_MANIFEST: &str = "InvalidManifest";
+pub use crate::report::object_status::INVALID_MANIFEST;
 /// Flux's annotation asking for a reconcile now (`flux reconcile` sets it to a timestamp).
 pub const REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
 

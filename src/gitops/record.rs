@@ -86,7 +86,7 @@ pub async fn write(
     let mut data = json!({
         "source": source,
         "attemptedRevision": report.revision.to_string(),
-        "reconciledAt": crate::controller::now_rfc3339(),
+        "reconciledAt": crate::report::object_status::now_rfc3339(),
         "applied": report.applied().to_string(),
         "pruned": report.pruned.len().to_string(),
         "invalid": report.invalid.len().to_string(),

@@ -1,9 +1,11 @@
-//! Reporting a run: Velero-shaped results (warnings and errors per namespace), the
-//! gzip-compressed run log stored beside each backup and restore, commit statuses, and the
+//! Reporting: the status of tidemark's objects ([`object_status`]), Velero-shaped results
+//! (warnings and errors per namespace), the gzip-compressed run log stored beside each backup
+//! and restore, commit statuses, and the
 //! plain-text layout ([`text`]) of what is shown to people.
 
 pub mod forge;
 mod log;
+pub mod object_status;
 mod results;
 pub mod status;
 pub mod text;

@@ -328,7 +328,7 @@ async fn backup_one(ctx: &Ctx, pvb: &PodVolumeBackup) -> Result<PodVolumeBackupS
     };
     let api: Api<PodVolumeBackup> = Api::namespaced(ctx.client.clone(), &ctx.config.namespace);
     let name = pvb.name_any();
-    let started = crate::controller::now_rfc3339();
+    let started = crate::report::object_status::now_rfc3339();
     let mut status = PodVolumeBackupStatus {
         phase: Some(phase::IN_PROGRESS.into()),
         path: Some(dir.display().to_string()),
@@ -363,7 +363,7 @@ async fn backup_one(ctx: &Ctx, pvb: &PodVolumeBackup) -> Result<PodVolumeBackupS
     .await?;
     status.phase = Some(phase::COMPLETED.into());
     status.snapshot_id = Some(summary.snapshot_id);
-    status.completion_timestamp = Some(crate::controller::now_rfc3339());
+    status.completion_timestamp = Some(crate::report::object_status::now_rfc3339());
     status.progress = Some(VolumeProgress {
         total_bytes: Some(i64::try_from(summary.total_bytes).unwrap_or(i64::MAX)),
         bytes_done: Some(i64::try_from(summary.total_bytes).unwrap_or(i64::MAX)),
@@ -399,7 +399,7 @@ async fn restore_one(
     let name = pvr.name_any();
     let mut status = PodVolumeRestoreStatus {
         phase: Some(phase::IN_PROGRESS.into()),
-        start_timestamp: Some(crate::controller::now_rfc3339()),
+        start_timestamp: Some(crate::report::object_status::now_rfc3339()),
         ..Default::default()
     };
     patch_pvr(&api, &name, &status)
@@ -464,7 +464,7 @@ async fn restore_one(
         message: e.to_string(),
     })?;
     status.phase = Some(phase::COMPLETED.into());
-    status.completion_timestamp = Some(crate::controller::now_rfc3339());
+    status.completion_timestamp = Some(crate::report::object_status::now_rfc3339());
     status.progress = Some(VolumeProgress {
         total_bytes: Some(i64::try_from(summary.total_bytes).unwrap_or(i64::MAX)),
         bytes_done: Some(i64::try_from(summary.total_bytes).unwrap_or(i64::MAX)),
@@ -498,7 +498,7 @@ async fn reconcile_pvb(pvb: Arc<PodVolumeBackup>, ctx: Arc<Ctx>) -> Result<Actio
             PodVolumeBackupStatus {
                 phase: Some(phase::FAILED.into()),
                 message: Some(e.to_string()),
-                completion_timestamp: Some(crate::controller::now_rfc3339()),
+                completion_timestamp: Some(crate::report::object_status::now_rfc3339()),
                 ..pvb.status.clone().unwrap_or_default()
             }
         }
@@ -536,7 +536,7 @@ async fn reconcile_pvr(pvr: Arc<PodVolumeRestore>, ctx: Arc<Ctx>) -> Result<Acti
             PodVolumeRestoreStatus {
                 phase: Some(phase::FAILED.into()),
                 message: Some(e.to_string()),
-                completion_timestamp: Some(crate::controller::now_rfc3339()),
+                completion_timestamp: Some(crate::report::object_status::now_rfc3339()),
                 ..pvr.status.clone().unwrap_or_default()
             }
         }
@@ -557,7 +557,7 @@ async fn recover(client: &Client, config: &AgentConfig) -> Result<(), AgentError
         let what = format!("{what} in {}", config.namespace);
         move |source| AgentError::Kube { what, source }
     };
-    let now = crate::controller::now_rfc3339();
+    let now = crate::report::object_status::now_rfc3339();
     let pvbs: Api<PodVolumeBackup> = Api::namespaced(client.clone(), &config.namespace);
     for r in pvbs
         .list(&ListParams::default())
