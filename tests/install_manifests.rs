@@ -95,8 +95,8 @@ fn every_install_keeps_rbac_least_privilege_and_the_pod_hardened() {
                 .iter()
                 .filter(|k| **k == "CustomResourceDefinition")
                 .count(),
-            8,
-            "{dir}: the eight tidemark.dev CRDs"
+            9,
+            "{dir}: the nine tidemark.dev CRDs"
         );
 
         for o in &objs {
@@ -398,7 +398,7 @@ async fn every_install_is_accepted_by_a_real_api_server() {
         .iter()
         .map(|c| c["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(crd_names.len(), 8);
+    assert_eq!(crd_names.len(), 9);
     wait_established(&cluster.client, &crd_names).await;
 
     // The namespace for real (with its Pod Security labels, so the dry runs below are

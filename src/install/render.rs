@@ -615,7 +615,7 @@ mod tests {
             docs.iter()
                 .filter(|d| d["kind"] == "CustomResourceDefinition")
                 .count(),
-            8
+            9
         );
         // CRDs, then namespaces, then the rest.
         let first_other = docs
