@@ -53,12 +53,17 @@ async fn sync(ctx: &Context, loc: &Location, store: &Store) -> Result<(usize, us
         .into_iter()
         .collect();
     let api: Api<Backup> = ctx.api();
-    // One LIST: every record's name (a name under another location must not be re-imported
+    // Every record (from the cache): each name (a name under another location must not be re-imported
     // here) and this location's records.
-    let all = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| e.to_string())?;
+    let all = match ctx.caches.backups() {
+        Some(cached) => cached,
+        None => {
+            api.list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+        }
+    };
     let all_names: BTreeSet<String> = all.iter().map(|b| b.name_any()).collect();
     // Which records are forgotten is the planner's (`plan::sync`): all of this location's go in.
     let views: Vec<RecordView> = all

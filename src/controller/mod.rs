@@ -8,6 +8,7 @@
 //! running backup or restore every [`PROGRESS_INTERVAL`] under [`PROGRESS_FIELD_MANAGER`].
 
 mod backup;
+mod cache;
 pub mod errors;
 mod gitsource;
 mod leader;
@@ -132,6 +133,8 @@ pub struct Context {
     pub failures: errors::Failures,
     /// Publishes Kubernetes events on transitions.
     pub recorder: kube::runtime::events::Recorder,
+    /// Reflector caches of the Backup records and Locations.
+    pub caches: cache::Caches,
 }
 
 impl Context {
@@ -306,6 +309,7 @@ pub async fn run_with(
         .await
         .map_err(|e| ControllerError::Config(e.to_string()))?;
     tracing::info!("client-side rate limit: {}", budget.describe());
+    let (caches, fill_caches) = cache::Caches::start(&client, &config.namespace);
     let ctx = Arc::new(Context {
         client: client.clone(),
         namespace: config.namespace.clone(),
@@ -325,6 +329,7 @@ pub async fn run_with(
                 instance: Some(config.identity.clone()),
             },
         ),
+        caches,
     });
     let health = tokio::spawn(serve_health(ctx.clone(), config.health_address));
     let metrics = tokio::spawn(serve_metrics(ctx.clone(), config.metrics_address));
@@ -360,6 +365,7 @@ pub async fn run_with(
             gitsource::run(ctx.clone()),
             maintenance::run(ctx.clone()),
             alongside,
+            fill_caches,
         );
         Ok::<(), ControllerError>(())
     };

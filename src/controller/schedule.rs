@@ -121,15 +121,24 @@ async fn reconcile(s: Arc<Schedule>, ctx: Arc<Context>) -> Result<Action, kube::
         return stalled(&api, &s, "InvalidSpec", m, None).await;
     }
     let backups: Api<Backup> = ctx.api();
-    let mine = backups
-        .list(&ListParams::default().labels(&format!("{}={name}", velero::SCHEDULE_NAME_LABEL)))
-        .await?;
+    let mine = match ctx.caches.backups_of_schedule(&name) {
+        Some(cached) => cached,
+        None => {
+            backups
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{}={name}", velero::SCHEDULE_NAME_LABEL)),
+                )
+                .await?
+                .items
+        }
+    };
     // Retention applies while paused too: it keeps backups, it does not make them.
     if let Some((r, _)) = retention {
-        apply_retention(&backups, &mine.items, r, &cron, &name, &loc.name_any()).await?;
+        apply_retention(&backups, &mine, r, &cron, &name, &loc.name_any()).await?;
     }
     let now = chrono::Utc::now();
-    let observed = ScheduleObserved::of(&s, &mine.items, now);
+    let observed = ScheduleObserved::of(&s, &mine, now);
     let (status, health, requeue) = match decide(&name, &cron, &observed, now) {
         ScheduleDecision::Paused => {
             apply_status(

@@ -191,6 +191,11 @@ async fn encryption_keys(
 /// [`LocationProblem::NotFound`].
 pub async fn find(ctx: &Context, name: Option<&str>) -> Result<Location, LocationProblem> {
     let api: Api<Location> = ctx.api();
+    if let Some(n) = name
+        && let Some(cached) = ctx.caches.location(n)
+    {
+        return Ok(cached);
+    }
     match name {
         Some(n) => api.get_opt(n).await?.ok_or_else(|| {
             LocationProblem::NotFound(format!(
@@ -199,13 +204,12 @@ pub async fn find(ctx: &Context, name: Option<&str>) -> Result<Location, Locatio
             ))
         }),
         None => {
-            let mut all: Vec<Location> = api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .filter(|l| l.spec.default)
-                .collect();
+            let listed = match ctx.caches.locations() {
+                Some(cached) if cached.iter().any(|l| l.spec.default) => cached,
+                // Not filled yet, or no default in it (one may have been set a moment ago).
+                _ => api.list(&ListParams::default()).await?.items,
+            };
+            let mut all: Vec<Location> = listed.into_iter().filter(|l| l.spec.default).collect();
             all.sort_by_key(|l| l.name_any());
             all.into_iter().next().ok_or_else(|| {
                 LocationProblem::NotFound(format!(
