@@ -8,10 +8,13 @@
 //! - [`archive`]: the Velero-compatible tar.gz format, written and validated.
 //! - [`restore`]: the restore engine (plan, ordering, transforms, apply).
 //! - [`store`]: locations, the bucket layout, streaming uploads, the read-only guard.
-//! - [`report`]: results and run logs.
+//! - [`report`]: object status (conditions, server-side apply), results, run logs, commit
+//!   statuses.
 //! - [`source`]: Git and directory sources, kustomize rendering, manifest parsing.
+//! - [`gitops`]: the GitOps engine (change-set apply, inventory, prune, commit statuses,
+//!   previews) behind GitSource, `tidemark reconcile` and `tidemark plan`.
 //! - [`controller`]: the in-cluster reconciler (`tidemark server`).
-//! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans).
+//! - [`plan`]: the pure planner (schedules, sync, expiry, restore plans, GitSource status).
 //! - [`volumes`]: persistent volume data (method selection, CSI snapshots, file-system backup).
 //! - [`hooks`]: Velero's backup and restore hooks (exec hooks in pods, restore init containers).
 //! - [`install`]: installing and removing the controller (`tidemark install`/`uninstall`).

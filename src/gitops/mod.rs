@@ -5,6 +5,8 @@
 //! object) → inventory ([`inventory`]) → prune by inventory diff ([`prune`]: deletes by name,
 //! no cluster-wide LIST) → health of what was applied and commit statuses ([`statuses`]).
 //!
+//! The preview of a revision (`tidemark plan`) is [`preview`].
+//!
 //! One engine, three callers: the `GitSource` controller (`controller::gitsource`, status on
 //! the object), `tidemark reconcile` (flags or a GitSource manifest) and the deprecated
 //! `source:` section of `tidemark server --config` — the last two keep their state in a
@@ -18,6 +20,7 @@
 pub mod apply;
 pub mod credentials;
 pub mod inventory;
+pub mod preview;
 pub mod prune;
 pub mod reconciler;
 pub mod record;
