@@ -656,41 +656,32 @@ async fn expire(b: &Backup, ctx: &Context) -> Result<Action, kube::Error> {
 }
 
 async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
-    if b.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    match phase(&b) {
-        None | Some("New") => {
-            if b.annotations().contains_key(SYNCED_ANNOTATION) {
-                return Ok(Action::requeue(Duration::from_secs(5)));
-            }
-            start(b, ctx).await
-        }
-        Some("InProgress") | Some("FailedValidation") => Ok(Action::await_change()),
-        Some("Deleting") => expire(&b, &ctx).await,
-        Some(_) => {
-            let exp = b
-                .status
-                .as_ref()
-                .and_then(|s| s.expiration.as_deref())
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&chrono::Utc));
-            let now = chrono::Utc::now();
-            if crate::plan::expiry::expired(exp, now) {
-                expire(&b, &ctx).await
-            } else {
-                match exp {
-                    Some(t) => Ok(Action::requeue(
-                        (t - now)
-                            .to_std()
-                            .unwrap_or_default()
-                            .min(Duration::from_secs(3600))
-                            + Duration::from_secs(1),
-                    )),
-                    None => Ok(Action::await_change()),
-                }
-            }
-        }
+    use crate::plan::expiry::{BackupDecision, decide_backup};
+    let expiration = b
+        .status
+        .as_ref()
+        .and_then(|s| s.expiration.as_deref())
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    let now = chrono::Utc::now();
+    match decide_backup(
+        phase(&b),
+        b.annotations().contains_key(SYNCED_ANNOTATION),
+        b.metadata.deletion_timestamp.is_some(),
+        expiration,
+        now,
+    ) {
+        BackupDecision::Start => start(b, ctx).await,
+        BackupDecision::AwaitSync => Ok(Action::requeue(Duration::from_secs(5))),
+        BackupDecision::Wait => Ok(Action::await_change()),
+        BackupDecision::Expire => expire(&b, &ctx).await,
+        BackupDecision::ExpireAt(t) => Ok(Action::requeue(
+            (t - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(3600))
+                + Duration::from_secs(1),
+        )),
     }
 }
 

@@ -24,9 +24,10 @@ use crate::api::tidemark::{AccessMode, Backup, BackupPolicy, Location, RestorePl
 use crate::api::velero::SCHEDULE_NAME_LABEL;
 use crate::cluster::is_not_found;
 use crate::controller::{resolve_backup, restore_request_in, retention_candidates, store_for_in};
-use crate::plan::expiry::expired;
+use crate::plan::expiry::{BackupDecision, decide_backup};
 use crate::plan::restore_plan::{restore_name, spec_hash};
 use crate::plan::schedule::{CronSchedule, ScheduleDecision, ScheduleObserved, decide};
+use crate::plan::sync::SYNCED_ANNOTATION;
 use crate::restore;
 use crate::source::{InvalidManifest, Kind, Manifest, Rendered, manifests};
 use crate::store::Store;
@@ -424,17 +425,18 @@ async fn expiring(
         records.sort_by_key(|b| b.name_any());
         for b in records {
             let status = b.status.clone().unwrap_or_default();
-            // Records the controller has not finished never expire (as in the controller).
-            if matches!(
-                status.phase.as_deref(),
-                None | Some("New") | Some("InProgress") | Some("FailedValidation")
-            ) {
-                continue;
-            }
+            // The controller's own decision (records not finished never expire).
             let Some(expiration) = parse_time(status.expiration.as_deref()) else {
                 continue;
             };
-            if !expired(Some(expiration), now) {
+            let decision = decide_backup(
+                status.phase.as_deref(),
+                b.annotations().contains_key(SYNCED_ANNOTATION),
+                b.metadata.deletion_timestamp.is_some(),
+                Some(expiration),
+                now,
+            );
+            if decision != BackupDecision::Expire {
                 continue;
             }
             let named = b.spec.template.location.clone();

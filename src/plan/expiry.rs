@@ -18,6 +18,49 @@ pub fn expired(expiration: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     expiration.is_some_and(|e| e <= now)
 }
 
+/// What the Backup controller does with a record now ([`decide_backup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupDecision {
+    /// Run the backup (phase unset or `New`).
+    Start,
+    /// A `New` record imported by the store sync: not the controller's to run; look again soon.
+    AwaitSync,
+    /// Nothing to do until the record changes (running, failed validation, being deleted, no
+    /// TTL).
+    Wait,
+    /// Delete it: its TTL passed (or its deletion, phase `Deleting`, was started already).
+    Expire,
+    /// Look again at its expiration time.
+    ExpireAt(DateTime<Utc>),
+}
+
+/// The Backup controller's decision for a record, and `tidemark plan`'s list of what expires:
+/// `phase` (`status.phase`), whether the store sync imported it (`synced`), whether it is
+/// being deleted (`metadata.deletionTimestamp`), its `status.expiration`, and `now`. Records
+/// not finished (`New`, `InProgress`) and `FailedValidation` ones never expire.
+pub fn decide_backup(
+    phase: Option<&str>,
+    synced: bool,
+    deleting: bool,
+    expiration: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> BackupDecision {
+    if deleting {
+        return BackupDecision::Wait;
+    }
+    match phase {
+        None | Some("New") if synced => BackupDecision::AwaitSync,
+        None | Some("New") => BackupDecision::Start,
+        Some("InProgress") | Some("FailedValidation") => BackupDecision::Wait,
+        Some("Deleting") => BackupDecision::Expire,
+        Some(_) if expired(expiration, now) => BackupDecision::Expire,
+        Some(_) => match expiration {
+            Some(t) => BackupDecision::ExpireAt(t),
+            None => BackupDecision::Wait,
+        },
+    }
+}
+
 /// Parses a duration as used in `ttl`, `syncPeriod`, `validationPeriod`, `--ttl`,
 /// `--wait-timeout` and every other duration of tidemark: Go's syntax first, then humantime's.
 ///
@@ -144,6 +187,52 @@ pub(crate) fn go_duration_nanos(s: &str) -> Result<i128, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_records_start_wait_or_expire() {
+        use chrono::TimeZone;
+        let now = Utc.with_ymd_and_hms(2026, 12, 6, 12, 0, 0).unwrap();
+        let past = Some(now - chrono::TimeDelta::hours(1));
+        let later = now + chrono::TimeDelta::hours(1);
+        use BackupDecision::*;
+        assert_eq!(decide_backup(None, false, false, None, now), Start);
+        assert_eq!(
+            decide_backup(Some("New"), true, false, None, now),
+            AwaitSync
+        );
+        assert_eq!(
+            decide_backup(Some("InProgress"), false, false, past, now),
+            Wait
+        );
+        assert_eq!(
+            decide_backup(Some("FailedValidation"), false, false, past, now),
+            Wait
+        );
+        assert_eq!(
+            decide_backup(Some("Deleting"), false, false, None, now),
+            Expire
+        );
+        assert_eq!(
+            decide_backup(Some("Completed"), false, false, past, now),
+            Expire
+        );
+        assert_eq!(
+            decide_backup(Some("Failed"), false, false, past, now),
+            Expire
+        );
+        assert_eq!(
+            decide_backup(Some("Completed"), false, false, Some(later), now),
+            ExpireAt(later)
+        );
+        assert_eq!(
+            decide_backup(Some("Completed"), false, false, None, now),
+            Wait
+        );
+        assert_eq!(
+            decide_backup(Some("Completed"), false, true, past, now),
+            Wait
+        );
+    }
     use chrono::TimeZone;
     use std::time::Duration;
 
