@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -688,12 +687,6 @@ async fn reconcile(b: Arc<Backup>, ctx: Arc<Context>) -> Result<Action, kube::Er
 /// Runs the Backup controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Backup> = ctx.api();
-    Controller::new(api, watcher::Config::default())
-        .run(
-            |o, c| super::errors::reconciled(o, c, reconcile),
-            super::errors::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let controller = Controller::new(api, watcher::Config::default());
+    super::errors::drive(controller, ctx, reconcile).await;
 }

@@ -232,6 +232,30 @@ where
     Action::requeue(wait)
 }
 
+/// Runs `controller` until the process ends: every reconcile through [`reconciled`] (counted,
+/// a permanent failure's `Stalled` cleared on success) and every failure through
+/// [`error_policy`]. What each controller's `run` ends with.
+pub async fn drive<K, Fut>(
+    controller: kube::runtime::Controller<K>,
+    ctx: Arc<Context>,
+    reconcile: fn(Arc<K>, Arc<Context>) -> Fut,
+) where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    Fut: std::future::Future<Output = Result<Action, kube::Error>> + Send + 'static,
+{
+    use futures::StreamExt;
+    controller
+        .run(move |o, c| reconciled(o, c, reconcile), error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
@@ -199,12 +198,6 @@ fn own_conditions(
 /// Runs the GitSource controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<GitSource> = ctx.api();
-    Controller::new(api, watcher::Config::default())
-        .run(
-            |o, c| super::errors::reconciled(o, c, reconcile),
-            super::errors::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let controller = Controller::new(api, watcher::Config::default());
+    super::errors::drive(controller, ctx, reconcile).await;
 }

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -278,12 +277,6 @@ async fn reconcile(loc: Arc<Location>, ctx: Arc<Context>) -> Result<Action, kube
 /// Runs the Location controller.
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Location> = ctx.api();
-    Controller::new(api, watcher::Config::default())
-        .run(
-            |o, c| super::errors::reconciled(o, c, reconcile),
-            super::errors::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let controller = Controller::new(api, watcher::Config::default());
+    super::errors::drive(controller, ctx, reconcile).await;
 }

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -267,13 +266,7 @@ async fn reconcile(p: Arc<RestorePlan>, ctx: Arc<Context>) -> Result<Action, kub
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<RestorePlan> = ctx.api();
     let restores: Api<Restore> = ctx.api();
-    Controller::new(api, watcher::Config::default())
-        .owns(restores, watcher::Config::default())
-        .run(
-            |o, c| super::errors::reconciled(o, c, reconcile),
-            super::errors::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let controller =
+        Controller::new(api, watcher::Config::default()).owns(restores, watcher::Config::default());
+    super::errors::drive(controller, ctx, reconcile).await;
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -294,18 +293,15 @@ pub fn retention_candidates(mine: &[Backup], location: &str) -> Vec<Candidate> {
 pub async fn run(ctx: Arc<Context>) {
     let api: Api<Schedule> = ctx.api();
     let backups: Api<Backup> = ctx.api();
-    Controller::new(api, watcher::Config::default())
-        .watches(backups, watcher::Config::default(), |b: Backup| {
+    let controller = Controller::new(api, watcher::Config::default()).watches(
+        backups,
+        watcher::Config::default(),
+        |b: Backup| {
             b.labels().get(velero::SCHEDULE_NAME_LABEL).map(|s| {
                 kube::runtime::reflector::ObjectRef::new(s)
                     .within(b.namespace().as_deref().unwrap_or_default())
             })
-        })
-        .run(
-            |o, c| super::errors::reconciled(o, c, reconcile),
-            super::errors::error_policy,
-            ctx,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        },
+    );
+    super::errors::drive(controller, ctx, reconcile).await;
 }
