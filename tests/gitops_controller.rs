@@ -175,31 +175,17 @@ fn schedule(name: &str, cron: &str, extra: &str) -> String {
     )
 }
 
-/// Applies the shipped install's namespace, CRDs, ServiceAccount, Role and RoleBinding only:
-/// the controller can then do nothing outside its namespace.
+/// Applies the shipped install's namespace, CRDs, ServiceAccount, Role and RoleBinding only
+/// (no ClusterRole): the controller can then do nothing outside its namespace. The node
+/// agent's namespace comes along (it holds nothing the controller may use).
 async fn apply_namespace_rbac_only(client: &Client) {
-    let docs: Vec<Value> = yaml_docs(&repo().join("kustomize/install.yaml"))
-        .into_iter()
-        .filter(|d| {
-            matches!(
-                d["kind"].as_str(),
-                Some(
-                    "Namespace"
-                        | "CustomResourceDefinition"
-                        | "ServiceAccount"
-                        | "Role"
-                        | "RoleBinding"
-                )
-            )
-        })
-        .collect();
-    let crds: Vec<String> = docs
-        .iter()
-        .filter(|d| d["kind"] == "CustomResourceDefinition")
-        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    apply_docs(client, &docs).await;
-    wait_established(client, &crds).await;
+    apply_shipped(client, |kind| {
+        matches!(
+            kind,
+            "Namespace" | "CustomResourceDefinition" | "ServiceAccount" | "Role" | "RoleBinding"
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

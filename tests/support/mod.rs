@@ -1442,17 +1442,25 @@ pub async fn wait_pod_ready(
 /// `tidemark node-agent` as local processes under those ServiceAccounts' tokens
 /// ([`service_account_kubeconfig`]).
 pub async fn apply_shipped_rbac(client: &Client) {
+    apply_shipped(client, |kind| {
+        !matches!(kind, "Deployment" | "DaemonSet" | "Service")
+    })
+    .await;
+}
+
+/// Applies the objects of `kustomize/install.yaml` and `kustomize/install-node-agent.yaml`
+/// whose kind `keep` accepts, and waits until their CRDs are Established.
+pub async fn apply_shipped(client: &Client, keep: impl Fn(&str) -> bool) {
     let mut docs = Vec::new();
     for file in [
         "kustomize/install.yaml",
         "kustomize/install-node-agent.yaml",
     ] {
-        docs.extend(yaml_docs(&repo().join(file)).into_iter().filter(|d| {
-            !matches!(
-                d["kind"].as_str(),
-                Some("Deployment" | "DaemonSet" | "Service")
-            )
-        }));
+        docs.extend(
+            yaml_docs(&repo().join(file))
+                .into_iter()
+                .filter(|d| keep(d["kind"].as_str().unwrap_or_default())),
+        );
     }
     let crds: Vec<String> = docs
         .iter()
