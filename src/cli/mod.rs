@@ -126,7 +126,8 @@ enum Command {
     Install(Box<install::InstallArgs>),
     /// Remove the controller (backups in object storage are kept).
     Uninstall(install::UninstallArgs),
-    /// Apply tidemark manifests from a Git repository or a directory, and prune what left it.
+    /// Apply tidemark manifests from a Git repository, a directory or a GitSource manifest (`-f`),
+    /// and prune what a previous revision applied and this one dropped (by inventory).
     Reconcile(Box<reconcile::ReconcileArgs>),
     /// Show what a revision (or a directory) would do: backups to run or expire, and each
     /// RestorePlan's create/update/skip/conflict preview.
