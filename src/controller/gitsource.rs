@@ -133,10 +133,13 @@ async fn apply(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Er
                     },
                     None,
                 ),
-                Ok(pass) => {
-                    let Pass::Applied { report, digest, .. } = &pass else {
-                        unreachable!("matched above")
-                    };
+                Ok(Pass::Applied {
+                    report,
+                    digest,
+                    parsed,
+                    renderer,
+                    took,
+                }) => {
                     let outcome = Outcome::Applied {
                         revision: report.revision.to_string(),
                         digest: digest.clone(),
@@ -151,6 +154,13 @@ async fn apply(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Er
                         "{}",
                         report.summary()
                     );
+                    let pass = Pass::Applied {
+                        report,
+                        digest,
+                        parsed,
+                        renderer,
+                        took,
+                    };
                     (outcome, Some((reconciler, pass)))
                 }
             }
