@@ -89,13 +89,8 @@ async fn apply(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Er
         } => (since, requested_at),
     };
     let status = gs.status.clone().unwrap_or_default();
-    let interval = gs
-        .spec
-        .interval
-        .as_deref()
-        .and_then(|i| crate::plan::expiry::duration(i).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(DEFAULT_INTERVAL);
+    // An invalid interval is reported by the settings below; the requeue falls back.
+    let interval = Settings::interval_of(&gs).unwrap_or(DEFAULT_INTERVAL);
     let cache_root = crate::source::git::default_cache_root();
     let settings = match credentials::read(&ctx.client, &gs, &cache_root).await {
         Ok((creds, token)) => Settings::from_git_source(&gs, creds, token, None),

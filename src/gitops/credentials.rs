@@ -14,13 +14,6 @@ use super::GitopsError;
 use super::source::GitCredentials;
 use crate::api::gitsource::GitSource;
 
-fn settings_error(field: &str, message: impl Into<String>) -> GitopsError {
-    GitopsError::Settings {
-        field: field.into(),
-        message: message.into(),
-    }
-}
-
 async fn secret_data(
     client: &Client,
     namespace: &str,
@@ -33,12 +26,13 @@ async fn secret_data(
         .await
         .map_err(|e| GitopsError::kube(format!("reading Secret {namespace}/{name}"), e))?
         .ok_or_else(|| {
-            settings_error(field, format!("Secret {namespace}/{name} does not exist"))
+            GitopsError::settings(field, format!("Secret {namespace}/{name} does not exist"))
         })?;
     let mut out = BTreeMap::new();
     for (k, v) in secret.data.unwrap_or_default() {
-        let text = String::from_utf8(v.0)
-            .map_err(|_| settings_error(field, format!("key {k} of Secret {name} is not UTF-8")))?;
+        let text = String::from_utf8(v.0).map_err(|_| {
+            GitopsError::settings(field, format!("key {k} of Secret {name} is not UTF-8"))
+        })?;
         out.insert(k, text);
     }
     for (k, v) in secret.string_data.unwrap_or_default() {
@@ -99,7 +93,7 @@ pub async fn read(
                 creds.known_hosts_file = Some(write_private(&dir, "known_hosts", kh)?);
             }
         } else if creds.password.is_none() {
-            return Err(settings_error(
+            return Err(GitopsError::settings(
                 "spec.secretRef",
                 format!(
                     "Secret {} has neither `password` (HTTPS token) nor `identity` (SSH key)",
@@ -121,7 +115,7 @@ pub async fn read(
                 data.get("token")
                     .map(|t| t.trim().to_string())
                     .ok_or_else(|| {
-                        settings_error(
+                        GitopsError::settings(
                             "spec.commitStatus.secretRef",
                             format!("Secret {} has no key `token`", c.secret_ref.name),
                         )

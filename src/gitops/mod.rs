@@ -75,6 +75,14 @@ pub enum GitopsError {
 }
 
 impl GitopsError {
+    /// A [`GitopsError::Settings`] naming `field`.
+    pub fn settings(field: &str, message: impl std::fmt::Display) -> GitopsError {
+        GitopsError::Settings {
+            field: field.into(),
+            message: message.to_string(),
+        }
+    }
+
     /// A [`GitopsError::Kube`] for `what`.
     pub fn kube(what: impl Into<String>, source: kube::Error) -> GitopsError {
         GitopsError::Kube {

@@ -64,13 +64,6 @@ pub struct GitCredentials {
     pub known_hosts_file: Option<PathBuf>,
 }
 
-fn settings_error(field: &str, message: impl std::fmt::Display) -> GitopsError {
-    GitopsError::Settings {
-        field: field.into(),
-        message: message.to_string(),
-    }
-}
-
 fn parse_duration(
     field: &str,
     value: Option<&str>,
@@ -80,9 +73,9 @@ fn parse_duration(
         None => Ok(default),
         Some(v) => {
             let d = crate::plan::expiry::duration(v)
-                .map_err(|e| settings_error(field, format!("{v:?}: {e}")))?;
+                .map_err(|e| GitopsError::settings(field, format!("{v:?}: {e}")))?;
             if d.is_zero() {
-                return Err(settings_error(field, "must be more than 0s"));
+                return Err(GitopsError::settings(field, "must be more than 0s"));
             }
             Ok(d)
         }
@@ -90,6 +83,18 @@ fn parse_duration(
 }
 
 impl Settings {
+    /// The `spec.interval` of a `GitSource` ([`DEFAULT_INTERVAL`] when unset).
+    ///
+    /// # Errors
+    /// [`GitopsError::Settings`] naming `spec.interval` when it is not a duration above 0s.
+    pub fn interval_of(gs: &GitSourceObject) -> Result<Duration, GitopsError> {
+        parse_duration(
+            "spec.interval",
+            gs.spec.interval.as_deref(),
+            DEFAULT_INTERVAL,
+        )
+    }
+
     /// The source id of a `GitSource` object: derived from its namespace and name, so changing
     /// its URL or path keeps what it applied.
     pub fn id_of(gs: &GitSourceObject) -> String {
@@ -110,7 +115,7 @@ impl Settings {
     pub fn from_config(cfg: &SourceConfig, namespace: &str) -> Result<Settings, GitopsError> {
         cfg.validate().map_err(|e| {
             let (field, message) = e.split_once(": ").unwrap_or(("source", e.as_str()));
-            settings_error(&format!("source.{field}"), message)
+            GitopsError::settings(&format!("source.{field}"), message)
         })?;
         let namespace = cfg
             .namespace
@@ -118,10 +123,9 @@ impl Settings {
             .unwrap_or_else(|| namespace.to_string());
         let origin = match cfg.kind {
             SourceKind::Git => {
-                let url = cfg
-                    .url
-                    .clone()
-                    .ok_or_else(|| settings_error("source.url", "required for a git source"))?;
+                let url = cfg.url.clone().ok_or_else(|| {
+                    GitopsError::settings("source.url", "required for a git source")
+                })?;
                 let auth = GitAuth::from_options(
                     &cfg.username,
                     cfg.token_file.as_deref(),
@@ -139,11 +143,9 @@ impl Settings {
                     timeout: cfg.timeout,
                 }))
             }
-            SourceKind::Dir => Origin::Dir(
-                cfg.path
-                    .clone()
-                    .ok_or_else(|| settings_error("source.path", "required for a dir source"))?,
-            ),
+            SourceKind::Dir => Origin::Dir(cfg.path.clone().ok_or_else(|| {
+                GitopsError::settings("source.path", "required for a dir source")
+            })?),
         };
         let forge = match &cfg.commit_status {
             None => None,
@@ -151,11 +153,11 @@ impl Settings {
                 forge: c
                     .forge
                     .parse::<Forge>()
-                    .map_err(|e| settings_error("source.commitStatus.forge", e))?,
+                    .map_err(|e| GitopsError::settings("source.commitStatus.forge", e))?,
                 base_url: c.url.clone(),
                 repository: c.repository.clone(),
                 token: token_from(c.token_file.as_deref(), Some("TIDEMARK_FORGE_TOKEN"))
-                    .map_err(|e| settings_error("source.commitStatus.tokenFile", e))?,
+                    .map_err(|e| GitopsError::settings("source.commitStatus.tokenFile", e))?,
             }),
         };
         let id = match &origin {
@@ -199,7 +201,7 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| own_ns.clone());
         if spec.url.is_empty() {
-            return Err(settings_error("spec.url", "must not be empty"));
+            return Err(GitopsError::settings("spec.url", "must not be empty"));
         }
         let r = spec.reference.clone().unwrap_or_default();
         let set = [&r.branch, &r.tag, &r.semver, &r.name]
@@ -207,25 +209,25 @@ impl Settings {
             .filter(|x| x.is_some())
             .count();
         if set > 1 {
-            return Err(settings_error(
+            return Err(GitopsError::settings(
                 "spec.ref",
                 "give at most one of branch, tag, semver and name",
             ));
         }
         if r.commit.is_some() && (r.tag.is_some() || r.semver.is_some() || r.name.is_some()) {
-            return Err(settings_error(
+            return Err(GitopsError::settings(
                 "spec.ref.commit",
                 "combines with branch only",
             ));
         }
         if let Some(range) = &r.semver {
             semver::VersionReq::parse(range)
-                .map_err(|e| settings_error("spec.ref.semver", format!("{range:?}: {e}")))?;
+                .map_err(|e| GitopsError::settings("spec.ref.semver", format!("{range:?}: {e}")))?;
         }
         if let Some(c) = &r.commit
             && (c.len() != 40 || !c.chars().all(|ch| ch.is_ascii_hexdigit()))
         {
-            return Err(settings_error(
+            return Err(GitopsError::settings(
                 "spec.ref.commit",
                 format!("{c:?} is not a full commit id (40 hex digits)"),
             ));
@@ -273,7 +275,7 @@ impl Settings {
             None => (None, DEFAULT_STATUS_TIMEOUT),
             Some(c) => {
                 let token = forge_token.ok_or_else(|| {
-                    settings_error(
+                    GitopsError::settings(
                         "spec.commitStatus.secretRef",
                         format!("Secret {} has no key `token`", c.secret_ref.name),
                     )
@@ -283,7 +285,7 @@ impl Settings {
                         forge: c
                             .forge
                             .parse::<Forge>()
-                            .map_err(|e| settings_error("spec.commitStatus.forge", e))?,
+                            .map_err(|e| GitopsError::settings("spec.commitStatus.forge", e))?,
                         base_url: c.url.clone(),
                         repository: c.repository.clone(),
                         token: Secret::new(token.trim()),
@@ -301,7 +303,7 @@ impl Settings {
             id: Settings::id_of(gs),
             namespace,
             prune: spec.prune,
-            interval: parse_duration("spec.interval", spec.interval.as_deref(), DEFAULT_INTERVAL)?,
+            interval: Settings::interval_of(gs)?,
             forge,
             status_timeout,
         })
