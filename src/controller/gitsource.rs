@@ -196,7 +196,7 @@ fn own_conditions(
     gs: &GitSource,
 ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     let mut conditions = gs.status.clone().unwrap_or_default().conditions;
-    conditions.retain(|c| !(c.type_ == "Stalled" && c.reason == crate::gitops::INVALID_MANIFEST));
+    conditions.retain(|c| !crate::report::object_status::invalid_manifest_stall(c));
     conditions
 }
 

@@ -20,7 +20,9 @@ use super::{FIELD_MANAGER, INVALID_MANIFEST, REVISION_ANNOTATION, SOURCE_LABEL};
 use crate::api::conditions::Health;
 use crate::api::tidemark::{BackupPolicy, Location, RestorePlan, Schedule};
 use crate::cluster;
-use crate::report::object_status::apply_status;
+use crate::report::object_status::{
+    apply_status, invalid_manifest_stall, is_invalid_manifest_stall,
+};
 use crate::source::{InvalidManifest, Kind, Manifest, Revision};
 
 /// What applying one revision did.
@@ -220,7 +222,11 @@ pub fn stalled_by_invalid_manifest(status: Option<&Value>) -> bool {
         .and_then(Value::as_array)
         .is_some_and(|cs| {
             cs.iter().any(|c| {
-                c["type"] == "Stalled" && c["status"] == "True" && c["reason"] == INVALID_MANIFEST
+                is_invalid_manifest_stall(
+                    c["type"].as_str().unwrap_or_default(),
+                    c["status"].as_str().unwrap_or_default(),
+                    c["reason"].as_str().unwrap_or_default(),
+                )
             })
         })
 }
@@ -255,7 +261,7 @@ where
         .unwrap_or_default();
     // The engine's own stall is the engine's to set, renew or lift (the controllers keep it
     // only while it is there).
-    existing.retain(|c| !(c.type_ == "Stalled" && c.reason == INVALID_MANIFEST));
+    existing.retain(|c| !invalid_manifest_stall(c));
     if let Some(s) = status.as_object_mut() {
         s.remove("conditions");
         s.remove("observedGeneration");

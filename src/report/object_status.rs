@@ -19,6 +19,17 @@ pub const FIELD_MANAGER: &str = "tidemark-controller";
 /// sets `Stalled=True` with it, and [`apply_status`] keeps it until the engine lifts it.
 pub const INVALID_MANIFEST: &str = "InvalidManifest";
 
+/// Whether a condition (its `type`, `status`, `reason`) is the GitOps engine's stall of an
+/// invalid manifest: `Stalled=True`, reason [`INVALID_MANIFEST`].
+pub fn is_invalid_manifest_stall(type_: &str, status: &str, reason: &str) -> bool {
+    type_ == "Stalled" && status == "True" && reason == INVALID_MANIFEST
+}
+
+/// [`is_invalid_manifest_stall`] of a [`Condition`].
+pub fn invalid_manifest_stall(c: &Condition) -> bool {
+    is_invalid_manifest_stall(&c.type_, &c.status, &c.reason)
+}
+
 /// Now as a `metav1.Time`.
 pub fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
@@ -71,7 +82,7 @@ where
     // conclude from the last valid spec; the engine lifts the condition itself.
     let invalid = existing
         .iter()
-        .find(|c| c.type_ == "Stalled" && c.status == "True" && c.reason == INVALID_MANIFEST)
+        .find(|c| invalid_manifest_stall(c))
         .map(|c| c.message.clone());
     let overridden;
     let health = match invalid {
