@@ -43,19 +43,15 @@ where
         + 'static,
 {
     let (reader, writer) = reflector::store();
-    let waiter = reader.clone();
     let run = async move {
-        let flag = ready.clone();
-        tokio::spawn(async move {
-            if waiter.wait_until_ready().await.is_ok() {
-                flag.store(true, Ordering::Release);
-            }
-        });
         reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .for_each(|event| {
-                if let Err(e) = event {
-                    tracing::debug!("cache watch: {e}");
+                match event {
+                    // The reflector has applied the first listing to the store by now.
+                    Ok(watcher::Event::InitDone) => ready.store(true, Ordering::Release),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!("cache watch: {e}"),
                 }
                 futures::future::ready(())
             })
