@@ -209,8 +209,50 @@ async fn api_for(
     })
 }
 
-/// Applies rendered objects in order (CRDs and namespaces first, then discovery again for the
-/// rest), calling `done` after each. Repository password Secrets are created only when absent.
+/// How long [`apply`] waits for the kinds of the CRDs it applied to be served (60 s): an API
+/// server establishes a CRD and adds it to discovery within seconds.
+const CRDS_SERVED_WITHIN: Duration = Duration::from_secs(60);
+
+/// The cluster's discovery once it serves the kind of every object in `docs`. When `wait`
+/// (CRDs were just applied), discovery is run again with exponential backoff (100 ms to 2 s,
+/// [`CRDS_SERVED_WITHIN`] in all) while a kind is missing; otherwise once.
+///
+/// # Errors
+/// [`InstallError::NotServed`] naming the first kind still missing, or [`InstallError::Kube`]
+/// when discovery fails.
+async fn discovery_serving(
+    client: &kube::Client,
+    docs: &[&Value],
+    wait: bool,
+) -> Result<Discovery, InstallError> {
+    use backon::{ExponentialBuilder, Retryable};
+    let attempt = || async {
+        let discovery = Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .map_err(kube_err("discovering the cluster's APIs"))?;
+        for d in docs {
+            api_for(client, &discovery, d).await?;
+        }
+        Ok(discovery)
+    };
+    if !wait {
+        return attempt().await;
+    }
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .with_total_delay(Some(CRDS_SERVED_WITHIN))
+                .without_max_times(),
+        )
+        .when(|e| matches!(e, InstallError::NotServed(_)))
+        .await
+}
+
+/// Applies rendered objects in order (CRDs and namespaces first, then the rest once discovery
+/// serves their kinds: [`discovery_serving`]), calling `done` after each. Repository password Secrets are created only when absent.
 ///
 /// # Errors
 /// The first failure ([`InstallError::Kube`] naming the object, [`InstallError::NotServed`]);
@@ -224,14 +266,17 @@ pub async fn apply(
     let (first, rest): (Vec<&Value>, Vec<&Value>) = docs
         .iter()
         .partition(|d| d["kind"] == "CustomResourceDefinition" || d["kind"] == "Namespace");
+    // The CRDs applied here are served a moment later (once established, and once the API
+    // server's discovery has them): until then the objects of their kinds wait for discovery.
+    let mut applied_crds = false;
     for group in [first, rest] {
         if group.is_empty() {
             continue;
         }
-        let discovery = Discovery::new(client.clone())
-            .run_aggregated()
-            .await
-            .map_err(kube_err("discovering the cluster's APIs"))?;
+        let discovery = discovery_serving(client, &group, applied_crds).await?;
+        applied_crds |= group
+            .iter()
+            .any(|d| d["kind"] == "CustomResourceDefinition");
         for d in group {
             let api = api_for(client, &discovery, d).await?;
             let name = d["metadata"]["name"].as_str().unwrap_or_default();
