@@ -13,14 +13,13 @@
 //! The core group has no `.<group>` suffix (`resources/pods/...`).
 
 mod extract;
+mod gzip;
 
 pub use extract::{ArchiveIndex, ExtractLimits, IndexedItem, Spool, SpoolRef, extract};
 
-use std::io::Write;
+use gzip::Gzip;
 
-/// Room above [`MEMBER_INPUT`] in a member's input buffer (256 KiB): the tar builder's writes
-/// that cross the boundary land there without a reallocation.
-const MEMBER_SLACK: usize = 256 << 10;
+use std::io::Write;
 
 /// The archive format version written to `metadata/version`.
 pub const FORMAT_VERSION: &str = "1.1.0";
@@ -103,121 +102,8 @@ impl ItemKey {
     }
 }
 
-/// Bytes of tar compressed into each gzip member (2 MiB).
-const MEMBER_INPUT: usize = 2 << 20;
-
-/// Bytes at the start of a member that ISA-L compresses first to judge the member (64 KiB).
-const PROBE: usize = 64 << 10;
-
-/// The ISA-L compression ratio of the probe (its bytes / their compressed bytes) from which the
-/// member is compressed by libdeflate: JSON and text compress this well, and there libdeflate's
-/// thorough matcher beats gzip -6 where ISA-L's fast one does not. Below it (random bytes,
-/// base64, already compressed data) gzip -6 gains next to nothing over ISA-L, which is three to
-/// four times faster there.
-const DEFLATE_FROM_RATIO: usize = 3;
-
-/// libdeflate's level: the lowest level whose output was no larger than gzip -6's (Go's default,
-/// which Velero's writer uses, and zlib's) on every sample measured (the benchmark's workload,
-/// small ConfigMaps, Deployment specs, text, random hex); level 6 was larger than zlib -6 on small
-/// ConfigMaps.
-const DEFLATE_LEVEL: i32 = 7;
-
-/// The archive's gzip stream: one gzip member (RFC 1952) per [`MEMBER_INPUT`] bytes of tar.
-/// RFC 1952 §2.2 lets a gzip file hold several members; Go's `compress/gzip` reader (Velero's
-/// extractor), `gunzip` and flate2's `MultiGzDecoder` read them all as one stream.
-///
-/// Each member is compressed by libdeflate at [`DEFLATE_LEVEL`] (`libdeflater`) when ISA-L's igzip
-/// at level 1 (`isal-rs`) compresses its first [`PROBE`] bytes at least [`DEFLATE_FROM_RATIO`]
-/// times, else by ISA-L. Measured on the benchmark's 10,000-object tar (89 MB; `cargo bench
-/// --bench backup_restore` prints the comparison): ISA-L alone 15.5 MB in 0.07 s, libdeflate
-/// level 7 14.2 MB in 0.28 s, Velero's gzip -6 14.4 MB, zlib -6 15.6 MB.
-///
-/// `flush` does nothing: members end at [`MEMBER_INPUT`] boundaries and in [`Gzip::finish`].
-struct Gzip<W: Write> {
-    out: W,
-    /// Tar bytes of the member being gathered.
-    pending: Vec<u8>,
-    /// The compressed member.
-    packed: Vec<u8>,
-    /// Boxed: libdeflate's compressor state is large.
-    deflater: Box<libdeflater::Compressor>,
-}
-
-impl<W: Write> Gzip<W> {
-    /// Starts a gzip stream into `out`.
-    fn new(out: W) -> Self {
-        Self {
-            out,
-            pending: Vec::with_capacity(MEMBER_INPUT + MEMBER_SLACK),
-            packed: Vec::new(),
-            deflater: Box::new(libdeflater::Compressor::new(
-                libdeflater::CompressionLvl::new(DEFLATE_LEVEL)
-                    .unwrap_or_else(|_| libdeflater::CompressionLvl::default()),
-            )),
-        }
-    }
-
-    /// ISA-L level 1 of `input` into `self.packed`; the compressed length.
-    fn isal(&mut self, input: std::ops::Range<usize>) -> std::io::Result<usize> {
-        let input = &self.pending[input];
-        // Stored blocks are the worst case: 5 bytes per 64 KiB block, plus header and trailer.
-        self.packed
-            .resize(input.len() + input.len() / 1024 + 1024, 0);
-        isal::compress_into(
-            input,
-            &mut self.packed,
-            isal::CompressionLevel::One,
-            isal::Codec::Gzip,
-        )
-        .map_err(|e| std::io::Error::other(format!("gzip (ISA-L): {e}")))
-    }
-
-    /// Compresses the gathered bytes into one member and writes it out.
-    fn emit(&mut self) -> std::io::Result<()> {
-        let len = self.pending.len();
-        let probe = len.min(PROBE);
-        let probed = self.isal(0..probe)?;
-        let size = if probed.saturating_mul(DEFLATE_FROM_RATIO) <= probe {
-            self.packed
-                .resize(self.deflater.gzip_compress_bound(len), 0);
-            self.deflater
-                .gzip_compress(&self.pending, &mut self.packed)
-                .map_err(|e| std::io::Error::other(format!("gzip (libdeflate): {e:?}")))?
-        } else if probe == len {
-            probed
-        } else {
-            self.isal(0..len)?
-        };
-        self.out.write_all(&self.packed[..size])?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    /// Writes the last member and returns the writer.
-    ///
-    /// # Errors
-    /// An I/O error from the writer or an encoder.
-    fn finish(mut self) -> std::io::Result<W> {
-        self.emit()?;
-        Ok(self.out)
-    }
-}
-
-impl<W: Write> Write for Gzip<W> {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.pending.extend_from_slice(data);
-        if self.pending.len() >= MEMBER_INPUT {
-            self.emit()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Writes a backup tarball in one pass: tar entries into a gzip stream into `W`.
+/// Writes a backup tarball in one pass: tar entries into a gzip stream into `W`, its 2 MiB members
+/// compressed on threads of their own (one fewer than the CPUs, 1 to 4) while the next is gathered.
 ///
 /// `W` is normally a channel-backed writer feeding a multipart upload, so nothing is held whole.
 pub struct ArchiveWriter<W: Write> {
@@ -232,7 +118,7 @@ impl<W: Write> ArchiveWriter<W> {
     /// # Errors
     /// [`ArchiveError::Io`] from the underlying writer.
     pub fn new(out: W, mtime_unix: u64) -> Result<Self, ArchiveError> {
-        let mut tar = tar::Builder::new(Gzip::new(out));
+        let mut tar = tar::Builder::new(Gzip::new(out, gzip::default_threads()));
         tar.mode(tar::HeaderMode::Deterministic);
         let mut me = Self {
             tar,
@@ -332,90 +218,6 @@ mod tests {
         assert_eq!(
             c.preferred_path(),
             "resources/namespaces/v1-preferredversion/cluster/web.json"
-        );
-    }
-
-    /// Counts the gzip members of `gz` and checks each one decodes (single-member decoders).
-    fn members(gz: &[u8]) -> usize {
-        let mut rest = gz;
-        let mut n = 0;
-        while !rest.is_empty() {
-            let mut d = flate2::bufread::GzDecoder::new(rest);
-            std::io::copy(&mut d, &mut std::io::sink()).unwrap();
-            let left = d.into_inner();
-            assert!(left.len() < rest.len());
-            rest = left;
-            n += 1;
-        }
-        n
-    }
-
-    #[test]
-    fn gzip_members_hold_the_whole_stream_whatever_the_flushes() {
-        use std::io::Read;
-        // Text that compresses well (libdeflate), and random bytes that do not (ISA-L), across
-        // several members.
-        let mut data = Vec::new();
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for i in 0..200_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(format!("key-{}: {:016x}\n", i % 97, x).as_bytes());
-        }
-        for _ in 0..400_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(&x.to_le_bytes());
-        }
-        let mut gz = Gzip::new(Vec::new());
-        for (i, piece) in data.chunks(70_001).enumerate() {
-            gz.write_all(piece).unwrap();
-            if i % 3 == 0 {
-                gz.flush().unwrap();
-            }
-        }
-        let compressed = gz.finish().unwrap();
-        assert_eq!(members(&compressed), data.len().div_ceil(MEMBER_INPUT));
-        let mut back = Vec::new();
-        flate2::read::MultiGzDecoder::new(&compressed[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back.len(), data.len());
-        assert!(back == data);
-    }
-
-    #[test]
-    fn structured_data_is_no_larger_than_gzip_6() {
-        // Many small JSON objects, as a cluster's ConfigMaps: where ISA-L level 1 alone is a
-        // quarter larger than gzip -6.
-        let mut data = Vec::new();
-        for i in 0..20_000u32 {
-            data.extend_from_slice(
-                format!(
-                    r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"cm-{i:05}","namespace":"ns-{}","uid":"{:08x}-77aa-4c1e-9d2b-{:012x}","resourceVersion":"{}"}},"data":{{"key":"value-{i}"}}}}"#,
-                    i % 10,
-                    i.wrapping_mul(2_654_435_761),
-                    u64::from(i).wrapping_mul(0x9e37_79b9_7f4a),
-                    1000 + i
-                )
-                .as_bytes(),
-            );
-        }
-        let mut gz = Gzip::new(Vec::new());
-        gz.write_all(&data).unwrap();
-        let ours = gz.finish().unwrap().len();
-        let mut z6 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-        z6.write_all(&data).unwrap();
-        let z6 = z6.finish().unwrap().len();
-        let isal_only = isal::compress(&data[..], isal::CompressionLevel::One, isal::Codec::Gzip)
-            .unwrap()
-            .len();
-        assert!(ours <= z6, "ours {ours} bytes, gzip -6 {z6} bytes");
-        assert!(
-            isal_only > z6,
-            "the sample must be one where the second pass matters"
         );
     }
 
