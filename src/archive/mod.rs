@@ -103,7 +103,7 @@ impl ItemKey {
 }
 
 /// Writes a backup tarball in one pass: tar entries into a gzip stream into `W`, its 2 MiB members
-/// compressed on threads of their own (one fewer than the CPUs, 1 to 4) while the next is gathered.
+/// compressed on threads of their own (as many as the CPUs, 1 to 4) while the next is gathered.
 ///
 /// `W` is normally a channel-backed writer feeding a multipart upload, so nothing is held whole.
 pub struct ArchiveWriter<W: Write> {

@@ -427,10 +427,10 @@ fn worker_threads() -> usize {
 
 /// One worker thread fewer than `cpus`, at least one (one when `cpus` is unknown).
 ///
-/// The CPU-heavy stage of a backup, the archive writer (tar and gzip, `backup::pipeline`), runs
-/// on a blocking thread of its own beside the workers, as do a restore's archive reading and a
-/// file-system backup's chunking; the workers only move requests and split pages. Leaving that
-/// thread a CPU keeps the workers from contending with it and with each other: on the 2-CPU
+/// The CPU-heavy stages run on threads of their own beside the workers: a backup's archive writer
+/// (tar, `backup::pipeline`) and its gzip threads (`archive`), a restore's archive reading, a
+/// file-system backup's chunking; the workers only move requests and split pages. Leaving those
+/// threads a CPU keeps the workers from contending with them and with each other: on the 2-CPU
 /// benchmark machine, with the API server on the same CPUs, one worker instead of tokio's default
 /// of two made a 100,000-object backup about 10% faster (best of 5: 5.65 s → 4.96 s) and 0.7
 /// CPU-s cheaper, and a restore's CPU per object 10–25% lower
