@@ -211,7 +211,7 @@ async fn api_for(
 
 /// How long [`apply`] waits for the kinds of the CRDs it applied to be served (60 s): an API
 /// server establishes a CRD and adds it to discovery within seconds.
-const CRDS_SERVED_WITHIN: Duration = Duration::from_secs(60);
+pub const CRDS_SERVED_WITHIN: Duration = Duration::from_secs(60);
 
 /// The cluster's discovery once it serves the kind of every object in `docs`. When `wait`
 /// (CRDs were just applied), discovery is run again with exponential backoff (100 ms to 2 s,
@@ -252,7 +252,8 @@ async fn discovery_serving(
 }
 
 /// Applies rendered objects in order (CRDs and namespaces first, then the rest once discovery
-/// serves their kinds: [`discovery_serving`]), calling `done` after each. Repository password Secrets are created only when absent.
+/// serves their kinds, waiting up to [`CRDS_SERVED_WITHIN`] after applying CRDs), calling `done`
+/// after each. Repository password Secrets are created only when absent.
 ///
 /// # Errors
 /// The first failure ([`InstallError::Kube`] naming the object, [`InstallError::NotServed`]);
