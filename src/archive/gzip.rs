@@ -234,33 +234,44 @@ mod tests {
         n
     }
 
-    #[test]
-    fn gzip_members_hold_the_whole_stream_whatever_the_flushes() {
-        use std::io::Read;
-        // Text that compresses well (libdeflate), and random bytes that do not (ISA-L), across
-        // several members.
+    /// Text that compresses well (libdeflate), then random bytes that do not (ISA-L): about
+    /// 8 MB, five members.
+    fn text_then_random() -> Vec<u8> {
         let mut data = Vec::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for i in 0..200_000u64 {
+        let mut next = || {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            data.extend_from_slice(format!("key-{}: {:016x}\n", i % 97, x).as_bytes());
+            x
+        };
+        for i in 0..200_000u64 {
+            data.extend_from_slice(format!("key-{}: {:016x}\n", i % 97, next()).as_bytes());
         }
         for _ in 0..400_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(&x.to_le_bytes());
+            data.extend_from_slice(&next().to_le_bytes());
         }
-        let mut gz = Gzip::new(Vec::new(), 1);
-        for (i, piece) in data.chunks(70_001).enumerate() {
+        data
+    }
+
+    /// `data` through a [`Gzip`] of `threads`, written in pieces of `piece` bytes, flushed
+    /// after every third.
+    fn compress(data: &[u8], threads: usize, piece: usize) -> Vec<u8> {
+        let mut gz = Gzip::new(Vec::new(), threads);
+        for (i, piece) in data.chunks(piece).enumerate() {
             gz.write_all(piece).unwrap();
             if i % 3 == 0 {
                 gz.flush().unwrap();
             }
         }
-        let compressed = gz.finish().unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_members_hold_the_whole_stream_whatever_the_flushes() {
+        use std::io::Read;
+        let data = text_then_random();
+        let compressed = compress(&data, 1, 70_001);
         assert_eq!(members(&compressed), data.len().div_ceil(MEMBER_INPUT));
         let mut back = Vec::new();
         flate2::read::MultiGzDecoder::new(&compressed[..])
@@ -305,40 +316,16 @@ mod tests {
 
     #[test]
     fn members_compressed_at_once_give_the_same_bytes() {
-        // Members of text (libdeflate) and of random bytes (ISA-L), more than the threads.
-        let mut data = Vec::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for i in 0..900_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            if i % 3 == 0 {
-                data.extend_from_slice(&x.to_le_bytes());
-            } else {
-                data.extend_from_slice(format!("item-{}: {:x}\n", i % 101, x % 4096).as_bytes());
-            }
-        }
-        let compress = |threads| {
-            let mut gz = Gzip::new(Vec::new(), threads);
-            for piece in data.chunks(100_003) {
-                gz.write_all(piece).unwrap();
-            }
-            gz.finish().unwrap()
-        };
-        let serial = compress(1);
-        assert_eq!(members(&serial), data.len().div_ceil(MEMBER_INPUT));
+        let data = text_then_random();
+        let serial = compress(&data, 1, 100_003);
         assert!(
             members(&serial) > 3,
             "the sample must span more members than threads"
         );
-        assert!(serial == compress(3), "3 threads wrote other bytes than 1");
-        let mut back = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::MultiGzDecoder::new(&serial[..]),
-            &mut back,
-        )
-        .unwrap();
-        assert!(back == data);
+        assert!(
+            serial == compress(&data, 3, 100_003),
+            "3 threads wrote other bytes than 1"
+        );
     }
 
     #[test]

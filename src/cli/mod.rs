@@ -433,7 +433,7 @@ fn worker_threads() -> usize {
 /// threads a CPU keeps the workers from contending with them and with each other: on the 2-CPU
 /// benchmark machine, with the API server on the same CPUs, one worker instead of tokio's default
 /// of two made a 100,000-object backup about 10% faster (best of 5: 5.65 s → 4.96 s) and 0.7
-/// CPU-s cheaper, and a restore's CPU per object 10–25% lower
+/// CPU-s cheaper, and a restore's CPU per object 10–30% lower
 /// (`cargo bench --bench backup_restore -- --objects 10000,100000`).
 fn workers_for(cpus: Option<usize>) -> usize {
     cpus.map_or(1, |n| n.saturating_sub(1)).max(1)
