@@ -213,28 +213,29 @@ async fn api_for(
 /// server establishes a CRD and adds it to discovery within seconds.
 pub const CRDS_SERVED_WITHIN: Duration = Duration::from_secs(60);
 
-/// The cluster's discovery once it serves the kind of every object in `docs`. When `wait`
+/// The API of every object in `docs`, in order, once discovery serves all their kinds. When `wait`
 /// (CRDs were just applied), discovery is run again with exponential backoff (100 ms to 2 s,
 /// [`CRDS_SERVED_WITHIN`] in all) while a kind is missing; otherwise once.
 ///
 /// # Errors
 /// [`InstallError::NotServed`] naming the first kind still missing, or [`InstallError::Kube`]
 /// when discovery fails.
-async fn discovery_serving(
+async fn apis_served(
     client: &kube::Client,
     docs: &[&Value],
     wait: bool,
-) -> Result<Discovery, InstallError> {
+) -> Result<Vec<Api<DynamicObject>>, InstallError> {
     use backon::{ExponentialBuilder, Retryable};
     let attempt = || async {
         let discovery = Discovery::new(client.clone())
             .run_aggregated()
             .await
             .map_err(kube_err("discovering the cluster's APIs"))?;
+        let mut apis = Vec::with_capacity(docs.len());
         for d in docs {
-            api_for(client, &discovery, d).await?;
+            apis.push(api_for(client, &discovery, d).await?);
         }
-        Ok(discovery)
+        Ok(apis)
     };
     if !wait {
         return attempt().await;
@@ -274,12 +275,11 @@ pub async fn apply(
         if group.is_empty() {
             continue;
         }
-        let discovery = discovery_serving(client, &group, applied_crds).await?;
+        let apis = apis_served(client, &group, applied_crds).await?;
         applied_crds |= group
             .iter()
             .any(|d| d["kind"] == "CustomResourceDefinition");
-        for d in group {
-            let api = api_for(client, &discovery, d).await?;
+        for (d, api) in group.into_iter().zip(apis) {
             let name = d["metadata"]["name"].as_str().unwrap_or_default();
             let what = format!("applying {}", describe(d));
             if d["kind"] == "Secret" && name == REPO_SECRET {
