@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::thread::JoinHandle;
 
 /// Bytes of tar compressed into each gzip member (2 MiB).
-pub(super) const MEMBER_INPUT: usize = 2 << 20;
+const MEMBER_INPUT: usize = 2 << 20;
 
 /// Room above [`MEMBER_INPUT`] in a member's input buffer (256 KiB): the tar builder's writes
 /// that cross the boundary land there without a reallocation.

@@ -122,42 +122,31 @@ async fn apply(gs: Arc<GitSource>, ctx: Arc<Context>) -> Result<Action, kube::Er
                     },
                     None,
                 ),
-                Ok(Pass::Unchanged { revision, .. }) => (
-                    Outcome::Unchanged {
-                        revision: revision.to_string(),
-                    },
-                    None,
-                ),
-                Ok(Pass::Applied {
-                    report,
-                    digest,
-                    parsed,
-                    renderer,
-                    took,
-                }) => {
-                    let outcome = Outcome::Applied {
-                        revision: report.revision.to_string(),
-                        digest: digest.clone(),
-                        summary: report.summary(),
-                        invalid: report.invalid.iter().map(|(i, _)| i.to_string()).collect(),
-                        failed: report.failed.clone(),
-                        inventory: to_inventory(&report.inventory),
-                    };
-                    tracing::info!(
-                        gitsource = %gs.name_any(),
-                        revision = %report.revision,
-                        "{}",
-                        report.summary()
-                    );
-                    let pass = Pass::Applied {
-                        report,
-                        digest,
-                        parsed,
-                        renderer,
-                        took,
-                    };
-                    (outcome, Some((reconciler, pass)))
-                }
+                Ok(pass) => match &pass {
+                    Pass::Unchanged { revision, .. } => (
+                        Outcome::Unchanged {
+                            revision: revision.to_string(),
+                        },
+                        None,
+                    ),
+                    Pass::Applied { report, digest, .. } => {
+                        let outcome = Outcome::Applied {
+                            revision: report.revision.to_string(),
+                            digest: digest.clone(),
+                            summary: report.summary(),
+                            invalid: report.invalid.iter().map(|(i, _)| i.to_string()).collect(),
+                            failed: report.failed.clone(),
+                            inventory: to_inventory(&report.inventory),
+                        };
+                        tracing::info!(
+                            gitsource = %gs.name_any(),
+                            revision = %report.revision,
+                            "{}",
+                            report.summary()
+                        );
+                        (outcome, Some((reconciler, pass)))
+                    }
+                },
             }
         }
     };
